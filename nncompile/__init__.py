@@ -1,0 +1,23 @@
+"""nncompile: compile `.nn` neural-network descriptions into standalone, readable NumPy modules.
+
+`compile_source` returns the generated code; `load` compiles and imports it in one go.
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from .compiler import DTYPES, compile_file, compile_models, compile_source, load
+from .errors import CompileError, Diagnostic, Span
+
+__all__ = [
+    "DTYPES",
+    "CompileError",
+    "Diagnostic",
+    "Span",
+    "__version__",
+    "compile_file",
+    "compile_models",
+    "compile_source",
+    "load",
+]

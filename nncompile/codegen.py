@@ -1,0 +1,71 @@
+"""Render lowered models into one Python module through the jinja2 templates in `templates/`.
+
+Rendering only: every name, shape and decision arrives ready-made from `nncompile.lower`.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+
+import jinja2
+
+from . import __version__
+from .lower import ModelView, py_literal, shape_text
+from .resources import templates_root
+
+
+class _PackageLoader(jinja2.BaseLoader):
+    """Loads templates through importlib.resources, so they work from a wheel as from a checkout."""
+
+    def get_source(self, environment, template):
+        path = templates_root()
+        for part in template.split("/"):
+            path = path.joinpath(part)
+        if not path.is_file():
+            raise jinja2.TemplateNotFound(template)
+        return path.read_text(encoding="utf-8"), None, lambda: True
+
+
+@lru_cache(maxsize=1)
+def environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=_PackageLoader(),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+        autoescape=False,
+    )
+    env.globals.update(py_literal=py_literal, shape_text=shape_text)
+    return env
+
+
+def render(models: list[ModelView], filename: str, dtype: str) -> str:
+    names = ", ".join(m.name for m in models)
+    text = (
+        environment()
+        .get_template("module.py.j2")
+        .render(
+            models=models,
+            exported=sorted(m.name for m in models),
+            version=__version__,
+            source_name=os.path.basename(filename),
+            dtype=dtype,
+            module_title=f"{names}: neural network{'s' if len(models) > 1 else ''} compiled from {os.path.basename(filename)}.",
+        )
+    )
+    return _tidy(text)
+
+
+def _tidy(text: str) -> str:
+    """Strip trailing spaces and collapse runs of blank lines left by template control flow."""
+    lines = [line.rstrip() for line in text.splitlines()]
+    out: list[str] = []
+    for line in lines:
+        if not line and len(out) >= 2 and not out[-1] and not out[-2]:
+            continue
+        out.append(line)
+    while out and not out[-1]:
+        out.pop()
+    return "\n".join(out) + "\n"

@@ -1,0 +1,65 @@
+"""Generate docs/layers.md, the layer reference, from the registry so it cannot drift from the code.
+
+Run `python -m nncompile.docs > docs/layers.md`; a test checks the file is up to date.
+"""
+
+from __future__ import annotations
+
+from .registry import INITS, LAYERS, LOSSES, OPTIMIZERS, canonical, format_value, load_all
+
+
+def _args_table(entry) -> list[str]:
+    if not entry.args:
+        return ["No arguments.", ""]
+    lines = ["| argument | type | default | meaning |", "|---|---|---|---|"]
+    for arg in entry.args:
+        default = "required" if arg.required else f"`{format_value(arg.default)}`"
+        lines.append(f"| `{arg.name}` | {arg.type} | {default} | {arg.doc} |")
+    return lines + [""]
+
+
+def _section(entry, extra: list[str]) -> list[str]:
+    title = entry.name + (f" (alias: {', '.join(entry.aliases)})" if entry.aliases else "")
+    lines = [f"### {title}", "", entry.summary, "", f"Signature: `{entry.signature()}`", ""]
+    lines += _args_table(entry)
+    lines += extra
+    if entry.forward_formula:
+        lines += ["Forward:", "", f"    {entry.forward_formula}", ""]
+    if entry.backward_formulas:
+        lines += ["Backward:", ""] + [f"    {f}" for f in entry.backward_formulas] + [""]
+    return lines
+
+
+def render() -> str:
+    load_all()
+    lines = [
+        "# Layer reference",
+        "",
+        "Generated from the registry by `python -m nncompile.docs > docs/layers.md`; do not edit by hand.",
+        "Shapes are per sample: the batch axis is implicit and leading. The formulas are the ones the generated",
+        "code carries beside its forward and backward blocks.",
+        "",
+        "## Layers",
+        "",
+    ]
+    for layer in canonical(LAYERS):
+        extra = []
+        if layer.shape_rule:
+            extra += [f"Shape: {layer.shape_rule}", ""]
+        if layer.param_layout:
+            extra += [f"Parameters: {layer.param_layout}", ""]
+        lines += _section(layer, extra)
+    lines += ["## Losses", ""]
+    for loss in canonical(LOSSES):
+        lines += _section(loss, [f"Targets: {loss.targets}", ""])
+    lines += ["## Optimizers", ""]
+    for optimizer in canonical(OPTIMIZERS):
+        lines += _section(optimizer, [])
+    lines += ["## Initializers", "", "| name | distribution | note |", "|---|---|---|"]
+    for init in canonical(INITS):
+        lines.append(f"| `{init.name}` | {init.formula} | {init.summary} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    print(render(), end="")

@@ -1,0 +1,39 @@
+"""Linear: a fully connected layer, y = x · W + b, with W stored as (in, out)."""
+
+from __future__ import annotations
+
+from ..registry import Arg, Layer, Param, ShapeError, positive, register
+
+
+@register
+class Linear(Layer):
+    name = "Linear"
+    args = (
+        Arg("out", "int", check=positive, doc="output features"),
+        Arg("in", "int", None, check=positive, doc="input features; checked against the inferred ones"),
+        Arg("bias", "bool", True, doc="add a learned bias"),
+        Arg("init", "name", "he_normal", doc="initializer of the weight"),
+    )
+    positional_forms = ((), ("out",), ("in", "out"))
+    template = "layers/linear.py.j2"
+    summary = "Fully connected layer over the last axis of a flat per-sample vector."
+    shape_rule = "[in] → [out]"
+    param_layout = "`weight` (in, out), drawn by `init`; `bias` (out,), zeros"
+    forward_formula = "y = x · W + b"
+    backward_formulas = ("dW = xᵀ · dy", "db = Σ_batch dy", "dx = dy · Wᵀ")
+
+    @classmethod
+    def output_shape(cls, in_shape, args):
+        if len(in_shape) != 1:
+            raise ShapeError(f"Linear expects a flat vector [features], got {list(in_shape)}; add Flatten before it")
+        if args["in"] is not None and args["in"] != in_shape[0]:
+            raise ShapeError(f"Linear(in={args['in']}) receives {list(in_shape)}")
+        return (args["out"],)
+
+    @classmethod
+    def params(cls, in_shape, out_shape, args):
+        fan_in, fan_out = in_shape[0], out_shape[0]
+        params = [Param("weight", (fan_in, fan_out), args["init"], fan_in, fan_out)]
+        if args["bias"]:
+            params.append(Param("bias", (fan_out,), "zeros", fan_in, fan_out))
+        return params

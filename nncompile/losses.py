@@ -1,0 +1,42 @@
+"""Loss registry entries: the scalar training objective on the last layer's output, and its fused gradient.
+
+Each loss template renders a `_loss_value` body (forward) and a `_loss_gradient` body (dL/d output).
+"""
+
+from __future__ import annotations
+
+from .registry import Buffer, Loss, ShapeError, register
+
+
+@register
+class MSE(Loss):
+    name = "MSE"
+    template = "losses/mse.py.j2"
+    summary = "Mean squared error over all elements."
+    targets = "an array of the output's shape"
+    forward_formula = "L = mean((z - t)²) over every element"
+    backward_formulas = ("dz = 2 (z - t) / N,  N = number of elements",)
+
+    @classmethod
+    def buffers(cls, shape, args):
+        return [Buffer("diff", shape)]
+
+
+@register
+class CrossEntropy(Loss):
+    name = "CrossEntropy"
+    aliases = ("CELogSoftmax",)
+    template = "losses/cross_entropy.py.j2"
+    summary = "Log-softmax plus negative log-likelihood on logits, mean over the batch."
+    targets = "integer class labels (batch,) or one-hot / probabilities (batch, classes)"
+    forward_formula = "L = mean_b( logsumexp(z_b) - Σ_c t_bc z_bc ),  t = one-hot of the label"
+    backward_formulas = ("dz = (softmax(z) - t) / batch",)
+
+    @classmethod
+    def check_input(cls, shape):
+        if len(shape) != 1:
+            raise ShapeError(f"CrossEntropy needs logits of shape [classes], got {list(shape)}")
+
+    @classmethod
+    def buffers(cls, shape, args):
+        return [Buffer("probs", shape), Buffer("logp", shape)]

@@ -1,0 +1,296 @@
+"""Lowering: decide the generated code's variable names, workspace buffers and in-place reuse for each model.
+
+Pure Python on the shape-inferred IR; the templates receive these views and only write them out.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from .ir import MODEL_INPUT, Model, Node
+from .registry import INITS, Buffer, format_value
+
+LINE_LENGTH = 120
+
+
+def py_literal(value, indent: int = 0) -> str:
+    """A Python literal laid out as a formatter would: on one line if it fits, else one item per line."""
+    flat = _flat_literal(value)
+    if indent + len(flat) <= LINE_LENGTH or not isinstance(value, (dict, list, tuple)) or not value:
+        return flat
+    inner = " " * (indent + 4)
+    if isinstance(value, dict):
+        items = [f"{_flat_literal(k)}: {py_literal(v, indent + 4)}" for k, v in value.items()]
+    else:
+        items = [py_literal(v, indent + 4) for v in value]
+    opener, closer = {dict: "{}", list: "[]", tuple: "()"}[type(value)]
+    body = "".join(f"{inner}{item},\n" for item in items)
+    return f"{opener}\n{body}{' ' * indent}{closer}"
+
+
+def _flat_literal(value) -> str:
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{_flat_literal(k)}: {_flat_literal(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list):
+        return "[" + ", ".join(_flat_literal(v) for v in value) + "]"
+    if isinstance(value, tuple):
+        inner = ", ".join(_flat_literal(v) for v in value)
+        return f"({inner},)" if len(value) == 1 else f"({inner})"
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return repr(value)
+
+
+def shape_text(shape) -> str:
+    return "[" + ", ".join(str(d) for d in shape) + "]"
+
+
+@dataclass
+class BufferView:
+    key: str
+    shape: tuple[int, ...]
+    kind: str
+
+
+@dataclass
+class ParamView:
+    key: str
+    shape: tuple[int, ...]
+    init_code: str
+    init_note: str
+
+
+@dataclass
+class LayerView:
+    """What a layer template needs: its node, the names of its variables, and accessors for arrays."""
+
+    node: Node
+    location: str
+    x: str
+    y: str
+    dy: str
+    dx: str
+    first: bool
+    inplace: bool
+    buffers: list[BufferView] = field(default_factory=list)
+
+    @property
+    def name(self):
+        return self.node.name
+
+    @property
+    def args(self):
+        return self.node.args
+
+    @property
+    def kind(self):
+        return self.node.kind
+
+    @property
+    def in_shape(self):
+        return self.node.in_shape
+
+    @property
+    def out_shape(self):
+        return self.node.out_shape
+
+    @property
+    def header(self) -> str:
+        return f"{self.node.name} = {self.node.source}  ({self.location})  {shape_text(self.in_shape)} -> {shape_text(self.out_shape)}"
+
+    def p(self, param: str) -> str:
+        return f'p["{self.node.name}.{param}"]'
+
+    def g(self, param: str) -> str:
+        return f'g["{self.node.name}.{param}"]'
+
+    def key(self, buffer: str) -> str:
+        return f"{self.node.name}.{buffer}"
+
+    def buf(self, buffer: str) -> str:
+        return f'ws["{self.key(buffer)}"]'
+
+    def has_param(self, param: str) -> bool:
+        return any(p.name == param for p in self.node.params)
+
+
+@dataclass
+class LossView:
+    kind: type
+    args: dict
+    source: str
+    location: str
+    z: str
+    dz: str
+    shape: tuple[int, ...]
+    buffers: list[BufferView]
+
+    def buf(self, buffer: str) -> str:
+        return f'ws["loss.{buffer}"]'
+
+
+@dataclass
+class OptimizerView:
+    kind: type
+    args: dict
+    source: str
+    slots: tuple[str, ...]
+
+
+@dataclass
+class ModelView:
+    model: Model
+    layers: list[LayerView]
+    params: list[ParamView]
+    buffers: list[BufferView]
+    loss: LossView | None
+    optimizer: OptimizerView
+    saved: list[str]
+    output: str
+    config: str
+
+    @property
+    def name(self):
+        return self.model.name
+
+    @property
+    def input_shape(self):
+        return self.model.input_shape
+
+    @property
+    def output_shape(self):
+        return self.model.output_shape
+
+
+def _location(model: Model, span) -> str:
+    return f"{os.path.basename(model.filename)}:{span.line}" if span else os.path.basename(model.filename)
+
+
+def _config(model: Model) -> dict:
+    layers = []
+    for node in model.nodes:
+        layers.append(
+            {
+                "name": node.name,
+                "type": node.kind.name,
+                "args": dict(node.args),
+                "input_shape": list(node.in_shape),
+                "output_shape": list(node.out_shape),
+                "params": {f"{node.name}.{p.name}": list(p.shape) for p in node.params},
+            }
+        )
+    config = {
+        "name": model.name,
+        "input_shape": list(model.input_shape),
+        "output_shape": list(model.output_shape),
+        "layers": layers,
+        "loss": {"type": model.loss.kind.name, "args": dict(model.loss.args)} if model.loss else None,
+        "optimizer": {"type": model.optimizer.kind.name, "args": dict(model.optimizer.args)},
+    }
+    return config
+
+
+def lower(model: Model) -> ModelView:
+    consumers: dict[str, int] = {}
+    for node in model.nodes:
+        for source in node.inputs:
+            consumers[source] = consumers.get(source, 0) + 1
+    by_name = {node.name: node for node in model.nodes}
+
+    views: list[LayerView] = []
+    var_of = {MODEL_INPUT: "x"}
+    for index, node in enumerate(model.nodes):
+        source = node.inputs[0]
+        producer = by_name.get(source)
+        inplace = (
+            node.kind.elementwise
+            and producer is not None
+            and "output" not in producer.kind.saves
+            and consumers.get(source, 0) == 1
+        )
+        first = index == 0
+        view = LayerView(
+            node=node,
+            location=_location(model, node.span),
+            x=var_of[source],
+            y=f"{node.name}_y",
+            dy=f"{node.name}_dy",
+            dx="dx" if first else f"{source}_dy",
+            first=first,
+            inplace=inplace,
+        )
+        if not inplace:
+            view.buffers.append(BufferView(view.key("y"), node.out_shape, "float"))
+        if not node.kind.elementwise:
+            view.buffers.append(BufferView(view.key("dx"), node.in_shape, "float"))
+        for extra in node.kind.buffers(node.in_shape, node.out_shape, node.args):
+            view.buffers.append(_buffer(view.key(extra.name), extra))
+        var_of[node.name] = view.y
+        views.append(view)
+
+    saved = ["x"]
+    for view in views:
+        if "input" in view.kind.saves and view.x not in saved:
+            saved.append(view.x)
+        if "output" in view.kind.saves and view.y not in saved:
+            saved.append(view.y)
+
+    output = views[-1].y if views else "x"
+    loss = None
+    if model.loss is not None:
+        kind = model.loss.kind
+        shape = model.output_shape
+        loss = LossView(
+            kind=kind,
+            args=model.loss.args,
+            source=model.loss.source,
+            location=_location(model, model.loss.span),
+            z=output,
+            dz=views[-1].dy if views else "dz",
+            shape=shape,
+            buffers=[BufferView("loss.dz", shape, "float")]
+            + [_buffer(f"loss.{b.name}", b) for b in kind.buffers(shape, model.loss.args)],
+        )
+
+    params = []
+    for node in model.nodes:
+        for param in node.params:
+            init = INITS[param.init]
+            note = f"{node.name}.{param.name}: {init.name}, {init.formula}"
+            if init.formula not in ("0", "1"):
+                note += f", fan_in={param.fan_in}, fan_out={param.fan_out}"
+            params.append(
+                ParamView(
+                    f"{node.name}.{param.name}",
+                    param.shape,
+                    init.expression(param.shape, param.fan_in, param.fan_out),
+                    note,
+                )
+            )
+
+    optimizer = OptimizerView(
+        kind=model.optimizer.kind,
+        args=model.optimizer.args,
+        source=model.optimizer.source,
+        slots=model.optimizer.kind.slots(model.optimizer.args),
+    )
+    buffers = [b for v in views for b in v.buffers] + (loss.buffers if loss else [])
+    return ModelView(
+        model=model,
+        layers=views,
+        params=params,
+        buffers=buffers,
+        loss=loss,
+        optimizer=optimizer,
+        saved=saved,
+        output=output,
+        config=py_literal(_config(model), indent=8),
+    )
+
+
+def _buffer(key: str, buffer: Buffer) -> BufferView:
+    return BufferView(key, buffer.shape, buffer.kind)
+
+
+__all__ = ["LayerView", "LossView", "ModelView", "format_value", "lower", "py_literal"]

@@ -1,0 +1,199 @@
+"""The registry: one entry per layer, loss, optimizer and initializer, holding everything the compiler knows about it.
+
+An entry declares its argument schema, shape rule, parameters, workspace buffers, template and gradient formulas.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import ClassVar
+
+REQUIRED = object()
+
+
+class ShapeError(Exception):
+    """A layer cannot accept the shape it receives; the message names the layer's requirement."""
+
+
+@dataclass(frozen=True)
+class Arg:
+    """One argument of an entry: its name, type ('int', 'float', 'bool' or 'name'), default and value check."""
+
+    name: str
+    type: str
+    default: object = REQUIRED
+    check: Callable[[object], str | None] | None = None
+    doc: str = ""
+
+    @property
+    def required(self) -> bool:
+        return self.default is REQUIRED
+
+
+def positive(value) -> str | None:
+    return None if value > 0 else "must be positive"
+
+
+def non_negative(value) -> str | None:
+    return None if value >= 0 else "must not be negative"
+
+
+def in_unit_interval(value) -> str | None:
+    return None if 0 <= value < 1 else "must be in [0, 1)"
+
+
+@dataclass(frozen=True)
+class Param:
+    """A trainable array of a layer: `name` is the suffix after the layer name (`weight` → `fc1.weight`)."""
+
+    name: str
+    shape: tuple[int, ...]
+    init: str
+    fan_in: int
+    fan_out: int
+
+
+@dataclass(frozen=True)
+class Buffer:
+    """A per-batch workspace array a layer writes into: shape per sample, and 'float' or 'bool'."""
+
+    name: str
+    shape: tuple[int, ...]
+    kind: str = "float"
+
+
+class Entry:
+    """What every registry entry has: a name, aliases, arguments, a template, formulas and a one-line summary."""
+
+    name: ClassVar[str]
+    aliases: ClassVar[tuple[str, ...]] = ()
+    args: ClassVar[tuple[Arg, ...]] = ()
+    # Accepted positional forms, each a tuple of argument names; default: any prefix of `args`.
+    positional_forms: ClassVar[tuple[tuple[str, ...], ...] | None] = None
+    template: ClassVar[str]
+    summary: ClassVar[str] = ""
+    forward_formula: ClassVar[str] = ""
+    backward_formulas: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def check_args(cls, args: dict) -> list[tuple[str, str]]:
+        """Checks that involve several arguments: (argument name, message) pairs."""
+        return []
+
+    @classmethod
+    def forms(cls) -> tuple[tuple[str, ...], ...]:
+        if cls.positional_forms is not None:
+            return cls.positional_forms
+        names = tuple(a.name for a in cls.args)
+        return tuple(names[:n] for n in range(len(names) + 1))
+
+    @classmethod
+    def signature(cls) -> str:
+        parts = []
+        for a in cls.args:
+            parts.append(a.name if a.required else f"{a.name}={format_value(a.default)}")
+        return f"{cls.name}({', '.join(parts)})" if parts else cls.name
+
+
+class Layer(Entry):
+    """A layer: maps a per-sample input shape to an output shape, maybe with parameters."""
+
+    # Forward may overwrite its input and backward may overwrite dy (elementwise layers).
+    elementwise: ClassVar[bool] = False
+    # What backward reads from the forward pass: 'input', 'output' or both.
+    saves: ClassVar[frozenset[str]] = frozenset({"input"})
+    # For the reference docs: the shape rule and the parameter layout, in words.
+    shape_rule: ClassVar[str] = ""
+    param_layout: ClassVar[str] = ""
+
+    @classmethod
+    def output_shape(cls, in_shape: tuple[int, ...], args: dict) -> tuple[int, ...]:
+        raise NotImplementedError
+
+    @classmethod
+    def params(cls, in_shape, out_shape, args) -> list[Param]:
+        return []
+
+    @classmethod
+    def buffers(cls, in_shape, out_shape, args) -> list[Buffer]:
+        """Workspace arrays beyond the output `y` and the input gradient `dx`, which every layer gets."""
+        return []
+
+
+class Loss(Entry):
+    """A loss on the last layer's output; `targets` describes the accepted target shapes."""
+
+    targets: ClassVar[str] = ""
+
+    @classmethod
+    def check_input(cls, shape: tuple[int, ...]) -> None:
+        """Raise ShapeError when the loss cannot follow an output of this per-sample shape."""
+
+    @classmethod
+    def buffers(cls, shape, args) -> list[Buffer]:
+        return []
+
+
+class Optimizer(Entry):
+    """An update rule; `slots` are the per-parameter state arrays it keeps (e.g. a momentum buffer)."""
+
+    @classmethod
+    def slots(cls, args: dict) -> tuple[str, ...]:
+        return ()
+
+
+class Init(Entry):
+    """A weight initializer; `expression` is the code that makes the array, drawing from `rng`, of dtype DTYPE."""
+
+    formula: ClassVar[str] = ""
+
+    @classmethod
+    def expression(cls, shape: tuple[int, ...], fan_in: int, fan_out: int) -> str:
+        raise NotImplementedError
+
+
+LAYERS: dict[str, type[Layer]] = {}
+LOSSES: dict[str, type[Loss]] = {}
+OPTIMIZERS: dict[str, type[Optimizer]] = {}
+INITS: dict[str, type[Init]] = {}
+
+_TABLES = {Layer: LAYERS, Loss: LOSSES, Optimizer: OPTIMIZERS, Init: INITS}
+
+
+def register(entry):
+    """Class decorator: add an entry (and its aliases) to the table of its kind."""
+    table = next(t for base, t in _TABLES.items() if issubclass(entry, base))
+    for key in (entry.name, *entry.aliases):
+        if key in table:
+            raise ValueError(f"{key!r} is registered twice")
+        table[key] = entry
+    return entry
+
+
+def canonical(table: dict) -> list:
+    """The entries of a table without their aliases, in registration order."""
+    seen = []
+    for entry in table.values():
+        if entry not in seen:
+            seen.append(entry)
+    return seen
+
+
+def format_value(value) -> str:
+    """Write an argument value as it would appear in a .nn file."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "none"
+    return str(value)
+
+
+def load_all() -> None:
+    """Import every module that registers entries (the import registers them)."""
+    from . import (  # noqa: F401
+        inits,
+        layers,
+        losses,
+        optimizers,
+    )

@@ -1,0 +1,49 @@
+"""Shared test helpers: compile .nn text into a module, and central finite differences."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import nncompile
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+
+def build(source: str, dtype: str = "float64", model: str | None = None, seed: int = 0):
+    """Compile source text and instantiate its (only, or named) model class."""
+    module = nncompile.load(source, dtype=dtype)
+    if model is None:
+        assert len(module.__all__) == 1, module.__all__
+        model = module.__all__[0]
+    return getattr(module, model)(seed=seed)
+
+
+def numeric_grad(f, array: np.ndarray, eps: float = 1e-6) -> np.ndarray:
+    """Central differences of the scalar f() w.r.t. every element of `array`, perturbed in place."""
+    grad = np.zeros_like(array)
+    flat, gflat = array.reshape(-1), grad.reshape(-1)
+    for i in range(flat.size):
+        old = flat[i]
+        flat[i] = old + eps
+        plus = f()
+        flat[i] = old - eps
+        minus = f()
+        flat[i] = old
+        gflat[i] = (plus - minus) / (2 * eps)
+    return grad
+
+
+def rel_error(a: np.ndarray, b: np.ndarray) -> float:
+    """max |a - b| relative to the larger of max |a|, max |b| (a scale-aware relative error)."""
+    scale = max(np.abs(a).max(), np.abs(b).max(), 1e-12)
+    return float(np.abs(a - b).max() / scale)
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(1234)

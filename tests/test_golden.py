@@ -1,0 +1,76 @@
+"""Golden files: the generated code for tests/golden/*.nn is pinned, lint-clean, formatted and deterministic."""
+
+from __future__ import annotations
+
+import ast
+import difflib
+import shutil
+import subprocess
+import sys
+
+import pytest
+from regenerate_golden import GOLDEN, expected_code
+
+CASES = sorted(GOLDEN.glob("*.nn"))
+REGENERATE = "python tests/regenerate_golden.py"
+
+
+def test_there_are_golden_cases():
+    assert len(CASES) >= 2
+
+
+@pytest.mark.parametrize("nn_file", CASES, ids=lambda p: p.stem)
+def test_generated_code_matches_golden(nn_file):
+    golden = nn_file.with_suffix(".py")
+    assert golden.exists(), f"missing {golden.name}; run: {REGENERATE}"
+    actual, expected = expected_code(nn_file), golden.read_text(encoding="utf-8")
+    if actual != expected:
+        diff = "".join(difflib.unified_diff(expected.splitlines(True), actual.splitlines(True), "golden", "generated"))
+        pytest.fail(f"generated code differs from {golden.name}; if intended, run: {REGENERATE}\n{diff}")
+
+
+@pytest.mark.parametrize("nn_file", CASES, ids=lambda p: p.stem)
+def test_generation_is_deterministic(nn_file):
+    assert expected_code(nn_file) == expected_code(nn_file)
+
+
+@pytest.mark.parametrize("nn_file", CASES, ids=lambda p: p.stem)
+def test_generated_code_imports_only_numpy(nn_file):
+    tree = ast.parse(expected_code(nn_file))
+    imported = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            imported |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            imported.add((node.module or "").split(".")[0])
+    assert imported == {"numpy"}
+
+
+@pytest.mark.parametrize("nn_file", CASES, ids=lambda p: p.stem)
+def test_backward_blocks_carry_their_formulas(nn_file):
+    code = expected_code(nn_file)
+    assert code.count("# backward of ") >= 2
+    if "Linear" in nn_file.read_text():
+        assert "# dW = xᵀ · dy" in code and "# dx = dy · Wᵀ" in code
+
+
+def _ruff():
+    exe = shutil.which("ruff")
+    return [exe] if exe else [sys.executable, "-m", "ruff"]
+
+
+def test_golden_files_pass_ruff_check_with_default_rules():
+    result = subprocess.run(
+        [*_ruff(), "check", "--isolated", *map(str, GOLDEN.glob("*.py"))], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_golden_files_are_formatted():
+    result = subprocess.run(
+        [*_ruff(), "format", "--isolated", "--line-length", "120", "--diff", *map(str, GOLDEN.glob("*.py"))],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
