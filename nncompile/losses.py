@@ -31,6 +31,9 @@ class CrossEntropy(Loss):
     targets = "integer class labels (batch,) or one-hot / probabilities (batch, classes)"
     forward_formula = "L = mean_b( logsumexp(z_b) - Σ_c t_bc z_bc ),  t = one-hot of the label"
     backward_formulas = ("dz = (softmax(z) - t) / batch",)
+    metric = "accuracy"
+    predicted_classes = "z.argmax(axis=1)"
+    true_classes = "target if target.ndim == 1 else target.argmax(axis=1)"
 
     @classmethod
     def check_input(cls, shape):

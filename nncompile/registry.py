@@ -125,6 +125,12 @@ class Loss(Entry):
     """A loss on the last layer's output; `targets` describes the accepted target shapes."""
 
     targets: ClassVar[str] = ""
+    # A metric fit() and evaluate() report beside the loss: None, or "accuracy" when outputs map to classes.
+    # Then `predicted_classes` and `true_classes` are code over `z` (the last layer's output, batch first) and
+    # `target` (as the loss's check_target returns it); accuracy is the fraction of their elements that are equal.
+    metric: ClassVar[str | None] = None
+    predicted_classes: ClassVar[str] = ""
+    true_classes: ClassVar[str] = ""
 
     @classmethod
     def check_input(cls, shape: tuple[int, ...]) -> None:

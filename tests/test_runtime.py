@@ -175,7 +175,7 @@ def test_default_optimizer_is_sgd_lr_001():
 def test_bad_inputs_get_clear_errors(batch):
     x, y = batch
     net = build(MLP)
-    with pytest.raises(ValueError, match=r"expected input of shape \(batch, 6\), got \(5, 5\)"):
+    with pytest.raises(ValueError, match=r"expected \(batch, 6\), got \(5, 5\)"):
         net.forward(x[:, :5])
     with pytest.raises(ValueError, match="expected 5 labels"):
         net.loss(x, y[:4])
