@@ -10,8 +10,25 @@ import os
 import sys
 import tempfile
 
-from .compiler import DTYPES, compile_source
-from .errors import CompileError
+from . import introspect
+from .compiler import DTYPES, compile_models, compile_source
+from .errors import CompileError, Diagnostic, Span, render_diagnostic
+
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_INTERNAL = 3
+# Set to see the traceback of an internal error (a bug in nncompile, never a problem with the input).
+TRACEBACK_ENV = "NNCOMPILE_TRACEBACK"
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -20,17 +37,33 @@ def _parser() -> argparse.ArgumentParser:
         description="Compile a .nn model file into a standalone NumPy module.",
     )
     parser.add_argument("input", help="the .nn file to compile")
-    parser.add_argument("-o", "--output", help="write the module here (default: print it to stdout)")
-    parser.add_argument("--check", action="store_true", help="only check the file; write nothing")
+    parser.add_argument("-o", "--output", help="write the result here (default: print it to stdout)")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--check", action="store_true", help="only check the file; write nothing")
+    mode.add_argument(
+        "--summary",
+        action="store_true",
+        help="print a table of the layers (output shape, parameter count) and memory totals; write nothing else",
+    )
+    mode.add_argument(
+        "--emit",
+        choices=("py", "ir"),
+        default="py",
+        help="what to write: the Python module (py, the default) or the shape-inferred IR as JSON (ir)",
+    )
+    parser.add_argument(
+        "--batch", type=_positive_int, help="batch size for the activation memory of --summary (default 1)"
+    )
     parser.add_argument("--dtype", choices=DTYPES, default="float32", help="floating-point type of the module")
     return parser
 
 
 class _Failure(Exception):
-    """A problem with files or arguments: one line for the user."""
+    """A problem with files or arguments, already formatted for the user."""
 
 
 def read_source(path: str) -> str:
+    """The text of a .nn file; a `_Failure` for a missing, unreadable or non-UTF-8 file."""
     if not os.path.exists(path):
         raise _Failure(f"{path}: error: no such file")
     if os.path.isdir(path):
@@ -39,54 +72,107 @@ def read_source(path: str) -> str:
         with open(path, "rb") as handle:
             data = handle.read()
     except OSError as err:
-        raise _Failure(f"{path}: error: cannot read: {err.strerror}") from None
+        raise _Failure(f"{path}: error: cannot read: {err.strerror or err}") from None
     try:
-        return data.decode("utf-8")
+        return data.decode("utf-8-sig")  # a leading byte-order mark is dropped
     except UnicodeDecodeError as err:
-        raise _Failure(f"{path}: error: not valid UTF-8 (byte {err.start})") from None
+        raise _Failure(_not_utf8(path, data, err)) from None
+
+
+def _not_utf8(path: str, data: bytes, err: UnicodeDecodeError) -> str:
+    """Locate the first byte that is not UTF-8 and show its line, undecodable bytes shown as '�'."""
+    line_start = data.rfind(b"\n", 0, err.start) + 1
+    line = data.count(b"\n", 0, err.start) + 1
+    column = len(data[line_start : err.start].decode("utf-8", errors="replace")) + 1
+    shown = data.decode("utf-8", errors="replace")
+    diagnostic = Diagnostic(
+        f"not valid UTF-8: byte 0x{data[err.start]:02x} at offset {err.start}",
+        Span.point(line, column),
+        helps=["save the file as UTF-8"],
+    )
+    return render_diagnostic(diagnostic, path, shown)
 
 
 def write_atomically(path: str, text: str) -> None:
     """Write to a temporary file beside `path`, then rename, so a failure never leaves half a file."""
     directory = os.path.dirname(os.path.abspath(path))
     if os.path.isdir(path):
-        raise _Failure(f"{path}: error: output path is a directory")
+        raise _Failure(f"{path}: error: cannot write: the output path is a directory")
     if not os.path.isdir(directory):
         raise _Failure(f"{path}: error: cannot write: directory {directory} does not exist")
     try:
-        fd, temp = tempfile.mkstemp(prefix=".nncompile-", suffix=".py", dir=directory)
+        fd, temp = tempfile.mkstemp(prefix=".nncompile-", suffix=".tmp", dir=directory)
     except OSError as err:
-        raise _Failure(f"{path}: error: cannot write: {err.strerror}") from None
+        raise _Failure(f"{path}: error: cannot write: {err.strerror or err}") from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
         os.chmod(temp, 0o644)
         os.replace(temp, path)
     except OSError as err:
+        raise _Failure(f"{path}: error: cannot write: {err.strerror or err}") from None
+    finally:
         if os.path.exists(temp):
             os.unlink(temp)
-        raise _Failure(f"{path}: error: cannot write: {err.strerror}") from None
+
+
+def _check_usage(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if args.summary and args.output:
+        parser.error("--summary prints to stdout; it cannot be combined with -o")
+    if args.batch is not None and not args.summary:
+        parser.error("--batch only applies to --summary")
+
+
+def _same_file(a: str, b: str) -> bool:
+    try:
+        return os.path.exists(a) and os.path.exists(b) and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def _produce(args: argparse.Namespace, source: str) -> str | None:
+    """The text to write for these arguments, or None for --check."""
+    if args.summary:
+        models = compile_models(source, filename=args.input)
+        return introspect.summary(models, batch=args.batch or 1, dtype=args.dtype)
+    if args.emit == "ir":
+        models = compile_models(source, filename=args.input)
+        return introspect.ir_json(models, filename=args.input, dtype=args.dtype)
+    code = compile_source(source, dtype=args.dtype, filename=args.input)
+    return None if args.check else code
 
 
 def run(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    """The command; returns the exit code. Usage errors exit through argparse with code 2."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    _check_usage(parser, args)
     try:
-        if args.output and os.path.exists(args.output) and os.path.samefile(args.output, args.input):
+        if args.output and _same_file(args.output, args.input):
             raise _Failure(f"{args.output}: error: refusing to overwrite the input file with the output")
         source = read_source(args.input)
-        code = compile_source(source, dtype=args.dtype, filename=args.input)
-        if args.check:
+        text = _produce(args, source)
+        if text is None:
             return 0
         if args.output:
-            write_atomically(args.output, code)
+            write_atomically(args.output, text)
         else:
-            sys.stdout.write(code)
+            sys.stdout.write(text)
     except CompileError as err:
         print(err.render(), file=sys.stderr)
-        return 1
+        return EXIT_ERROR
     except _Failure as err:
         print(err, file=sys.stderr)
-        return 1
+        return EXIT_ERROR
+    except Exception as err:  # a bug in nncompile: say so plainly instead of a traceback
+        if os.environ.get(TRACEBACK_ENV):
+            raise
+        print(
+            f"{args.input}: internal error: {type(err).__name__}: {err}\n"
+            f"  note: this is a bug in nncompile, not in the file; set {TRACEBACK_ENV}=1 to see the traceback",
+            file=sys.stderr,
+        )
+        return EXIT_INTERNAL
     return 0
 
 

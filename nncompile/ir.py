@@ -5,12 +5,14 @@
 
 from __future__ import annotations
 
+import builtins
 import keyword
 import math
+import sys
 from dataclasses import dataclass, field
 
 from . import ast
-from .errors import Reporter, Span, did_you_mean
+from .errors import Reporter, Span, did_you_mean_help
 from .registry import INITS, LAYERS, LOSSES, OPTIMIZERS, Entry, Layer, Param, format_value
 
 MODEL_INPUT = "input"
@@ -74,8 +76,7 @@ def _call_source(call: ast.Call) -> str:
 def lookup(table: dict, call: ast.Call, what: str, reporter: Reporter):
     entry = table.get(call.name)
     if entry is None:
-        suggestion = did_you_mean(call.name, table)
-        helps = [f"did you mean '{suggestion}'?"] if suggestion else []
+        helps = did_you_mean_help(call.name, table)
         known = ", ".join(sorted({e.name for e in table.values()}))
         reporter.error(f"unknown {what} '{call.name}'", call.name_span, helps=helps, notes=[f"known {what}s: {known}"])
     return entry
@@ -110,8 +111,7 @@ def _convert(spec, value: ast.Value, owner: str, reporter: Reporter):
             return None
         raw = raw.text
         if spec.name == "init" and raw not in INITS:
-            suggestion = did_you_mean(raw, INITS)
-            helps = [f"did you mean '{suggestion}'?"] if suggestion else []
+            helps = did_you_mean_help(raw, INITS)
             known = ", ".join(sorted(INITS))
             reporter.error(
                 f"unknown initializer '{raw}'", value.span, helps=helps, notes=[f"known initializers: {known}"]
@@ -129,13 +129,18 @@ def bind_args(entry: type[Entry], call: ast.Call, reporter: Reporter) -> dict | 
     """Match a call's arguments to the entry's schema, fill defaults, and report every problem found."""
     specs = {a.name: a for a in entry.args}
     before = len(reporter.diagnostics)
+    first_keyword = next((a for a in call.args if a.keyword is not None), None)
+    misplaced = [a for a in call.args[call.args.index(first_keyword) :] if a.keyword is None] if first_keyword else []
+    for arg in misplaced:
+        reporter.error(
+            "positional argument follows a keyword argument",
+            arg.span,
+            helps=["put positional arguments first, or name this one"],
+            notes=[f"signature: {entry.signature()}"],
+        )
+    if misplaced:
+        return None  # which parameter each value was meant for is unclear; binding would only add noise
     positional = [a for a in call.args if a.keyword is None]
-    seen_keyword = False
-    for arg in call.args:
-        if arg.keyword is not None:
-            seen_keyword = True
-        elif seen_keyword:
-            reporter.error("positional argument follows a keyword argument", arg.span)
     forms = [f for f in entry.forms() if len(f) == len(positional)]
     given: dict[str, ast.Arg] = {}
     if positional and not forms:
@@ -145,14 +150,14 @@ def bind_args(entry: type[Entry], call: ast.Call, reporter: Reporter) -> dict | 
             positional[most].span if most < len(positional) else call.span,
             notes=[f"signature: {entry.signature()}"],
         )
-    elif forms:
+        return None
+    if forms:
         given.update(zip(forms[0], positional))
     for arg in call.args:
         if arg.keyword is None:
             continue
         if arg.keyword not in specs:
-            suggestion = did_you_mean(arg.keyword, specs)
-            helps = [f"did you mean '{suggestion}'?"] if suggestion else []
+            helps = did_you_mean_help(arg.keyword, specs)
             reporter.error(
                 f"{entry.name} has no argument '{arg.keyword}'",
                 arg.keyword_span,
@@ -160,7 +165,13 @@ def bind_args(entry: type[Entry], call: ast.Call, reporter: Reporter) -> dict | 
                 notes=[f"signature: {entry.signature()}"],
             )
         elif arg.keyword in given:
-            reporter.error(f"argument '{arg.keyword}' of {entry.name} is given twice", arg.span)
+            first = given[arg.keyword]
+            how = "already given by position" if first.keyword is None else "first given"
+            reporter.error(
+                f"argument '{arg.keyword}' of {entry.name} is given twice",
+                arg.span,
+                notes=[f"{how} at {first.span}"],
+            )
         else:
             given[arg.keyword] = arg
     values = {}
@@ -181,9 +192,36 @@ def bind_args(entry: type[Entry], call: ast.Call, reporter: Reporter) -> dict | 
     return None if len(reporter.diagnostics) > before else values
 
 
-def _check_identifier(name: str, span: Span, what: str, reporter: Reporter) -> None:
+def _check_identifier(name: str, span: Span, what: str, reporter: Reporter) -> bool:
     if keyword.iskeyword(name) or keyword.issoftkeyword(name):
         reporter.error(f"{what} '{name}' is a Python keyword", span, helps=[f"rename it, e.g. '{name}_'"])
+        return False
+    return True
+
+
+def _check_class_name(name: str, span: Span, reporter: Reporter) -> None:
+    """A model becomes a class at the top level of the generated module, so it must not shadow what lives there."""
+    if not _check_identifier(name, span, "model name", reporter):
+        return
+    if name in RESERVED_CLASS_NAMES or name.startswith("_"):
+        reporter.error(
+            f"model name '{name}' is reserved by the generated module",
+            span,
+            helps=["choose another name, e.g. 'Net'"],
+            notes=["the generated module defines 'np', 'DTYPE' and helpers whose names start with '_'"],
+        )
+    elif name in dir(builtins):
+        reporter.error(
+            f"model name '{name}' would shadow the Python builtin '{name}'",
+            span,
+            helps=[f"choose another name, e.g. '{name.capitalize()}Net'"],
+        )
+    elif name in sys.stdlib_module_names:
+        reporter.error(
+            f"model name '{name}' would shadow the standard-library module '{name}'",
+            span,
+            helps=[f"choose another name, e.g. '{name.capitalize()}Net'"],
+        )
 
 
 def _auto_name(kind: type[Layer], taken: set[str], counters: dict[str, int]) -> str:
@@ -198,9 +236,14 @@ def _auto_name(kind: type[Layer], taken: set[str], counters: dict[str, int]) -> 
 
 def _build_model(decl: ast.ModelDecl, filename: str, reporter: Reporter) -> Model | None:
     before = len(reporter.diagnostics)
-    _check_identifier(decl.name, decl.name_span, "model name", reporter)
-    if decl.name in RESERVED_CLASS_NAMES:
-        reporter.error(f"model name '{decl.name}' is reserved by the generated module", decl.name_span)
+    _check_class_name(decl.name, decl.name_span, reporter)
+    if not decl.statements:
+        reporter.error(
+            f"model '{decl.name}' is empty",
+            decl.name_span,
+            helps=["a model needs an input shape and at least one layer, e.g. 'input [64]' then 'Linear(10)'"],
+        )
+        return None
     inputs = [s for s in decl.statements if isinstance(s, ast.InputStmt)]
     layers = [s for s in decl.statements if isinstance(s, ast.LayerStmt)]
     losses = [s for s in decl.statements if isinstance(s, ast.LossStmt)]
@@ -215,9 +258,18 @@ def _build_model(decl: ast.ModelDecl, filename: str, reporter: Reporter) -> Mode
         )
     else:
         for extra in inputs[1:]:
-            reporter.error("a model has exactly one input statement", extra.span, notes=["the first input is here"])
+            reporter.error(
+                "a model has exactly one input statement",
+                extra.span,
+                notes=[f"the first input is at {inputs[0].span}"],
+                helps=["remove this one; a layer's input is the previous layer's output"],
+            )
         if decl.statements[0] is not inputs[0]:
-            reporter.error("'input' must be the first statement of a model", inputs[0].span)
+            reporter.error(
+                "'input' must be the first statement of a model",
+                inputs[0].span,
+                notes=[f"the model starts at {decl.statements[0].span}"],
+            )
         dims = []
         for dim in inputs[0].dims:
             raw = dim.value
@@ -243,7 +295,8 @@ def _build_model(decl: ast.ModelDecl, filename: str, reporter: Reporter) -> Mode
             reporter.error(
                 "the loss must come after every layer",
                 stmt.span,
-                notes=[f"layer '{later_layers[0].call.name}' follows it at line {later_layers[0].span.line}"],
+                notes=[f"layer '{later_layers[0].call.name}' comes after it, at {later_layers[0].span}"],
+                helps=["move the loss below the last layer"],
             )
 
     explicit = {}
@@ -255,7 +308,8 @@ def _build_model(decl: ast.ModelDecl, filename: str, reporter: Reporter) -> Mode
             reporter.error(
                 f"duplicate layer name '{stmt.name}'",
                 stmt.name_span,
-                notes=[f"first defined at line {explicit[stmt.name].line}"],
+                notes=[f"first defined at {explicit[stmt.name]}"],
+                helps=["layer names must be unique within a model"],
             )
         else:
             explicit[stmt.name] = stmt.name_span
@@ -310,7 +364,8 @@ def build(program: ast.Program, reporter: Reporter) -> list[Model]:
             reporter.error(
                 f"two models are named '{decl.name}'",
                 decl.name_span,
-                notes=[f"the first is at line {first_seen[decl.name].line}"],
+                notes=[f"the first is at {first_seen[decl.name]}"],
+                helps=["each model becomes a class of the generated module; give each a unique name"],
             )
         first_seen.setdefault(decl.name, decl.name_span)
         model = _build_model(decl, reporter.filename, reporter)

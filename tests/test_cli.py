@@ -90,7 +90,7 @@ def _assert_located_error(result, path, line, col, message):
             3,
             "shape error in layer 'fc': Linear(in=32) receives [64]",
         ),
-        ("model A {\n  input [4]\n  Linear(2\n}\n", 4, 1, "unexpected '}'; expected ')' or ','"),
+        ("model A {\n  input [4]\n  Linear(2\n}\n", 3, 11, "missing ')' to close the arguments of 'Linear'"),
         ("model A {\n  input [4]\n  Linear(2, init=he_nromal)\n}\n", 3, 18, "unknown initializer 'he_nromal'"),
         ("model A {\n  input [4]\n  Linear(2)\n  loss Cross\n}\n", 4, 8, "unknown loss 'Cross'"),
     ],

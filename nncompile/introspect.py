@@ -1,0 +1,177 @@
+"""Introspection of shape-inferred models: a Keras-like summary table and a JSON form of the IR for tools.
+
+Pure functions on `nncompile.ir.Model`s (as `compile_models` returns them); the CLI only prints their results.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+from .errors import Span
+from .ir import MODEL_INPUT, Model, Node
+from .shapes import show
+
+IR_FORMAT = "nncompile-ir"
+IR_VERSION = 1
+ITEMSIZE = {"float32": 4, "float64": 8}
+
+
+def parameter_count(node: Node) -> int:
+    return sum(math.prod(p.shape) for p in node.params)
+
+
+def model_parameter_count(model: Model) -> int:
+    return sum(parameter_count(n) for n in model.nodes)
+
+
+def activation_count(model: Model, batch: int = 1) -> int:
+    """Values held by the forward pass for a batch: the input and every layer's output."""
+    per_sample = math.prod(model.input_shape) + sum(math.prod(n.out_shape) for n in model.nodes)
+    return per_sample * batch
+
+
+def human_bytes(count: int) -> str:
+    """1536 → '1.50 KiB'; plain bytes below 1 KiB."""
+    if count < 1024:
+        return f"{count} B"
+    value = float(count)
+    for unit in ("KiB", "MiB", "GiB", "TiB", "PiB"):
+        value /= 1024
+        if value < 1024 or unit == "PiB":
+            return f"{value:.2f} {unit}"
+    raise AssertionError("unreachable")
+
+
+def _table(rows: list[tuple[str, ...]], right: set[int]) -> list[str]:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = []
+    for row in rows:
+        cells = [cell.rjust(w) if i in right else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths))]
+        lines.append("  ".join(cells).rstrip())
+    return lines
+
+
+def summary(models: list[Model], batch: int = 1, dtype: str = "float32") -> str:
+    """One table per model: layer name and type, output shape (per sample), parameter count; then totals."""
+    if batch < 1:
+        raise ValueError(f"batch must be positive, got {batch}")
+    itemsize = ITEMSIZE[dtype]
+    blocks = []
+    for model in models:
+        header = ("Layer (type)", "Output shape", "Param #")
+        rows = [(f"{MODEL_INPUT} (Input)", show(model.input_shape), "0")]
+        for node in model.nodes:
+            rows.append((f"{node.name} ({node.kind.name})", show(node.out_shape), f"{parameter_count(node):,}"))
+        lines = _table([header, *rows], right={2})
+        width = max(len(line) for line in lines)
+        params = model_parameter_count(model)
+        activations = activation_count(model, batch)
+        size = human_bytes(params * itemsize)
+        out = [
+            f"Model: {model.name} ({dtype})",
+            "─" * width,
+            lines[0],
+            "═" * width,
+            *lines[1:],
+            "═" * width,
+            f"Total params: {params:,} ({size})",
+            f"Trainable params: {params:,} ({size})",
+            "Non-trainable params: 0 (0 B)",
+            f"Activations for batch {batch}: {activations:,} values ({human_bytes(activations * itemsize)}), "
+            + "the input and every layer's output",
+            f"Loss: {model.loss.source if model.loss else 'none'}",
+            f"Optimizer: {model.optimizer.source}",
+        ]
+        blocks.append("\n".join(out))
+    return "\n\n".join(blocks) + "\n"
+
+
+def _span(span: Span | None) -> dict | None:
+    if span is None:
+        return None
+    return {"line": span.line, "column": span.column, "end_line": span.end_line, "end_column": span.end_column}
+
+
+def _node(node: Node) -> dict:
+    return {
+        "name": node.name,
+        "type": node.kind.name,
+        "source": node.source,
+        "args": dict(node.args),
+        "inputs": list(node.inputs),
+        "input_shape": list(node.in_shape),
+        "output_shape": list(node.out_shape),
+        "params": [
+            {
+                "name": f"{node.name}.{p.name}",
+                "shape": list(p.shape),
+                "count": math.prod(p.shape),
+                "init": p.init,
+                "fan_in": p.fan_in,
+                "fan_out": p.fan_out,
+            }
+            for p in node.params
+        ],
+        "parameter_count": parameter_count(node),
+        "span": _span(node.span),
+    }
+
+
+def _component(component) -> dict | None:
+    if component is None:
+        return None
+    return {
+        "type": component.kind.name,
+        "source": component.source,
+        "args": dict(component.args),
+        "span": _span(component.span),
+    }
+
+
+def ir_dict(models: list[Model], filename: str = "<string>", dtype: str = "float32") -> dict:
+    """The shape-inferred IR as plain JSON-serialisable data."""
+    return {
+        "format": IR_FORMAT,
+        "version": IR_VERSION,
+        "file": filename,
+        "dtype": dtype,
+        "models": [
+            {
+                "name": model.name,
+                "span": _span(model.span),
+                "input_shape": list(model.input_shape),
+                "output_shape": list(model.output_shape),
+                "parameter_count": model_parameter_count(model),
+                "nodes": [_node(n) for n in model.nodes],
+                "loss": _component(model.loss),
+                "optimizer": _component(model.optimizer),
+            }
+            for model in models
+        ],
+    }
+
+
+def ir_json(models: list[Model], filename: str = "<string>", dtype: str = "float32") -> str:
+    """`ir_dict` as indented JSON, with short flat lists and objects (shapes, spans, args) kept on one line."""
+    return _dumps(ir_dict(models, filename, dtype), 0) + "\n"
+
+
+def _dumps(value, indent: int) -> str:
+    flat = json.dumps(value, ensure_ascii=False)
+    if not isinstance(value, (dict, list)) or (_depth(value) <= 2 and indent + len(flat) <= 120):
+        return flat
+    inner = " " * (indent + 2)
+    if isinstance(value, dict):
+        body = [f"{inner}{json.dumps(k)}: {_dumps(v, indent + 2)}" for k, v in value.items()]
+        return "{\n" + ",\n".join(body) + "\n" + " " * indent + "}"
+    body = [inner + _dumps(v, indent + 2) for v in value]
+    return "[\n" + ",\n".join(body) + "\n" + " " * indent + "]"
+
+
+def _depth(value) -> int:
+    if isinstance(value, dict):
+        return 1 + max((_depth(v) for v in value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max((_depth(v) for v in value), default=0)
+    return 0
