@@ -34,7 +34,7 @@ def compile_source(source: str, dtype: str = "float32", filename: str = "<string
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
     models = compile_models(source, filename)
-    return codegen.render([lower(m) for m in models], filename, dtype)
+    return codegen.render([lower(m, dtype) for m in models], filename, dtype)
 
 
 def compile_file(path: str, dtype: str = "float32") -> str:

@@ -5,6 +5,8 @@ Each loss template renders a `_loss_value` body (forward) and a `_loss_gradient`
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from .registry import Buffer, Loss, ShapeError, register
 
 
@@ -43,3 +45,30 @@ class CrossEntropy(Loss):
     @classmethod
     def buffers(cls, shape, args):
         return [Buffer("probs", shape), Buffer("logp", shape)]
+
+
+@register
+class BCE(Loss):
+    name = "BCE"
+    template = "losses/bce.py.j2"
+    # The clip keeps log away from 0: 1 - 1e-12 is still distinct from 1 in float64, 1 - 1e-7 in float32.
+    EPS: ClassVar[dict[str, float]] = {"float32": 1e-7, "float64": 1e-12}
+    summary = (
+        "Binary cross-entropy on probabilities (e.g. after Sigmoid), mean over all elements. The output p is "
+        "clipped to [eps, 1 - eps], eps = 1e-7 in float32 and 1e-12 in float64, so the logarithms stay finite; "
+        "the gradient is the formula at the clipped p, so a saturated output still gets a finite push back."
+    )
+    targets = "probabilities in [0, 1] of the output's shape"
+    forward_formula = "L = -mean( t·log(p) + (1 - t)·log(1 - p) ),  p = clip(z, eps, 1 - eps)"
+    backward_formulas = ("dz = (p - t) / (p·(1 - p)) / N,  N = number of elements",)
+    metric = "accuracy"
+    predicted_classes = "z > 0.5"
+    true_classes = "target > 0.5"
+
+    @classmethod
+    def buffers(cls, shape, args):
+        return [Buffer("p", shape), Buffer("q", shape), Buffer("log_p", shape), Buffer("log_q", shape)]
+
+    @classmethod
+    def constants(cls, shape, args, dtype):
+        return {"eps": cls.EPS[dtype]}

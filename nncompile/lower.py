@@ -14,16 +14,20 @@ from .registry import INITS, Buffer, format_value
 LINE_LENGTH = 120
 
 
-def py_literal(value, indent: int = 0) -> str:
-    """A Python literal laid out as a formatter would: on one line if it fits, else one item per line."""
+def py_literal(value, indent: int = 0, beside: int = 0) -> str:
+    """A Python literal laid out as a formatter would: on one line if it fits, else one item per line.
+
+    `beside` counts the other characters on the literal's first line (a dict key before it, a comma after it).
+    """
     flat = _flat_literal(value)
-    if indent + len(flat) <= LINE_LENGTH or not isinstance(value, (dict, list, tuple)) or not value:
+    if indent + beside + len(flat) <= LINE_LENGTH or not isinstance(value, (dict, list, tuple)) or not value:
         return flat
     inner = " " * (indent + 4)
     if isinstance(value, dict):
-        items = [f"{_flat_literal(k)}: {py_literal(v, indent + 4)}" for k, v in value.items()]
+        keys = [_flat_literal(k) for k in value]
+        items = [f"{key}: {py_literal(v, indent + 4, len(key) + 3)}" for key, v in zip(keys, value.values())]
     else:
-        items = [py_literal(v, indent + 4) for v in value]
+        items = [py_literal(v, indent + 4, 1) for v in value]
     opener, closer = {dict: "{}", list: "[]", tuple: "()"}[type(value)]
     body = "".join(f"{inner}{item},\n" for item in items)
     return f"{opener}\n{body}{' ' * indent}{closer}"
@@ -74,6 +78,8 @@ class LayerView:
     first: bool
     inplace: bool
     buffers: list[BufferView] = field(default_factory=list)
+    # Numbers the template writes out, from the entry's `constants` hook.
+    const: dict = field(default_factory=dict)
 
     @property
     def name(self):
@@ -125,6 +131,7 @@ class LossView:
     dz: str
     shape: tuple[int, ...]
     buffers: list[BufferView]
+    const: dict = field(default_factory=dict)
 
     def buf(self, buffer: str) -> str:
         return f'ws["loss.{buffer}"]'
@@ -191,7 +198,20 @@ def _config(model: Model) -> dict:
     return config
 
 
-def lower(model: Model) -> ModelView:
+def _may_overwrite(source: str, by_name: dict[str, Node], consumers: dict[str, int]) -> bool:
+    """Whether the array named `source` may be overwritten by its one consumer: it must be a layer's own buffer
+    (not the model input, which is the caller's array) that its producer's backward does not read. A view layer
+    (Flatten) aliases its input, so the check continues through it to the array it aliases."""
+    while True:
+        producer = by_name.get(source)
+        if producer is None or consumers.get(source, 0) != 1 or "output" in producer.kind.saves:
+            return False
+        if not producer.kind.view:
+            return True
+        source = producer.inputs[0]
+
+
+def lower(model: Model, dtype: str = "float32") -> ModelView:
     consumers: dict[str, int] = {}
     for node in model.nodes:
         for source in node.inputs:
@@ -202,12 +222,9 @@ def lower(model: Model) -> ModelView:
     var_of = {MODEL_INPUT: "x"}
     for index, node in enumerate(model.nodes):
         source = node.inputs[0]
-        producer = by_name.get(source)
+        # An elementwise layer overwrites its input only if its own backward does not read that input either.
         inplace = (
-            node.kind.elementwise
-            and producer is not None
-            and "output" not in producer.kind.saves
-            and consumers.get(source, 0) == 1
+            node.kind.elementwise and "input" not in node.kind.saves and _may_overwrite(source, by_name, consumers)
         )
         first = index == 0
         view = LayerView(
@@ -219,10 +236,11 @@ def lower(model: Model) -> ModelView:
             dx="dx" if first else f"{source}_dy",
             first=first,
             inplace=inplace,
+            const=node.kind.constants(node.in_shape, node.out_shape, node.args),
         )
-        if not inplace:
+        if not inplace and not node.kind.view:
             view.buffers.append(BufferView(view.key("y"), node.out_shape, "float"))
-        if not node.kind.elementwise:
+        if not node.kind.elementwise and not node.kind.view:
             view.buffers.append(BufferView(view.key("dx"), node.in_shape, "float"))
         for extra in node.kind.buffers(node.in_shape, node.out_shape, node.args):
             view.buffers.append(_buffer(view.key(extra.name), extra))
@@ -251,6 +269,7 @@ def lower(model: Model) -> ModelView:
             shape=shape,
             buffers=[BufferView("loss.dz", shape, "float")]
             + [_buffer(f"loss.{b.name}", b) for b in kind.buffers(shape, model.loss.args)],
+            const=kind.constants(shape, model.loss.args, dtype),
         )
 
     params = []

@@ -101,6 +101,9 @@ class Layer(Entry):
 
     # Forward may overwrite its input and backward may overwrite dy (elementwise layers).
     elementwise: ClassVar[bool] = False
+    # Forward returns a view of its input (a reshape) and backward a view of dy: the layer gets no output or dx
+    # buffer, and in-place reuse looks through it to the array it aliases.
+    view: ClassVar[bool] = False
     # What backward reads from the forward pass: 'input', 'output' or both.
     saves: ClassVar[frozenset[str]] = frozenset({"input"})
     # For the reference docs: the shape rule and the parameter layout, in words.
@@ -119,6 +122,12 @@ class Layer(Entry):
     def buffers(cls, in_shape, out_shape, args) -> list[Buffer]:
         """Workspace arrays beyond the output `y` and the input gradient `dx`, which every layer gets."""
         return []
+
+    @classmethod
+    def constants(cls, in_shape, out_shape, args) -> dict:
+        """Numbers the template writes out (window spans, reshape sizes, scale factors), computed here so the
+        template only renders them; the template reads them as `L.const`."""
+        return {}
 
 
 class Loss(Entry):
@@ -139,6 +148,11 @@ class Loss(Entry):
     @classmethod
     def buffers(cls, shape, args) -> list[Buffer]:
         return []
+
+    @classmethod
+    def constants(cls, shape, args, dtype: str) -> dict:
+        """Numbers the template writes out, which may depend on the generated dtype; read as `L.const`."""
+        return {}
 
 
 class Optimizer(Entry):

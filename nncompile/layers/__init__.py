@@ -3,4 +3,5 @@
 Importing this package registers every layer; add a new module to the list below.
 """
 
-from . import linear, activations  # noqa: F401, I001  (this order is the order of docs/layers.md)
+# This order is the order of docs/layers.md.
+from . import linear, conv, pooling, flatten, activations, softmax  # noqa: F401, I001

@@ -5,7 +5,7 @@ Their backward reads only the forward output y, which lets forward overwrite its
 
 from __future__ import annotations
 
-from ..registry import Buffer, Layer, register
+from ..registry import Arg, Buffer, Layer, non_negative, register
 
 
 class Elementwise(Layer):
@@ -34,6 +34,7 @@ class ReLU(Elementwise):
 @register
 class Sigmoid(Elementwise):
     name = "Sigmoid"
+    aliases = ("StableSigmoid",)
     template = "layers/sigmoid.py.j2"
     summary = "Logistic function, computed as (1 + tanh(x/2)) / 2 so no input overflows."
     forward_formula = "y = 1 / (1 + e^(-x)) = (1 + tanh(x / 2)) / 2"
@@ -56,3 +57,41 @@ class TanH(Elementwise):
     @classmethod
     def buffers(cls, in_shape, out_shape, args):
         return [Buffer("slope", in_shape)]
+
+
+@register
+class LeakyReLU(Elementwise):
+    name = "LeakyReLU"
+    args = (
+        Arg(
+            "alpha",
+            "float",
+            0.01,
+            check=non_negative,
+            doc="slope for negative inputs; not negative, so the sign of y tells the sign of x",
+        ),
+    )
+    template = "layers/leaky_relu.py.j2"
+    summary = "Rectified linear unit with a small slope `alpha` for negative inputs."
+    forward_formula = "y = x if x > 0 else alpha · x"
+    backward_formulas = ("dx = dy ⊙ (1 if y > 0 else alpha)  (at exactly 0 the slope is alpha, as in PyTorch)",)
+
+    @classmethod
+    def buffers(cls, in_shape, out_shape, args):
+        return [Buffer("negative", in_shape, "bool")]
+
+
+@register
+class Softplus(Elementwise):
+    name = "Softplus"
+    template = "layers/softplus.py.j2"
+    summary = (
+        "Smooth ReLU, log(1 + eˣ), computed as max(x, 0) + log1p(e^(-|x|)) so no input overflows; the slope "
+        "sigmoid(x) is recovered from y as -expm1(-y), exact also where y is tiny."
+    )
+    forward_formula = "y = log(1 + eˣ) = max(x, 0) + log1p(e^(-|x|))"
+    backward_formulas = ("dx = dy ⊙ sigmoid(x) = dy ⊙ (1 - e^(-y))",)
+
+    @classmethod
+    def buffers(cls, in_shape, out_shape, args):
+        return [Buffer("work", in_shape)]
