@@ -1,49 +1,78 @@
-"""Train a compiled digits model on scikit-learn's bundled 8x8 digits and print its test accuracy.
+"""Train nncompile models on scikit-learn's bundled 8x8 digits (no download) and print their test accuracy.
 
-Usage: python examples/train_digits.py digits_mlp.py   (a module written by `nncompile ... -o digits_mlp.py`)
+    python examples/train_digits.py [MODEL ...] [--epochs N] [--batch-size N] [--seed N] [--quiet]
+
+A MODEL is either a .nn file, compiled here with nncompile.load, or a module written by
+`nncompile model.nn -o model.py` (training it then needs only numpy; scikit-learn supplies the data).
+Without MODEL it trains examples/digits_mlp.nn and examples/digits_cnn1d.nn.
+
+The 1797 images are split 75/25 into training and test samples (train_test_split(..., test_size=0.25,
+random_state=0)); pixels are scaled to [0, 1] and reshaped to the model's input shape: [64] for the MLP,
+[64, 1] (a length-64 signal with one channel) for the 1-D CNN.
 """
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
-import sys
 import time
+from pathlib import Path
 
-import numpy as np
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
-
-def load_module(path: str):
-    spec = importlib.util.spec_from_file_location("compiled_model", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+EXAMPLES = Path(__file__).resolve().parent
+DEFAULT_MODELS = [EXAMPLES / "digits_mlp.nn", EXAMPLES / "digits_cnn1d.nn"]
 
 
-def main(path: str, epochs: int = 20, batch_size: int = 32) -> float:
-    module = load_module(path)
-    model_class = getattr(module, module.__all__[0])
+def model_class(path):
+    """The (first) model class of a .nn file or of a compiled module file."""
+    path = Path(path)
+    if path.suffix == ".nn":
+        import nncompile  # only needed to compile; a compiled module runs on numpy alone
+
+        module = nncompile.load(str(path))
+    else:
+        spec = importlib.util.spec_from_file_location(path.stem, path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    return getattr(module, module.__all__[0])
+
+
+def digits_split(input_shape):
+    """(x_train, x_test, y_train, y_test): the fixed 75/25 split, pixels in [0, 1], shaped for the model."""
     digits = load_digits()
-    x = (digits.data / 16.0).reshape(len(digits.data), *model_class.input_shape)
-    x_train, x_test, y_train, y_test = train_test_split(x, digits.target, test_size=0.25, random_state=0)
-    net = model_class(seed=0)
-    rng = np.random.default_rng(0)
+    x = (digits.data / 16.0).reshape(len(digits.data), *input_shape)
+    return train_test_split(x, digits.target, test_size=0.25, random_state=0)
+
+
+def train(cls, epochs=25, batch_size=16, seed=0, verbose=True):
+    """Train a fresh cls(seed) on the training split; returns (model, history, test metrics, seconds)."""
+    x_train, x_test, y_train, y_test = digits_split(cls.input_shape)
+    model = cls(seed=seed)
     start = time.perf_counter()
-    for epoch in range(1, epochs + 1):
-        order = rng.permutation(len(x_train))
-        losses = [
-            net.train_step(x_train[order[i : i + batch_size]], y_train[order[i : i + batch_size]])
-            for i in range(0, len(order), batch_size)
-        ]
-        if epoch % 5 == 0 or epoch == 1:
-            print(f"epoch {epoch:3d}  loss {np.mean(losses):.4f}")
-    accuracy = float(np.mean(net.forward(x_test).argmax(axis=1) == y_test))
-    print(f"{model_class.__name__}: test accuracy {accuracy:.4f} after {time.perf_counter() - start:.1f} s")
-    return accuracy
+    history = model.fit(x_train, y_train, epochs=epochs, batch_size=batch_size, seed=seed, verbose=verbose)
+    seconds = time.perf_counter() - start
+    return model, history, model.evaluate(x_test, y_test), seconds
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
+    parser.add_argument("models", nargs="*", default=DEFAULT_MODELS, help=".nn files or compiled .py modules")
+    parser.add_argument("--epochs", type=int, default=25)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--seed", type=int, default=0, help="parameters and shuffling (default 0)")
+    parser.add_argument("--quiet", action="store_true", help="no per-epoch progress")
+    args = parser.parse_args(argv)
+    results = {}
+    for path in args.models:
+        cls = model_class(path)
+        print(f"== {Path(path).name}: {cls.__doc__.splitlines()[0]}")
+        _, _, test, seconds = train(cls, args.epochs, args.batch_size, args.seed, verbose=not args.quiet)
+        print(f"{cls.__name__}: test accuracy {test['accuracy']:.4f}, test loss {test['loss']:.4f} ({seconds:.1f} s)")
+        results[cls.__name__] = test["accuracy"]
+    return results
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
-        sys.exit(__doc__.strip().splitlines()[-1])
-    main(sys.argv[1])
+    main()
