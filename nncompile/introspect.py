@@ -81,7 +81,7 @@ def summary(models: list[Model], batch: int = 1, dtype: str = "float32") -> str:
             f"Activations for batch {batch}: {activations:,} values ({human_bytes(activations * itemsize)}), "
             + "the input and every layer's output",
             f"Loss: {model.loss.source if model.loss else 'none'}",
-            f"Optimizer: {model.optimizer.source}",
+            f"Optimizer: {model.optimizer.source}" + (" (the default)" if model.optimizer.span is None else ""),
         ]
         blocks.append("\n".join(out))
     return "\n\n".join(blocks) + "\n"

@@ -73,12 +73,19 @@ def _call_source(call: ast.Call) -> str:
     return f"{call.name}({', '.join(parts)})"
 
 
+def _unknown(what: str, plural: str, name: str, span: Span, candidates, listed, reporter: Reporter) -> None:
+    """`unknown layer 'Relu'` with a suggestion from `candidates`, or else a note listing the known names."""
+    helps = did_you_mean_help(name, candidates)
+    notes = [] if helps else [f"known {plural}: " + ", ".join(sorted(listed))]
+    reporter.error(f"unknown {what} '{name}'", span, helps=helps, notes=notes)
+
+
 def lookup(table: dict, call: ast.Call, what: str, reporter: Reporter):
     entry = table.get(call.name)
     if entry is None:
-        helps = did_you_mean_help(call.name, table)
-        known = ", ".join(sorted({e.name for e in table.values()}))
-        reporter.error(f"unknown {what} '{call.name}'", call.name_span, helps=helps, notes=[f"known {what}s: {known}"])
+        plural = f"{what}es" if what.endswith("s") else f"{what}s"
+        canonical_names = {e.name for e in table.values()}
+        _unknown(what, plural, call.name, call.name_span, table, canonical_names, reporter)
     return entry
 
 
@@ -111,11 +118,7 @@ def _convert(spec, value: ast.Value, owner: str, reporter: Reporter):
             return None
         raw = raw.text
         if spec.name == "init" and raw not in INITS:
-            helps = did_you_mean_help(raw, INITS)
-            known = ", ".join(sorted(INITS))
-            reporter.error(
-                f"unknown initializer '{raw}'", value.span, helps=helps, notes=[f"known initializers: {known}"]
-            )
+            _unknown("initializer", "initializers", raw, value.span, INITS, INITS, reporter)
             return None
     if spec.check is not None:
         problem = spec.check(raw)
@@ -292,10 +295,11 @@ def _build_model(decl: ast.ModelDecl, filename: str, reporter: Reporter) -> Mode
     for stmt in losses[:1]:
         later_layers = [s for s in layers if (s.span.line, s.span.column) > (stmt.span.line, stmt.span.column)]
         if later_layers:
+            later = later_layers[0]
             reporter.error(
                 "the loss must come after every layer",
                 stmt.span,
-                notes=[f"layer '{later_layers[0].call.name}' comes after it, at {later_layers[0].span}"],
+                notes=[f"layer '{later.name or later.call.name}' comes after it, at {later.span}"],
                 helps=["move the loss below the last layer"],
             )
 

@@ -412,6 +412,14 @@ def _outside_model(f: Failure) -> Diagnostic | None:
         notes.append(f"model '{shorten(name)}' was closed by the '}}' at {end}")
     if f.token.type == "RBRACE":
         return Diagnostic("unmatched '}'", f.span, helps=["remove it"], notes=notes)
+    if f.token.type == "NAME":
+        word = shorten(str(f.token))
+        if word.lower() == "model":
+            return Diagnostic(f"'{word}' should be 'model'", f.span, helps=["keywords are lower case"])
+        if re.match(r"\s*(#[^\n]*\s*)*\{", f.source[f.token.end_pos :]):
+            return Diagnostic(
+                f"missing 'model' before '{word}'", f.span, helps=[f"write 'model {word} {{ ... }}'"], notes=notes
+            )
     return Diagnostic(
         f"{f.found} is outside any model",
         f.span,
@@ -567,6 +575,8 @@ SYNTAX_EXAMPLES: list[tuple[Callable[[Failure], Diagnostic | None], list[str]]] 
             "}",
             "1",
             "(",
+            "Net {",
+            "Model Net {",
             _M + "Linear(2) } ReLU }",
             _M + "Linear(2) } }",
             _M + "Linear(2) } loss MSE",

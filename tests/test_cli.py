@@ -164,3 +164,274 @@ def test_library_api():
         nncompile.compile_source("model A { input [4] Nope }")
     assert info.value.diagnostics[0].span.line == 1
     assert "<string>:1:21: error: unknown layer 'Nope'" in str(info.value)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# In-process checks of files, usage, --summary and --emit ir (faster than a subprocess each).
+
+
+def run_here(*args):
+    """Run the command in this process; (exit code, stdout, stderr). Usage errors exit via SystemExit(2)."""
+    import contextlib
+    import io
+
+    from nncompile import cli
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = cli.run([str(a) for a in args])
+        except SystemExit as exit:
+            code = exit.code
+    return code, out.getvalue(), err.getvalue()
+
+
+def test_missing_file_and_directory(tmp_path):
+    assert run_here(tmp_path / "nope.nn") == (1, "", f"{tmp_path / 'nope.nn'}: error: no such file\n")
+    assert run_here(tmp_path) == (1, "", f"{tmp_path}: error: is a directory, not a .nn file\n")
+
+
+def test_unreadable_file(tmp_path, monkeypatch):
+    path = tmp_path / "locked.nn"
+    path.write_text(GOOD)
+    path.chmod(0)
+    try:
+        if not os.access(path, os.R_OK):  # root reads anything: then only the mocked case below applies
+            assert run_here(path) == (1, "", f"{path}: error: cannot read: Permission denied\n")
+    finally:
+        path.chmod(0o644)
+    from nncompile import cli
+
+    def refuse(name, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", name)
+
+    monkeypatch.setattr(cli, "open", refuse, raising=False)
+    assert run_here(path) == (1, "", f"{path}: error: cannot read: Permission denied\n")
+
+
+def test_not_utf8_is_located(tmp_path):
+    path = tmp_path / "latin1.nn"
+    path.write_bytes("model A {\n  input [4]\n  # café\n  Linear(2)\n}\n".encode("latin-1"))
+    code, out, err = run_here(path)
+    assert code == 1 and out == ""
+    assert err.splitlines() == [
+        f"{path}:3:8: error: not valid UTF-8: byte 0xe9 at offset 29",
+        "   3 |   # caf\N{REPLACEMENT CHARACTER}",
+        "     |        ^",
+        "  help: save the file as UTF-8",
+    ]
+
+
+def test_byte_order_mark_is_accepted(tmp_path):
+    path = tmp_path / "bom.nn"
+    path.write_bytes(b"\xef\xbb\xbf" + GOOD.encode())
+    assert run_here(path, "--check") == (0, "", "")
+
+
+def test_unwritable_outputs(tmp_path, good_file, monkeypatch):
+    directory = tmp_path / "out_dir"
+    directory.mkdir()
+    assert run_here(good_file, "-o", directory) == (
+        1,
+        "",
+        f"{directory}: error: cannot write: the output path is a directory\n",
+    )
+    nowhere = tmp_path / "no" / "dir.py"
+    assert run_here(good_file, "-o", nowhere) == (
+        1,
+        "",
+        f"{nowhere}: error: cannot write: directory {nowhere.parent} does not exist\n",
+    )
+    import tempfile
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(tempfile, "mkstemp", refuse)
+    target = tmp_path / "model.py"
+    assert run_here(good_file, "-o", target) == (1, "", f"{target}: error: cannot write: Permission denied\n")
+    assert not target.exists()
+
+
+def test_failed_write_leaves_no_partial_or_temporary_file(tmp_path, good_file, monkeypatch):
+    target = tmp_path / "model.py"
+    target.write_text("previous")
+
+    def full_disk(src, dst):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", full_disk)
+    assert run_here(good_file, "-o", target) == (1, "", f"{target}: error: cannot write: No space left on device\n")
+    assert target.read_text() == "previous"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.py", "tiny.nn"]
+
+
+def test_output_is_written_through_a_temporary_file_and_rename(tmp_path, good_file, monkeypatch):
+    """The final path only ever appears by os.replace of a complete temporary file in the same directory."""
+    seen = []
+    real_replace = os.replace
+
+    def spy(src, dst):
+        with open(src, encoding="utf-8") as handle:
+            complete = handle.read().endswith("\n")
+        seen.append((os.path.dirname(src), complete, os.path.exists(dst)))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", spy)
+    target = tmp_path / "model.py"
+    assert run_here(good_file, "-o", target)[0] == 0
+    assert seen == [(str(tmp_path), True, False)]
+    assert "class Tiny:" in target.read_text()
+
+
+def test_output_over_the_input_is_refused_by_any_path(tmp_path, good_file, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    link = tmp_path / "hardlink.nn"
+    os.link(good_file, link)
+    for target in (good_file, "tiny.nn", "./tiny.nn", link):
+        assert run_here("tiny.nn", "-o", target) == (
+            1,
+            "",
+            f"{target}: error: refusing to overwrite the input file with the output\n",
+        )
+    assert good_file.read_text() == GOOD
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--summary", "-o", "x.py"], "--summary prints to stdout; it cannot be combined with -o"),
+        (["--batch", "4"], "--batch only applies to --summary"),
+        (["--summary", "--batch", "0"], "argument --batch: expected a positive integer, got 0"),
+        (["--summary", "--batch", "many"], "argument --batch: expected a positive integer, got 'many'"),
+        (["--summary", "--check"], "argument --check: not allowed with argument --summary"),
+        (["--emit", "ir", "--check"], "argument --check: not allowed with argument --emit"),
+        (["--emit", "c"], "argument --emit: invalid choice: 'c' (choose from "),
+    ],
+)
+def test_usage_errors(good_file, args, message):
+    code, out, err = run_here(good_file, *args)
+    assert code == 2 and out == ""
+    assert err.splitlines()[-1].startswith(f"nncompile: error: {message}")  # argparse quotes choices per version
+
+
+SUMMARY_MODEL = """model Net {
+    input [8, 2]
+    conv = Conv1D(4, 3, bias=true)
+    ReLU
+    Flatten
+    fc = Linear(3)
+    loss CrossEntropy
+    optimizer SGD(lr=0.1)
+}
+"""
+
+
+def test_summary_table(tmp_path):
+    from nncompile.registry import LAYERS, load_all
+
+    load_all()
+    if not {"Conv1D", "Flatten"} <= set(LAYERS):
+        pytest.skip("needs Conv1D and Flatten")
+    path = tmp_path / "net.nn"
+    path.write_text(SUMMARY_MODEL)
+    code, out, err = run_here(path, "--summary", "--batch", "32")
+    assert (code, err) == (0, "")
+    lines = out.splitlines()
+    assert lines[0] == "Model: Net (float32)"
+    rows = {line.split()[0]: line for line in lines[4:9]}
+    assert rows["conv"].split()[-1] == "28"  # 3·2·4 weights + 4 biases
+    assert rows["fc"].split()[-1] == "75"  # 24·3 + 3
+    assert rows["flatten_1"].split()[-2:] == ["[24]", "0"]
+    assert "Total params: 103 (412 B)" in lines
+    assert "Trainable params: 103 (412 B)" in lines
+    # input 16 + conv 24 + relu 24 + flatten 24 + fc 3 = 91 values per sample; 32 samples of 4 bytes
+    assert "Activations for batch 32: 2,912 values (11.38 KiB), the input and every layer's output" in lines
+    assert lines[-2:] == ["Loss: CrossEntropy", "Optimizer: SGD(lr=0.1)"]
+    float64 = run_here(path, "--summary", "--dtype", "float64")[1]
+    assert "Total params: 103 (824 B)" in float64 and "Activations for batch 1: 91 values (728 B)" in float64
+
+
+def test_summary_exact_layout(good_file):
+    code, out, err = run_here(good_file, "--summary")
+    assert (code, err) == (0, "")
+    assert out.splitlines() == [
+        "Model: Tiny (float32)",
+        "─" * 40,
+        "Layer (type)       Output shape  Param #",
+        "═" * 40,
+        "input (Input)      [4]                 0",
+        "linear_1 (Linear)  [2]                10",
+        "═" * 40,
+        "Total params: 10 (40 B)",
+        "Trainable params: 10 (40 B)",
+        "Non-trainable params: 0 (0 B)",
+        "Activations for batch 1: 6 values (24 B), the input and every layer's output",
+        "Loss: MSE",
+        "Optimizer: SGD(lr=0.01, momentum=0.0, weight_decay=0.0) (the default)",
+    ]
+
+
+def test_summary_reports_errors_like_compiling(tmp_path):
+    path = tmp_path / "bad.nn"
+    path.write_text("model A {\n  input [4]\n  Relu\n}\n")
+    code, out, err = run_here(path, "--summary")
+    assert code == 1 and out == ""
+    assert err.startswith(f"{path}:3:3: error: unknown layer 'Relu'")
+
+
+def test_emit_ir(tmp_path, good_file):
+    import json
+
+    code, out, err = run_here(good_file, "--emit", "ir")
+    assert (code, err) == (0, "")
+    ir = json.loads(out)
+    assert ir["format"] == "nncompile-ir" and ir["version"] == 1
+    assert ir["file"] == str(good_file) and ir["dtype"] == "float32"
+    (model,) = ir["models"]
+    assert model["name"] == "Tiny" and model["input_shape"] == [4] and model["output_shape"] == [2]
+    assert model["parameter_count"] == 10
+    (node,) = model["nodes"]
+    assert node == {
+        "name": "linear_1",
+        "type": "Linear",
+        "source": "Linear(2)",
+        "args": {"out": 2, "in": None, "bias": True, "init": "he_normal"},
+        "inputs": ["input"],
+        "input_shape": [4],
+        "output_shape": [2],
+        "params": [
+            {"name": "linear_1.weight", "shape": [4, 2], "count": 8, "init": "he_normal", "fan_in": 4, "fan_out": 2},
+            {"name": "linear_1.bias", "shape": [2], "count": 2, "init": "zeros", "fan_in": 4, "fan_out": 2},
+        ],
+        "parameter_count": 10,
+        "span": {"line": 3, "column": 5, "end_line": 3, "end_column": 14},
+    }
+    assert model["loss"] == {
+        "type": "MSE",
+        "source": "MSE",
+        "args": {},
+        "span": {"line": 4, "column": 5, "end_line": 4, "end_column": 13},
+    }
+    assert model["optimizer"]["type"] == "SGD" and model["optimizer"]["span"] is None
+    out_file = tmp_path / "tiny.json"
+    assert run_here(good_file, "--emit", "ir", "-o", out_file)[0] == 0
+    assert json.loads(out_file.read_text()) == ir
+
+
+def test_internal_errors_are_reported_as_bugs(good_file, monkeypatch):
+    from nncompile import cli
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(cli, "compile_source", broken)
+    code, out, err = run_here(good_file)
+    assert code == cli.EXIT_INTERNAL and out == ""
+    assert err.splitlines() == [
+        f"{good_file}: internal error: RuntimeError: boom",
+        "  note: this is a bug in nncompile, not in the file; set NNCOMPILE_TRACEBACK=1 to see the traceback",
+    ]
+    monkeypatch.setenv(cli.TRACEBACK_ENV, "1")
+    with pytest.raises(RuntimeError):
+        cli.run([str(good_file)])

@@ -228,6 +228,20 @@ SYNTAX = {
         None,
         [],
     ),
+    "model_keyword_missing": (
+        "Net {\n  input [4]\n}\n",
+        (1, 1, 4),
+        "missing 'model' before 'Net'",
+        ["write 'model Net { ... }'"],
+        [],
+    ),
+    "model_keyword_capitalized": (
+        "Model Net {\n  input [4]\n}\n",
+        (1, 1, 6),
+        "'Model' should be 'model'",
+        ["keywords are lower case"],
+        [],
+    ),
     "loss_without_name": (m("Linear(2)", "loss"), (5, 1, 2), "missing loss name after 'loss'", None, None),
     "optimizer_without_name": (
         m("Linear(2)", "optimizer 0.1"),
@@ -369,7 +383,12 @@ NAMES = {
 def test_unknown_names(case):
     source, span, message, helps = NAMES[case]
     diag = check(source, span, message, helps)
-    assert diag.notes and diag.notes[0].startswith(("known ", "signature: "))
+    if message.startswith("unknown"):
+        # With a suggestion the list of every known name would only be noise.
+        assert bool(diag.notes) != bool(helps)
+        assert all(n.startswith(("known layers: ", "known losses: ", "known optimizers: ")) for n in diag.notes)
+    else:
+        assert diag.notes[0].startswith("signature: ")
 
 
 @needs("LeakyReLU")
@@ -568,7 +587,8 @@ def test_long_chains_are_shortened():
     body = [f"fc{i} = Linear(8)" for i in range(1, 21)] + ["bad = Linear(2, in=3)"]
     note = first(m(*body, input="[8]")).notes[0]
     assert note == (
-        "[8] → fc1 Linear → [8] → … → fc18 Linear → [8] → fc19 Linear → [8] → fc20 Linear → [8] → bad Linear expects [3]"
+        "[8] → fc1 Linear → [8] → … → fc18 Linear → [8] → fc19 Linear → [8] → fc20 Linear → [8]"
+        " → bad Linear expects [3]"
     )
 
 
@@ -649,6 +669,9 @@ def test_model_level_notes_point_at_the_other_place():
     assert first(m("a = Linear(2)", "a = ReLU")).notes == ["first defined at 3:3"]
     assert first(m("Linear(2)") + m("Linear(2)")).notes == ["the first is at 1:7"]
     assert first(m("loss MSE", "Linear(2)")).notes == ["layer 'Linear' comes after it, at 4:3"]
+    assert first(m("loss MSE", "fc = Linear(2)")).notes == ["layer 'fc' comes after it, at 4:3"]
+    known = first(m("Transformer")).notes[0]
+    assert known.startswith("known layers: ") and {"Linear", "ReLU"} <= set(known.split(": ", 1)[1].split(", "))
     assert first(m("class = Linear(2)")).helps == ["rename it, e.g. 'class_'"]
 
 
