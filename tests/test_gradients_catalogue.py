@@ -88,7 +88,8 @@ def check_gradients(net, x, t) -> None:
 
 
 @pytest.mark.parametrize(
-    ("case", "loss"), [(case, loss) for case in sorted(CASES) for loss in CASES[case][2]], ids="-".join
+    ("case", "loss"),
+    [pytest.param(case, loss, id=f"{case}-{loss}") for case in sorted(CASES) for loss in CASES[case][2]],
 )
 def test_gradients_match_finite_differences(case, loss, rng):
     layers, shape, _ = CASES[case]
@@ -142,6 +143,11 @@ def test_maxpool_ties_route_the_gradient_to_the_first_maximum():
     # channel 1: windows [5,5,2] [5,2,5] [2,5,1] [5,1,1] -> first maxima at positions 0, 1, 3, 3
     np.testing.assert_array_equal(dx[0, :, 0], [0, 2, 1, 0, 1, 0])
     np.testing.assert_array_equal(dx[0, :, 1], [1, 1, 0, 2, 0, 0])
+    # Windows that do not overlap (stride = k) write dx directly; the rule is the same.
+    tiled = build("model Net { input [7, 1] MaxPool1D(2) }")
+    y = tiled.forward(np.array([[[3.0], [3.0], [1.0], [2.0], [-1.0], [-1.0], [9.0]]]))
+    dx = tiled.backward(np.ones_like(y))
+    np.testing.assert_array_equal(dx[0, :, 0], [1, 0, 0, 1, 1, 0, 0])
 
 
 def test_window_layers_ignore_positions_after_the_last_window(rng):

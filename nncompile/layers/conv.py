@@ -60,7 +60,7 @@ class Conv1D(Layer):
     @classmethod
     def constants(cls, in_shape, out_shape, args):
         return {
-            **tap_slices(args["k"], args["stride"], out_shape[0]),
+            **tap_slices(in_shape[0], args["k"], args["stride"], out_shape[0]),
             "chan_out": out_shape[1],
             # One im2col row: the k·chan_in inputs of a window.
             "row": args["k"] * in_shape[1],

@@ -31,7 +31,7 @@ class _Pool1D(Layer):
 
     @classmethod
     def constants(cls, in_shape, out_shape, args):
-        return tap_slices(args["k"], cls.stride(args), out_shape[0])
+        return tap_slices(in_shape[0], args["k"], cls.stride(args), out_shape[0])
 
 
 @register
@@ -47,7 +47,11 @@ class MaxPool1D(_Pool1D):
 
     @classmethod
     def buffers(cls, in_shape, out_shape, args):
-        return [Buffer("pending", out_shape, "bool"), Buffer("hit", out_shape, "bool"), Buffer("routed", out_shape)]
+        buffers = [Buffer("pending", out_shape, "bool"), Buffer("hit", out_shape, "bool")]
+        if cls.stride(args) < args["k"]:
+            # Overlapping windows add into dx, through this buffer.
+            buffers.append(Buffer("routed", out_shape))
+        return buffers
 
 
 @register

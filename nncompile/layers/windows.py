@@ -26,14 +26,20 @@ def window_count(length: int, k: int, stride: int) -> int:
     return (length - k) // stride + 1
 
 
-def tap_slices(k: int, stride: int, windows: int) -> dict:
-    """Template constants: the span of a tap and its slice text, formatted as ruff formats slices."""
+def tap_slices(length: int, k: int, stride: int, windows: int) -> dict:
+    """Template constants: the span of a tap and its slice text (formatted as ruff formats slices), and how the
+    backward writes dx: windows that do not overlap (stride ≥ k) let each tap write its positions directly,
+    and dx needs zeroing first only if taps add into it or some position lies in no window."""
     span = stride * (windows - 1) + 1
     step = f":{stride}" if stride > 1 else ""
+    disjoint = stride >= k
+    uncovered = stride > k or (windows - 1) * stride + k < length
     return {
         "k": k,
         "stride": stride,
         "span": span,
+        "disjoint": disjoint,
+        "zero_dx": not disjoint or uncovered,
         # Keeps every stride-th of the sliding windows.
         "window_step": f"[:, ::{stride}]" if stride > 1 else "",
         # Tap 0, written out before a loop over the remaining taps.

@@ -119,7 +119,6 @@ class SignalNet:
         ("maxpool1d_1.dx", (28, 8), DTYPE),
         ("maxpool1d_1.pending", (14, 8), bool),
         ("maxpool1d_1.hit", (14, 8), bool),
-        ("maxpool1d_1.routed", (14, 8), DTYPE),
         ("conv2.y", (6, 8), DTYPE),
         ("conv2.dx", (14, 8), DTYPE),
         ("conv2.cols", (6, 3, 8), DTYPE),
@@ -737,14 +736,14 @@ class SignalNet:
         # dx[b, t·stride + j, c] += dy[b, t, c] for the first tap j with x[b, t·stride + j, c] = y[b, t, c]
         # `pending` marks the windows whose gradient has not been routed yet, so ties go to the first maximum
         leakyrelu_1_dy = ws["maxpool1d_1.dx"]
-        leakyrelu_1_dy.fill(0)
+        # the windows do not overlap, so each tap writes its own positions of dx
         pending = ws["maxpool1d_1.pending"]
         pending.fill(True)
         for j in range(2):
             hit = np.equal(leakyrelu_1_y[:, j : j + 27 : 2], maxpool1d_1_y, out=ws["maxpool1d_1.hit"])
             hit &= pending
             pending ^= hit
-            leakyrelu_1_dy[:, j : j + 27 : 2] += np.multiply(maxpool1d_1_dy, hit, out=ws["maxpool1d_1.routed"])
+            np.multiply(maxpool1d_1_dy, hit, out=leakyrelu_1_dy[:, j : j + 27 : 2])
 
         # backward of leakyrelu_1 = LeakyReLU(0.05)  (catalogue.nn:6)  [28, 8] -> [28, 8]
         # dx = dy ⊙ (1 if y > 0 else alpha)  (at exactly 0 the slope is alpha, as in PyTorch)
