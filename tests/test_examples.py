@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import re
 import subprocess
 import sys
 import time
@@ -54,3 +55,26 @@ def test_readme_quickstart_trains_a_compiled_module(tmp_path):
     assert lines[0] == "== digits_mlp.py: DigitsMLP: input [64] -> output [10]."
     assert len(lines) == 27 and lines[25].startswith("epoch 25/25  85/85  loss ")
     assert lines[-1].startswith("DigitsMLP: test accuracy 0.98")
+
+
+def test_readme_training_walkthrough_runs_as_written(tmp_path):
+    """The 'Training on digits' section: its nncompile command, then its Python block, in one directory."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Training on digits", 1)[1].split("\n## ", 1)[0]
+    (_, command), (language, code), (_, output) = re.findall(r"```(\w*)\n(.*?)\n```", section, re.DOTALL)[:3]
+    assert language == "python"
+    shown = output.splitlines()
+    assert command == "nncompile examples/digits_mlp.nn -o digits_mlp.py"
+    subprocess.run(
+        [sys.executable, "-m", "nncompile", str(EXAMPLES / "digits_mlp.nn"), "-o", str(tmp_path / "digits_mlp.py")],
+        check=True,
+    )
+    (tmp_path / "walkthrough.py").write_text(code, encoding="utf-8")
+    result = subprocess.run(
+        [sys.executable, "walkthrough.py"], capture_output=True, text=True, check=True, cwd=tmp_path
+    )
+    lines = result.stdout.splitlines()
+    # What the README shows: the first epoch's line (up to its time), the early stop and the printed results.
+    assert lines[0].rsplit("  ", 1)[0] == shown[0].rsplit("  ", 1)[0]
+    assert lines[-3:] == shown[-3:]
+    assert (tmp_path / "digits_mlp.npz").exists()
