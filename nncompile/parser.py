@@ -19,7 +19,7 @@ from lark import Lark, Token, Transformer, Tree, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken, VisitError
 
 from . import ast
-from .errors import CompileError, Diagnostic, Span, shorten
+from .errors import CompileError, Diagnostic, Reporter, Span, shorten
 from .resources import grammar_text
 
 # Integer literals longer than this are refused while parsing (no argument or dimension is anywhere near it).
@@ -121,20 +121,47 @@ class _ToAst(Transformer):
         return int(text)
 
 
+# A line that starts a model: where parsing resumes after a syntax error.
+_MODEL_START = re.compile(r"^[ \t]*model\b", re.MULTILINE)
+
+
+def _blank(text: str) -> str:
+    """The text with everything but line breaks turned into spaces, so positions after it are unchanged."""
+    return re.sub(r"[^\n]", " ", text)
+
+
 def parse(source: str, filename: str = "<string>") -> ast.Program:
-    """Parse source text; raise `CompileError` with located messages on syntax errors."""
-    try:
-        tree = _lark().parse(source)
-    except UnexpectedInput as err:
-        raise CompileError([syntax_diagnostic(err, source)], filename, source) from None
+    """Parse source text; raise `CompileError` with located messages on syntax errors.
+
+    After a syntax error, parsing resumes at the next line that starts a model (the text before it blanked out,
+    so positions stay true), so each model's first syntax error is reported in one run.
+    """
+    diagnostics: list[Diagnostic] = []
+    text = source
+    resumed_at = 0
+    while True:
+        try:
+            tree = _lark().parse(text)
+            break
+        except UnexpectedInput as err:
+            diagnostics.append(syntax_diagnostic(err, text))
+            where = getattr(err, "pos_in_stream", None)
+            token = getattr(err, "token", None)
+            if isinstance(token, Token) and token.type != "$END" and token.start_pos is not None:
+                where = token.start_pos
+            following = _MODEL_START.search(source, max(where or 0, resumed_at + 1))
+            if following is None or len(diagnostics) >= Reporter.limit:
+                raise CompileError(diagnostics, filename, source) from None
+            resumed_at = following.start()
+            text = _blank(source[:resumed_at]) + source[resumed_at:]
     transformer = _ToAst()
     try:
         program = transformer.transform(tree)
     except VisitError as err:
         # An exception inside a transformer method arrives wrapped; show the real one (it is a bug in nncompile).
         raise err.orig_exc from None
-    if transformer.diagnostics:
-        raise CompileError(transformer.diagnostics, filename, source)
+    if diagnostics or transformer.diagnostics:
+        raise CompileError(diagnostics + transformer.diagnostics, filename, source)
     return program
 
 

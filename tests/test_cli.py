@@ -435,3 +435,14 @@ def test_internal_errors_are_reported_as_bugs(good_file, monkeypatch):
     monkeypatch.setenv(cli.TRACEBACK_ENV, "1")
     with pytest.raises(RuntimeError):
         cli.run([str(good_file)])
+
+
+def test_readme_summary_example_is_current():
+    """The --summary example in the README is the command's real output."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    command = "$ nncompile examples/digits_mlp.nn --summary --batch 32\n"
+    assert command in readme
+    shown = readme.split(command, 1)[1].split("```", 1)[0]
+    code, out, err = run_here(ROOT / "examples" / "digits_mlp.nn", "--summary", "--batch", "32")
+    assert (code, err) == (0, "")
+    assert shown == out

@@ -311,6 +311,22 @@ def test_syntax_errors(case):
     assert diag.span.line <= len(source.split("\n"))
 
 
+def test_parsing_resumes_at_the_next_model_after_a_syntax_error():
+    source = (
+        m("Linear(2", "ReLU") + m("Linear(2)", input="[4,]", name="B") + m("Linear(2)", name="C") + m("Relu(", name="D")
+    )
+    assert [(d.span.line, d.message) for d in errors(source)] == [
+        (3, "missing ')' to close the arguments of 'Linear'"),
+        (7, "stray ',' before ']'"),
+        (16, "missing ')' to close the arguments of 'Relu'"),
+    ]
+
+
+def test_a_syntax_error_in_the_last_model_stops_there():
+    source = m("Linear(2)", name="A") + "model B {\n  input [4]\n  Linear(2)\n  Relu\n"
+    assert [d.message for d in errors(source)] == ["missing '}' to close model 'B'"]
+
+
 def test_every_example_of_the_table_gets_its_own_message():
     """Each snippet of SYNTAX_EXAMPLES fails, and the table routes it to a builder that explains it."""
     from lark.exceptions import UnexpectedToken
