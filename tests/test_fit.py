@@ -499,3 +499,15 @@ def test_fit_leaves_no_forward_cache_behind(data):
     net.fit(x, y, epochs=1, seed=0, verbose=False)
     with pytest.raises(RuntimeError, match="needs a forward"):
         net.backward()
+
+
+def test_every_loss_with_a_metric_says_how_its_outputs_map_to_classes():
+    from nncompile.registry import LOSSES, canonical, load_all
+
+    load_all()
+    for loss in canonical(LOSSES):
+        assert loss.metric in (None, "accuracy"), loss.name
+        if loss.metric:
+            assert loss.predicted_classes and loss.true_classes, loss.name
+            compile(loss.predicted_classes, loss.name, "eval")
+            compile(loss.true_classes, loss.name, "eval")
