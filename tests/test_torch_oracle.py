@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from conftest import build, rel_error
 
-torch = pytest.importorskip("torch")
 nn = torch.nn
 
 TOLERANCE = 1e-9

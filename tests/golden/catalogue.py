@@ -1338,8 +1338,8 @@ class Tagger:
         row_max = np.max(linear_1_y, axis=-1, keepdims=True, out=ws["logsoftmax_1.row"])
         logsoftmax_1_y = np.subtract(linear_1_y, row_max, out=ws["logsoftmax_1.y"])
         exp = np.exp(logsoftmax_1_y, out=ws["logsoftmax_1.exp"])
-        log_sum = np.log(np.sum(exp, axis=-1, keepdims=True, out=ws["logsoftmax_1.row"]), out=ws["logsoftmax_1.row"])
-        logsoftmax_1_y -= log_sum
+        row_sum = np.sum(exp, axis=-1, keepdims=True, out=ws["logsoftmax_1.row"])
+        logsoftmax_1_y -= np.log(row_sum, out=row_sum)
 
         # linear_2 = Linear(8, bias=false, init=uniform)  (catalogue.nn:21)  [8] -> [8]
         # y = x · W + b
