@@ -470,6 +470,30 @@ def test_an_interrupt_inside_a_step_keeps_the_last_completed_step(data, capsys):
     assert out.splitlines()[-1] == "interrupted in epoch 2; kept the last completed step (6)"
 
 
+def test_a_second_interrupt_during_the_restore_does_not_leave_it_half_done(data):
+    x, y = data
+    net = build(NET)
+    before, pressed, real_step, real_load = [], [], net.step, net.load_state_dict
+
+    def step():
+        before.append(state(net))
+        if len(before) == 3:
+            net.params["fc2.bias"] += 1.0
+            raise KeyboardInterrupt
+        real_step()
+
+    def load_state_dict(saved):
+        if not pressed:  # Ctrl-C again, after restoring only part of the state
+            pressed.append(True)
+            net.params["fc1.weight"][...] = saved["params/fc1.weight"]
+            raise KeyboardInterrupt
+        real_load(saved)
+
+    net.step, net.load_state_dict = step, load_state_dict
+    net.fit(x, y, epochs=1, seed=0, verbose=False)
+    assert_same_state(state(net), before[2])
+
+
 def test_an_interrupt_outside_a_step_keeps_the_state_as_it_is(data, capsys, monkeypatch):
     x, y = data
     net = build(NET)

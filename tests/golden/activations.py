@@ -403,7 +403,7 @@ class Regressor:
                             break
         except KeyboardInterrupt:
             if stepping:
-                self.load_state_dict(before_step)
+                self._restore(before_step)
             progress.note(f"interrupted in epoch {epoch + 1}; kept the last completed step ({self.step_count})")
             return history
         finally:
@@ -484,13 +484,22 @@ class Regressor:
             loss_sum += self._loss_value(z, batch_target) * len(batch_target)
         return {"loss": loss_sum / len(x)}
 
+    def _restore(self, state):
+        """load_state_dict(state), carried through to the end even if Ctrl-C is pressed again meanwhile."""
+        while True:
+            try:
+                self.load_state_dict(state)
+                return
+            except KeyboardInterrupt:
+                continue
+
     def _non_finite(self, loss, epoch, batch, batches, before_step, history):
         """The error for a non-finite loss in fit(), after restoring the state from before the step that caused it."""
         message = f"the loss is {loss} at epoch {epoch + 1}, batch {batch} of {batches}; training stopped"
         if before_step is None:
             message += " before any step of this fit(), so the parameters are as fit() found them"
         else:
-            self.load_state_dict(before_step)
+            self._restore(before_step)
             message += f"; parameters and optimizer state restored to before step {self.step_count + 1}, its cause"
         error = FloatingPointError(f"Regressor.fit: {message}")
         error.history = history
