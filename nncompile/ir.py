@@ -292,16 +292,17 @@ def _build_model(decl: ast.ModelDecl, filename: str, reporter: Reporter) -> Mode
     for group, what in ((losses, "loss"), (optimizers, "optimizer")):
         for extra in group[1:]:
             reporter.error(f"a model has at most one {what} statement", extra.span)
-    for stmt in losses[:1]:
-        later_layers = [s for s in layers if (s.span.line, s.span.column) > (stmt.span.line, stmt.span.column)]
-        if later_layers:
-            later = later_layers[0]
-            reporter.error(
-                "the loss must come after every layer",
-                stmt.span,
-                notes=[f"layer '{later.name or later.call.name}' comes after it, at {later.span}"],
-                helps=["move the loss below the last layer"],
-            )
+    for group, what in ((losses, "loss"), (optimizers, "optimizer")):
+        for stmt in group[:1]:
+            later_layers = [s for s in layers if (s.span.line, s.span.column) > (stmt.span.line, stmt.span.column)]
+            if later_layers:
+                later = later_layers[0]
+                reporter.error(
+                    f"the {what} must come after every layer",
+                    stmt.span,
+                    notes=[f"layer '{later.name or later.call.name}' comes after it, at {later.span}"],
+                    helps=[f"move the {what} below the last layer"],
+                )
 
     explicit = {}
     for stmt in layers:

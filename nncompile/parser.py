@@ -5,7 +5,7 @@ get a tailored message: `SYNTAX_EXAMPLES` is a table of bad snippets, each label
 its kind of mistake. The LALR state in which each snippet fails (with the offending token's type) indexes the table,
 so a user's error that leaves the parser in the same state gets the same explanation (the idea of lark's
 `UnexpectedInput.match_examples`, keyed on the state alone so it works at any nesting depth). The builders read the
-parser's value stack to name what is open and where.
+parser's value stack to name what is open and where. After a syntax error, parsing resumes at the next model.
 """
 
 from __future__ import annotations
@@ -151,7 +151,8 @@ def parse(source: str, filename: str = "<string>") -> ast.Program:
                 where = token.start_pos
             following = _MODEL_START.search(source, max(where or 0, resumed_at + 1))
             if following is None or len(diagnostics) >= Reporter.limit:
-                raise CompileError(diagnostics, filename, source) from None
+                truncated = following is not None
+                raise CompileError(diagnostics, filename, source, truncated=truncated) from None
             resumed_at = following.start()
             text = _blank(source[:resumed_at]) + source[resumed_at:]
     transformer = _ToAst()
@@ -654,23 +655,11 @@ def _example_index() -> tuple[dict, dict]:
     return exact, by_state
 
 
-def example_builder(snippet: str) -> Callable | None:
-    """The builder the table chooses for a snippet's failure (None if it parses); for tests."""
-    try:
-        _lark().parse(snippet)
-    except UnexpectedToken as err:
-        exact, by_state = _example_index()
-        return exact.get(_failure_key(err)) or next(iter(by_state.get(err.state.position, [])), None)
-    return None
-
-
 def _failure(err: UnexpectedToken, source: str) -> Failure:
     parser = err.interactive_parser
     stack = list(parser.parser_state.value_stack) if parser is not None else []
-    try:
-        accepts = set(err.accepts) if parser is not None else set(err.expected)
-    except Exception:  # noqa: BLE001  (accepts() replays the parser; the plain expected set is the fallback)
-        accepts = set(err.expected)
+    # accepts() replays each terminal on a copy of the parser: exact, unlike the LALR table's `expected`.
+    accepts = set(err.accepts) if parser is not None else set(err.expected)
     return Failure(err.token, err.state.position, accepts, stack, source)
 
 

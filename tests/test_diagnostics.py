@@ -632,6 +632,11 @@ MODEL_LEVEL = {
     "empty_model": ("model A {}\n", (1, 7, 8), "model 'A' is empty"),
     "no_layers": (m(), (1, 7, 8), "model 'A' has no layers"),
     "loss_not_last": (m("loss MSE", "Linear(2)"), (3, 3, 11), "the loss must come after every layer"),
+    "optimizer_not_after_layers": (
+        m("optimizer SGD", "Linear(2)"),
+        (3, 3, 16),
+        "the optimizer must come after every layer",
+    ),
     "two_losses": (m("Linear(2)", "loss MSE", "loss MSE"), (5, 3, 11), "a model has at most one loss statement"),
     "two_optimizers": (
         m("Linear(2)", "optimizer SGD", "optimizer SGD"),
