@@ -718,8 +718,14 @@ def test_reserved_class_names_cover_every_top_level_name_of_the_generated_module
     for name in sorted(bound):
         if keyword.iskeyword(name):
             continue
-        with pytest.raises(CompileError):
+        try:
             nncompile.compile_source(m("Linear(2)", name=name))
+        except CompileError:
+            continue
+        pytest.fail(
+            f"a model named {name!r} compiles, but its class would replace the module's own {name!r}: start the "
+            "helper's name with '_' or add it to RESERVED_CLASS_NAMES in nncompile/ir.py"
+        )
 
 
 # ---------------------------------------------------------------------------------------------------------------------

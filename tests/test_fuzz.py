@@ -74,7 +74,6 @@ VOCABULARY = [
     "\x0c",
 ]
 MAX_SECONDS_PER_RUN = 20
-HERE = re.escape
 
 
 def tokens(text: str) -> list[str]:
@@ -171,7 +170,7 @@ def assert_clean_outcome(data: bytes, directory: Path, code: int, stderr: str) -
     errors = [line for line in stderr.splitlines() if ": error: " in line]
     assert errors and stderr.startswith(errors[0])
     for line in errors:
-        match = re.match(rf"{HERE(str(source))}(?::(\d+):(\d+))?: error: \S", line)
+        match = re.match(rf"{re.escape(str(source))}(?::(\d+):(\d+))?: error: \S", line)
         assert match, line
         if match.group(1):
             row, column = int(match.group(1)), int(match.group(2))
