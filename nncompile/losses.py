@@ -44,7 +44,7 @@ class CrossEntropy(Loss):
 
     @classmethod
     def buffers(cls, shape, args):
-        return [Buffer("probs", shape), Buffer("logp", shape)]
+        return [Buffer("probs", shape), Buffer("shifted", shape)]
 
 
 @register

@@ -5,6 +5,7 @@ Pure Python on the shape-inferred IR; the templates receive these views and only
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 
@@ -63,6 +64,8 @@ class ParamView:
     shape: tuple[int, ...]
     init_code: str
     init_note: str
+    start: int
+    stop: int
 
 
 @dataclass
@@ -156,6 +159,7 @@ class ModelView:
     saved: list[str]
     output: str
     config: str
+    param_count: int
 
     @property
     def name(self):
@@ -273,20 +277,17 @@ def lower(model: Model, dtype: str = "float32") -> ModelView:
         )
 
     params = []
+    offset = 0
     for node in model.nodes:
         for param in node.params:
+            size = math.prod(param.shape)
             init = INITS[param.init]
             note = f"{node.name}.{param.name}: {init.name}, {init.formula}"
             if init.formula not in ("0", "1"):
                 note += f", fan_in={param.fan_in}, fan_out={param.fan_out}"
-            params.append(
-                ParamView(
-                    f"{node.name}.{param.name}",
-                    param.shape,
-                    init.expression(param.shape, param.fan_in, param.fan_out),
-                    note,
-                )
-            )
+            code = init.expression(param.shape, param.fan_in, param.fan_out)
+            params.append(ParamView(f"{node.name}.{param.name}", param.shape, code, note, offset, offset + size))
+            offset += size
 
     optimizer = OptimizerView(
         kind=model.optimizer.kind,
@@ -305,6 +306,7 @@ def lower(model: Model, dtype: str = "float32") -> ModelView:
         saved=saved,
         output=output,
         config=py_literal(_config(model), indent=8),
+        param_count=offset,
     )
 
 

@@ -22,7 +22,8 @@ class SGD(Optimizer):
 
     @classmethod
     def slots(cls, args):
-        return ("momentum_buffer",) if args["momentum"] else ()
+        # Always kept, so momentum can be switched on between steps.
+        return ("momentum_buffer",)
 
 
 @register

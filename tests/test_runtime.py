@@ -197,3 +197,14 @@ def test_several_models_in_one_file():
     module = nncompile.load("model A { input [2] Linear(1) }\nmodel B { input [3] Linear(2) }")
     assert module.A(seed=0).params["linear_1.weight"].shape == (2, 1)
     assert module.B(seed=0).params["linear_1.weight"].shape == (3, 2)
+
+
+def test_hyperparameters_changed_between_steps_take_effect(batch):
+    x, y = batch
+    plain = MLP.replace("SGD(lr=0.1, momentum=0.9, weight_decay=0.01)", "SGD(lr=0.1)")
+    net, reference = build(plain), build(MLP)
+    net.momentum, net.weight_decay = 0.9, 0.01
+    for _ in range(3):
+        assert net.train_step(x, y) == reference.train_step(x, y)
+    for name in net.params:
+        np.testing.assert_array_equal(net.params[name], reference.params[name])

@@ -28,7 +28,7 @@ class ReLU(Elementwise):
 
     @classmethod
     def buffers(cls, in_shape, out_shape, args):
-        return [Buffer("mask", in_shape, "bool")]
+        return [Buffer("mask", in_shape, "bool"), Buffer("slope", in_shape), Buffer("zeros", in_shape)]
 
 
 @register

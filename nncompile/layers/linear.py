@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..registry import Arg, Layer, Param, ShapeError, positive, register
+from ..registry import Arg, Buffer, Layer, Param, ShapeError, positive, register
 
 
 @register
@@ -37,3 +37,7 @@ class Linear(Layer):
         if args["bias"]:
             params.append(Param("bias", (fan_out,), "zeros", fan_in, fan_out))
         return params
+
+    @classmethod
+    def buffers(cls, in_shape, out_shape, args):
+        return [Buffer("bias_rows", out_shape)] if args["bias"] else []

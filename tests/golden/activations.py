@@ -22,12 +22,9 @@ def _matmul_into(a, b, out, accumulate):
         np.matmul(a, b, out=out)
 
 
-def _sum_batch_into(a, out, accumulate):
-    """out = Σ over the batch axis of a, or out += that while gradients accumulate."""
-    if accumulate:
-        out += a.sum(axis=0)
-    else:
-        np.sum(a, axis=0, out=out)
+def _views(flat, layout):
+    """name → a view of the flat array for each (name, shape, start, stop) of the layout."""
+    return {name: flat[start:stop].reshape(shape) for name, shape, start, stop in layout}
 
 
 def _check_int(name, value, minimum):
@@ -105,16 +102,26 @@ class Regressor:
 
     input_shape = (8,)
     output_shape = (2,)
+    # Parameters: (name, shape, start, stop) in the flat parameter, gradient and optimizer-state arrays.
+    _param_layout = (
+        ("linear_1.weight", (8, 16), 0, 128),
+        ("linear_1.bias", (16,), 128, 144),
+        ("linear_2.weight", (16, 8), 144, 272),
+        ("head.weight", (8, 2), 272, 288),
+        ("head.bias", (2,), 288, 290),
+    )
     # Workspace arrays per batch size: (key, per-sample shape, dtype).
     _buffers = (
         ("linear_1.y", (16,), DTYPE),
         ("linear_1.dx", (8,), DTYPE),
+        ("linear_1.bias_rows", (16,), DTYPE),
         ("tanh_1.slope", (16,), DTYPE),
         ("linear_2.y", (8,), DTYPE),
         ("linear_2.dx", (16,), DTYPE),
         ("sigmoid_1.slope", (8,), DTYPE),
         ("head.y", (2,), DTYPE),
         ("head.dx", (8,), DTYPE),
+        ("head.bias_rows", (2,), DTYPE),
         ("loss.dz", (2,), DTYPE),
         ("loss.diff", (2,), DTYPE),
     )
@@ -122,25 +129,33 @@ class Regressor:
     def __init__(self, seed=None):
         """Draw fresh parameters; the same seed gives identical parameters."""
         rng = np.random.default_rng(seed)
-        self.params = {}
+        # Parameters, gradients and optimizer state each live in one flat array, so the optimizer updates all
+        # of them in a few whole-array operations; params[name] and grads[name] are views into those arrays.
+        # Update parameters in place (params[name][...] = value): assigning a new array would detach it.
+        self._flat_params = np.zeros(290, DTYPE)
+        self._flat_grads = np.zeros(290, DTYPE)
+        self._flat_scratch = np.zeros(290, DTYPE)
+        self._flat_slots = {"momentum_buffer": np.zeros(290, DTYPE)}
+        self.params = _views(self._flat_params, self._param_layout)
+        self.grads = _views(self._flat_grads, self._param_layout)
+        self._scratch = _views(self._flat_scratch, self._param_layout)
+        slot_views = {slot: _views(flat, self._param_layout) for slot, flat in self._flat_slots.items()}
+        self._slots = {name: {slot: views[name] for slot, views in slot_views.items()} for name in self.params}
         # linear_1.weight: he_normal, N(0, 2 / fan_in), fan_in=8, fan_out=16
-        self.params["linear_1.weight"] = (rng.standard_normal((8, 16)) * np.sqrt(2.0 / 8)).astype(DTYPE)
+        self.params["linear_1.weight"][...] = (rng.standard_normal((8, 16)) * np.sqrt(2.0 / 8)).astype(DTYPE)
         # linear_1.bias: zeros, 0
-        self.params["linear_1.bias"] = np.zeros((16,), DTYPE)
+        self.params["linear_1.bias"][...] = np.zeros((16,), DTYPE)
         # linear_2.weight: he_normal, N(0, 2 / fan_in), fan_in=16, fan_out=8
-        self.params["linear_2.weight"] = (rng.standard_normal((16, 8)) * np.sqrt(2.0 / 16)).astype(DTYPE)
+        self.params["linear_2.weight"][...] = (rng.standard_normal((16, 8)) * np.sqrt(2.0 / 16)).astype(DTYPE)
         # head.weight: he_normal, N(0, 2 / fan_in), fan_in=8, fan_out=2
-        self.params["head.weight"] = (rng.standard_normal((8, 2)) * np.sqrt(2.0 / 8)).astype(DTYPE)
+        self.params["head.weight"][...] = (rng.standard_normal((8, 2)) * np.sqrt(2.0 / 8)).astype(DTYPE)
         # head.bias: zeros, 0
-        self.params["head.bias"] = np.zeros((2,), DTYPE)
-        self.grads = {name: np.zeros_like(value) for name, value in self.params.items()}
+        self.params["head.bias"][...] = np.zeros((2,), DTYPE)
         # Optimizer hyperparameters; change them between steps to schedule them.
         self.lr = 0.01
         self.momentum = 0.0
         self.weight_decay = 0.0
         self.step_count = 0
-        self._slots = {name: {} for name, value in self.params.items()}
-        self._scratch = {name: np.empty_like(value) for name, value in self.params.items()}
         self._workspaces = {}
         self._saved = None
         self._target = None
@@ -180,8 +195,7 @@ class Regressor:
         return self._backward(dy, need_dx=True).copy()
 
     def zero_grad(self):
-        for grad in self.grads.values():
-            grad.fill(0)
+        self._flat_grads.fill(0)
         self._accumulate = False
 
     def train_step(self, x, y):
@@ -198,16 +212,25 @@ class Regressor:
         return loss
 
     def step(self):
-        """SGD(lr=0.01, momentum=0.0, weight_decay=0.0): torch.optim.SGD's rule (dampening 0, no Nesterov), in place.
+        """SGD(lr=0.01, momentum=0.0, weight_decay=0.0): torch.optim.SGD's rule (dampening 0, no Nesterov), in place on all parameters at once.
 
         g = grad + weight_decay · p;  buf = momentum · buf + g;  p = p - lr · buf
         """
         self.step_count += 1
-        for name, param in self.params.items():
-            grad = self.grads[name]
-            update = self._scratch[name]
-            np.multiply(grad, self.lr, out=update)
-            param -= update
+        params, grad, update = self._flat_params, self._flat_grads, self._flat_scratch
+        if self.weight_decay:
+            # g = grad + weight_decay · p
+            np.multiply(params, self.weight_decay, out=update)
+            update += grad
+            grad = update
+        if self.momentum:
+            # buf = momentum · buf + g  (the buffer starts at zero, so the first step gives buf = g)
+            buf = self._flat_slots["momentum_buffer"]
+            buf *= self.momentum
+            buf += grad
+            grad = buf
+        np.multiply(grad, self.lr, out=update)
+        params -= update
 
     def state_dict(self):
         """Copies of the parameters and the optimizer state, as a flat dict of arrays."""
@@ -521,7 +544,9 @@ class Regressor:
         if workspace is None:
             if len(self._workspaces) >= 4:
                 self._workspaces.pop(next(iter(self._workspaces)))
-            workspace = {key: np.empty((batch, *shape), dtype) for key, shape, dtype in self._buffers}
+            workspace = {key: np.zeros((batch, *shape), dtype) for key, shape, dtype in self._buffers}
+            # Σ over the batch as ones · dy: a matrix-vector product is faster than np.sum here.
+            workspace["ones"] = np.ones(batch, DTYPE)
             self._workspaces[batch] = workspace
         return workspace
 
@@ -532,7 +557,9 @@ class Regressor:
         # linear_1 = Linear(16)  (activations.nn:4)  [8] -> [16]
         # y = x · W + b
         linear_1_y = np.matmul(x, p["linear_1.weight"], out=ws["linear_1.y"])
-        linear_1_y += p["linear_1.bias"]
+        # Broadcast b into a (batch, out) array first: a broadcasting add would allocate a buffer on every call.
+        np.copyto(ws["linear_1.bias_rows"], p["linear_1.bias"])
+        linear_1_y += ws["linear_1.bias_rows"]
 
         # tanh_1 = TanH  (activations.nn:5)  [16] -> [16]
         # y = tanh(x)  (in place: backward needs only the output)
@@ -552,7 +579,9 @@ class Regressor:
         # head = Linear(2)  (activations.nn:8)  [8] -> [2]
         # y = x · W + b
         head_y = np.matmul(sigmoid_1_y, p["head.weight"], out=ws["head.y"])
-        head_y += p["head.bias"]
+        # Broadcast b into a (batch, out) array first: a broadcasting add would allocate a buffer on every call.
+        np.copyto(ws["head.bias_rows"], p["head.bias"])
+        head_y += ws["head.bias_rows"]
         self._saved = (x, tanh_1_y, sigmoid_1_y)
         return head_y
 
@@ -569,7 +598,7 @@ class Regressor:
         # db = Σ_batch dy
         # dx = dy · Wᵀ
         _matmul_into(sigmoid_1_y.T, head_dy, g["head.weight"], accumulate)
-        _sum_batch_into(head_dy, g["head.bias"], accumulate)
+        _matmul_into(ws["ones"], head_dy, g["head.bias"], accumulate)
         sigmoid_1_dy = np.matmul(head_dy, p["head.weight"].T, out=ws["head.dx"])
 
         # backward of sigmoid_1 = Sigmoid  (activations.nn:7)  [8] -> [8]
@@ -596,7 +625,7 @@ class Regressor:
         # db = Σ_batch dy
         # dx = dy · Wᵀ
         _matmul_into(x.T, linear_1_dy, g["linear_1.weight"], accumulate)
-        _sum_batch_into(linear_1_dy, g["linear_1.bias"], accumulate)
+        _matmul_into(ws["ones"], linear_1_dy, g["linear_1.bias"], accumulate)
         if not need_dx:
             return None
         dx = np.matmul(linear_1_dy, p["linear_1.weight"].T, out=ws["linear_1.dx"])
@@ -636,30 +665,44 @@ class Encoder:
 
     input_shape = (4,)
     output_shape = (3,)
+    # Parameters: (name, shape, start, stop) in the flat parameter, gradient and optimizer-state arrays.
+    _param_layout = (
+        ("linear_1.weight", (4, 3), 0, 12),
+        ("linear_1.bias", (3,), 12, 15),
+    )
     # Workspace arrays per batch size: (key, per-sample shape, dtype).
     _buffers = (
         ("sigmoid_1.y", (4,), DTYPE),
         ("sigmoid_1.slope", (4,), DTYPE),
         ("linear_1.y", (3,), DTYPE),
         ("linear_1.dx", (4,), DTYPE),
+        ("linear_1.bias_rows", (3,), DTYPE),
     )
 
     def __init__(self, seed=None):
         """Draw fresh parameters; the same seed gives identical parameters."""
         rng = np.random.default_rng(seed)
-        self.params = {}
+        # Parameters, gradients and optimizer state each live in one flat array, so the optimizer updates all
+        # of them in a few whole-array operations; params[name] and grads[name] are views into those arrays.
+        # Update parameters in place (params[name][...] = value): assigning a new array would detach it.
+        self._flat_params = np.zeros(15, DTYPE)
+        self._flat_grads = np.zeros(15, DTYPE)
+        self._flat_scratch = np.zeros(15, DTYPE)
+        self._flat_slots = {"momentum_buffer": np.zeros(15, DTYPE)}
+        self.params = _views(self._flat_params, self._param_layout)
+        self.grads = _views(self._flat_grads, self._param_layout)
+        self._scratch = _views(self._flat_scratch, self._param_layout)
+        slot_views = {slot: _views(flat, self._param_layout) for slot, flat in self._flat_slots.items()}
+        self._slots = {name: {slot: views[name] for slot, views in slot_views.items()} for name in self.params}
         # linear_1.weight: he_normal, N(0, 2 / fan_in), fan_in=4, fan_out=3
-        self.params["linear_1.weight"] = (rng.standard_normal((4, 3)) * np.sqrt(2.0 / 4)).astype(DTYPE)
+        self.params["linear_1.weight"][...] = (rng.standard_normal((4, 3)) * np.sqrt(2.0 / 4)).astype(DTYPE)
         # linear_1.bias: zeros, 0
-        self.params["linear_1.bias"] = np.zeros((3,), DTYPE)
-        self.grads = {name: np.zeros_like(value) for name, value in self.params.items()}
+        self.params["linear_1.bias"][...] = np.zeros((3,), DTYPE)
         # Optimizer hyperparameters; change them between steps to schedule them.
         self.lr = 0.01
         self.momentum = 0.0
         self.weight_decay = 0.0
         self.step_count = 0
-        self._slots = {name: {} for name, value in self.params.items()}
-        self._scratch = {name: np.empty_like(value) for name, value in self.params.items()}
         self._workspaces = {}
         self._saved = None
         self._target = None
@@ -693,8 +736,7 @@ class Encoder:
         return self._backward(dy, need_dx=True).copy()
 
     def zero_grad(self):
-        for grad in self.grads.values():
-            grad.fill(0)
+        self._flat_grads.fill(0)
         self._accumulate = False
 
     def train_step(self, x, y):
@@ -702,16 +744,25 @@ class Encoder:
         raise RuntimeError(self._NO_LOSS)
 
     def step(self):
-        """SGD(lr=0.01, momentum=0.0, weight_decay=0.0): torch.optim.SGD's rule (dampening 0, no Nesterov), in place.
+        """SGD(lr=0.01, momentum=0.0, weight_decay=0.0): torch.optim.SGD's rule (dampening 0, no Nesterov), in place on all parameters at once.
 
         g = grad + weight_decay · p;  buf = momentum · buf + g;  p = p - lr · buf
         """
         self.step_count += 1
-        for name, param in self.params.items():
-            grad = self.grads[name]
-            update = self._scratch[name]
-            np.multiply(grad, self.lr, out=update)
-            param -= update
+        params, grad, update = self._flat_params, self._flat_grads, self._flat_scratch
+        if self.weight_decay:
+            # g = grad + weight_decay · p
+            np.multiply(params, self.weight_decay, out=update)
+            update += grad
+            grad = update
+        if self.momentum:
+            # buf = momentum · buf + g  (the buffer starts at zero, so the first step gives buf = g)
+            buf = self._flat_slots["momentum_buffer"]
+            buf *= self.momentum
+            buf += grad
+            grad = buf
+        np.multiply(grad, self.lr, out=update)
+        params -= update
 
     def state_dict(self):
         """Copies of the parameters and the optimizer state, as a flat dict of arrays."""
@@ -825,7 +876,9 @@ class Encoder:
         if workspace is None:
             if len(self._workspaces) >= 4:
                 self._workspaces.pop(next(iter(self._workspaces)))
-            workspace = {key: np.empty((batch, *shape), dtype) for key, shape, dtype in self._buffers}
+            workspace = {key: np.zeros((batch, *shape), dtype) for key, shape, dtype in self._buffers}
+            # Σ over the batch as ones · dy: a matrix-vector product is faster than np.sum here.
+            workspace["ones"] = np.ones(batch, DTYPE)
             self._workspaces[batch] = workspace
         return workspace
 
@@ -843,7 +896,9 @@ class Encoder:
         # linear_1 = Linear(3)  (activations.nn:16)  [4] -> [3]
         # y = x · W + b
         linear_1_y = np.matmul(sigmoid_1_y, p["linear_1.weight"], out=ws["linear_1.y"])
-        linear_1_y += p["linear_1.bias"]
+        # Broadcast b into a (batch, out) array first: a broadcasting add would allocate a buffer on every call.
+        np.copyto(ws["linear_1.bias_rows"], p["linear_1.bias"])
+        linear_1_y += ws["linear_1.bias_rows"]
         self._saved = (x, sigmoid_1_y)
         return linear_1_y
 
@@ -860,7 +915,7 @@ class Encoder:
         # db = Σ_batch dy
         # dx = dy · Wᵀ
         _matmul_into(sigmoid_1_y.T, linear_1_dy, g["linear_1.weight"], accumulate)
-        _sum_batch_into(linear_1_dy, g["linear_1.bias"], accumulate)
+        _matmul_into(ws["ones"], linear_1_dy, g["linear_1.bias"], accumulate)
         sigmoid_1_dy = np.matmul(linear_1_dy, p["linear_1.weight"].T, out=ws["linear_1.dx"])
 
         # backward of sigmoid_1 = Sigmoid  (activations.nn:15)  [4] -> [4]

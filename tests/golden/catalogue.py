@@ -22,12 +22,9 @@ def _matmul_into(a, b, out, accumulate):
         np.matmul(a, b, out=out)
 
 
-def _sum_batch_into(a, out, accumulate):
-    """out = Σ over the batch axis of a, or out += that while gradients accumulate."""
-    if accumulate:
-        out += a.sum(axis=0)
-    else:
-        np.sum(a, axis=0, out=out)
+def _views(flat, layout):
+    """name → a view of the flat array for each (name, shape, start, stop) of the layout."""
+    return {name: flat[start:stop].reshape(shape) for name, shape, start, stop in layout}
 
 
 def _check_int(name, value, minimum):
@@ -108,6 +105,14 @@ class SignalNet:
 
     input_shape = (32, 2)
     output_shape = (4,)
+    # Parameters: (name, shape, start, stop) in the flat parameter, gradient and optimizer-state arrays.
+    _param_layout = (
+        ("conv1.weight", (5, 2, 8), 0, 80),
+        ("conv1.bias", (8,), 80, 88),
+        ("conv2.weight", (3, 8, 8), 88, 280),
+        ("head.weight", (16, 4), 280, 344),
+        ("head.bias", (4,), 344, 348),
+    )
     # Workspace arrays per batch size: (key, per-sample shape, dtype).
     _buffers = (
         ("conv1.y", (28, 8), DTYPE),
@@ -129,26 +134,37 @@ class SignalNet:
         ("avgpool1d_1.share", (2, 8), DTYPE),
         ("head.y", (4,), DTYPE),
         ("head.dx", (16,), DTYPE),
+        ("head.bias_rows", (4,), DTYPE),
         ("loss.dz", (4,), DTYPE),
         ("loss.probs", (4,), DTYPE),
-        ("loss.logp", (4,), DTYPE),
+        ("loss.shifted", (4,), DTYPE),
     )
 
     def __init__(self, seed=None):
         """Draw fresh parameters; the same seed gives identical parameters."""
         rng = np.random.default_rng(seed)
-        self.params = {}
+        # Parameters, gradients and optimizer state each live in one flat array, so the optimizer updates all
+        # of them in a few whole-array operations; params[name] and grads[name] are views into those arrays.
+        # Update parameters in place (params[name][...] = value): assigning a new array would detach it.
+        self._flat_params = np.zeros(348, DTYPE)
+        self._flat_grads = np.zeros(348, DTYPE)
+        self._flat_scratch = np.zeros(348, DTYPE)
+        self._flat_slots = {"exp_avg": np.zeros(348, DTYPE), "exp_avg_sq": np.zeros(348, DTYPE)}
+        self.params = _views(self._flat_params, self._param_layout)
+        self.grads = _views(self._flat_grads, self._param_layout)
+        self._scratch = _views(self._flat_scratch, self._param_layout)
+        slot_views = {slot: _views(flat, self._param_layout) for slot, flat in self._flat_slots.items()}
+        self._slots = {name: {slot: views[name] for slot, views in slot_views.items()} for name in self.params}
         # conv1.weight: he_normal, N(0, 2 / fan_in), fan_in=10, fan_out=40
-        self.params["conv1.weight"] = (rng.standard_normal((5, 2, 8)) * np.sqrt(2.0 / 10)).astype(DTYPE)
+        self.params["conv1.weight"][...] = (rng.standard_normal((5, 2, 8)) * np.sqrt(2.0 / 10)).astype(DTYPE)
         # conv1.bias: zeros, 0
-        self.params["conv1.bias"] = np.zeros((8,), DTYPE)
+        self.params["conv1.bias"][...] = np.zeros((8,), DTYPE)
         # conv2.weight: xavier_normal, N(0, 2 / (fan_in + fan_out)), fan_in=24, fan_out=24
-        self.params["conv2.weight"] = (rng.standard_normal((3, 8, 8)) * np.sqrt(2.0 / (24 + 24))).astype(DTYPE)
+        self.params["conv2.weight"][...] = (rng.standard_normal((3, 8, 8)) * np.sqrt(2.0 / (24 + 24))).astype(DTYPE)
         # head.weight: xavier_uniform, U(-√(6 / (fan_in + fan_out)), √(6 / (fan_in + fan_out))), fan_in=16, fan_out=4
-        self.params["head.weight"] = (rng.uniform(-1.0, 1.0, (16, 4)) * np.sqrt(6.0 / (16 + 4))).astype(DTYPE)
+        self.params["head.weight"][...] = (rng.uniform(-1.0, 1.0, (16, 4)) * np.sqrt(6.0 / (16 + 4))).astype(DTYPE)
         # head.bias: zeros, 0
-        self.params["head.bias"] = np.zeros((4,), DTYPE)
-        self.grads = {name: np.zeros_like(value) for name, value in self.params.items()}
+        self.params["head.bias"][...] = np.zeros((4,), DTYPE)
         # Optimizer hyperparameters; change them between steps to schedule them.
         self.lr = 0.003
         self.beta1 = 0.9
@@ -156,11 +172,6 @@ class SignalNet:
         self.eps = 1e-08
         self.weight_decay = 0.0001
         self.step_count = 0
-        self._slots = {
-            name: {"exp_avg": np.zeros_like(value), "exp_avg_sq": np.zeros_like(value)}
-            for name, value in self.params.items()
-        }
-        self._scratch = {name: np.empty_like(value) for name, value in self.params.items()}
         self._workspaces = {}
         self._saved = None
         self._target = None
@@ -200,8 +211,7 @@ class SignalNet:
         return self._backward(dy, need_dx=True).copy()
 
     def zero_grad(self):
-        for grad in self.grads.values():
-            grad.fill(0)
+        self._flat_grads.fill(0)
         self._accumulate = False
 
     def train_step(self, x, y):
@@ -218,7 +228,7 @@ class SignalNet:
         return loss
 
     def step(self):
-        """Adam(lr=0.003, weight_decay=0.0001): torch.optim.Adam's rule, in place with no temporary arrays.
+        """Adam(lr=0.003, weight_decay=0.0001): torch.optim.Adam's rule, in place on all parameters at once, with no temporary arrays.
 
         g = grad + weight_decay·p;  m = β1·m + (1-β1)·g;  v = β2·v + (1-β2)·g²;  p -= lr/(1-β1ᵗ) · m / (√v/√(1-β2ᵗ) + eps),  t = step count
         """
@@ -226,32 +236,29 @@ class SignalNet:
         # Bias corrections: m and v start at 0, so their early averages are scaled up by 1 / (1 - βᵗ).
         step_size = self.lr / (1 - self.beta1**self.step_count)
         v_correction = (1 - self.beta2**self.step_count) ** 0.5
-        for name, param in self.params.items():
-            grad = self.grads[name]
-            work = self._scratch[name]
-            m = self._slots[name]["exp_avg"]
-            v = self._slots[name]["exp_avg_sq"]
-            if self.weight_decay:
-                # g = grad + weight_decay · p
-                np.multiply(param, self.weight_decay, out=work)
-                work += grad
-                grad = work
-            # m = β1·m + (1 - β1)·g, computed as g + β1·(m - g) to need no temporary
-            m -= grad
-            m *= self.beta1
-            m += grad
-            # v = β2·v + (1 - β2)·g²
-            v *= self.beta2
-            np.multiply(grad, grad, out=work)
-            work *= 1 - self.beta2
-            v += work
-            # p = p - step_size · m / (√v / √(1 - β2ᵗ) + eps)
-            np.sqrt(v, out=work)
-            work /= v_correction
-            work += self.eps
-            np.divide(m, work, out=work)
-            work *= step_size
-            param -= work
+        param, grad, work = self._flat_params, self._flat_grads, self._flat_scratch
+        m, v = self._flat_slots["exp_avg"], self._flat_slots["exp_avg_sq"]
+        if self.weight_decay:
+            # g = grad + weight_decay · p
+            np.multiply(param, self.weight_decay, out=work)
+            work += grad
+            grad = work
+        # m = β1·m + (1 - β1)·g, computed as g + β1·(m - g) to need no temporary
+        m -= grad
+        m *= self.beta1
+        m += grad
+        # v = β2·v + (1 - β2)·g²
+        v *= self.beta2
+        np.multiply(grad, grad, out=work)
+        work *= 1 - self.beta2
+        v += work
+        # p = p - step_size · m / (√v / √(1 - β2ᵗ) + eps)
+        np.sqrt(v, out=work)
+        work /= v_correction
+        work += self.eps
+        np.divide(m, work, out=work)
+        work *= step_size
+        param -= work
 
     def state_dict(self):
         """Copies of the parameters and the optimizer state, as a flat dict of arrays."""
@@ -618,7 +625,9 @@ class SignalNet:
         if workspace is None:
             if len(self._workspaces) >= 4:
                 self._workspaces.pop(next(iter(self._workspaces)))
-            workspace = {key: np.empty((batch, *shape), dtype) for key, shape, dtype in self._buffers}
+            workspace = {key: np.zeros((batch, *shape), dtype) for key, shape, dtype in self._buffers}
+            # Σ over the batch as ones · dy: a matrix-vector product is faster than np.sum here.
+            workspace["ones"] = np.ones(batch, DTYPE)
             self._workspaces[batch] = workspace
         return workspace
 
@@ -685,7 +694,9 @@ class SignalNet:
         # head = Linear(4, init=xavier_uniform)  (catalogue.nn:12)  [16] -> [4]
         # y = x · W + b
         head_y = np.matmul(flatten_1_y, p["head.weight"], out=ws["head.y"])
-        head_y += p["head.bias"]
+        # Broadcast b into a (batch, out) array first: a broadcasting add would allocate a buffer on every call.
+        np.copyto(ws["head.bias_rows"], p["head.bias"])
+        head_y += ws["head.bias_rows"]
         self._saved = (x, leakyrelu_1_y, maxpool1d_1_y, softplus_1_y, flatten_1_y)
         return head_y
 
@@ -702,7 +713,7 @@ class SignalNet:
         # db = Σ_batch dy
         # dx = dy · Wᵀ
         _matmul_into(flatten_1_y.T, head_dy, g["head.weight"], accumulate)
-        _sum_batch_into(head_dy, g["head.bias"], accumulate)
+        _matmul_into(ws["ones"], head_dy, g["head.bias"], accumulate)
         flatten_1_dy = np.matmul(head_dy, p["head.weight"].T, out=ws["head.dx"])
 
         # backward of flatten_1 = Flatten  (catalogue.nn:11)  [2, 8] -> [16]
@@ -808,14 +819,15 @@ class SignalNet:
         ws = self._workspace(head_y.shape[0])
         batch = head_y.shape[0]
         # Subtract each row's maximum before exponentiating, so exp never overflows.
-        logp = np.subtract(head_y, head_y.max(axis=1, keepdims=True), out=ws["loss.logp"])
-        probs = np.exp(logp, out=ws["loss.probs"])
+        shifted = np.subtract(head_y, head_y.max(axis=1, keepdims=True), out=ws["loss.shifted"])
+        probs = np.exp(shifted, out=ws["loss.probs"])
         row_sums = probs.sum(axis=1, keepdims=True)
         probs /= row_sums
-        logp -= np.log(row_sums)
+        # log softmax(z)_bc = shifted_bc - log(row_sum_b); softmax stays in ws["loss.probs"] for the gradient.
+        log_row_sums = np.log(row_sums[:, 0])
         if target.ndim == 1:
-            return float(-logp[np.arange(batch), target].sum() / batch)
-        return float(-np.vdot(target, logp) / batch)
+            return float((log_row_sums.sum() - shifted[np.arange(batch), target].sum()) / batch)
+        return float((np.vdot(target.sum(axis=1), log_row_sums) - np.vdot(target, shifted)) / batch)
 
     def _loss_gradient(self):
         target = self._target
@@ -847,10 +859,19 @@ class Tagger:
 
     input_shape = (6,)
     output_shape = (3,)
+    # Parameters: (name, shape, start, stop) in the flat parameter, gradient and optimizer-state arrays.
+    _param_layout = (
+        ("linear_1.weight", (6, 8), 0, 48),
+        ("linear_1.bias", (8,), 48, 56),
+        ("linear_2.weight", (8, 8), 56, 120),
+        ("linear_3.weight", (8, 3), 120, 144),
+        ("linear_3.bias", (3,), 144, 147),
+    )
     # Workspace arrays per batch size: (key, per-sample shape, dtype).
     _buffers = (
         ("linear_1.y", (8,), DTYPE),
         ("linear_1.dx", (6,), DTYPE),
+        ("linear_1.bias_rows", (8,), DTYPE),
         ("logsoftmax_1.y", (8,), DTYPE),
         ("logsoftmax_1.dx", (8,), DTYPE),
         ("logsoftmax_1.row", (1,), DTYPE),
@@ -860,6 +881,7 @@ class Tagger:
         ("sigmoid_1.slope", (8,), DTYPE),
         ("linear_3.y", (3,), DTYPE),
         ("linear_3.dx", (8,), DTYPE),
+        ("linear_3.bias_rows", (3,), DTYPE),
         ("softmax_1.y", (3,), DTYPE),
         ("softmax_1.dx", (3,), DTYPE),
         ("softmax_1.row", (1,), DTYPE),
@@ -873,18 +895,28 @@ class Tagger:
     def __init__(self, seed=None):
         """Draw fresh parameters; the same seed gives identical parameters."""
         rng = np.random.default_rng(seed)
-        self.params = {}
+        # Parameters, gradients and optimizer state each live in one flat array, so the optimizer updates all
+        # of them in a few whole-array operations; params[name] and grads[name] are views into those arrays.
+        # Update parameters in place (params[name][...] = value): assigning a new array would detach it.
+        self._flat_params = np.zeros(147, DTYPE)
+        self._flat_grads = np.zeros(147, DTYPE)
+        self._flat_scratch = np.zeros(147, DTYPE)
+        self._flat_slots = {"exp_avg": np.zeros(147, DTYPE), "exp_avg_sq": np.zeros(147, DTYPE)}
+        self.params = _views(self._flat_params, self._param_layout)
+        self.grads = _views(self._flat_grads, self._param_layout)
+        self._scratch = _views(self._flat_scratch, self._param_layout)
+        slot_views = {slot: _views(flat, self._param_layout) for slot, flat in self._flat_slots.items()}
+        self._slots = {name: {slot: views[name] for slot, views in slot_views.items()} for name in self.params}
         # linear_1.weight: he_uniform, U(-√(6 / fan_in), √(6 / fan_in)), fan_in=6, fan_out=8
-        self.params["linear_1.weight"] = (rng.uniform(-1.0, 1.0, (6, 8)) * np.sqrt(6.0 / 6)).astype(DTYPE)
+        self.params["linear_1.weight"][...] = (rng.uniform(-1.0, 1.0, (6, 8)) * np.sqrt(6.0 / 6)).astype(DTYPE)
         # linear_1.bias: zeros, 0
-        self.params["linear_1.bias"] = np.zeros((8,), DTYPE)
+        self.params["linear_1.bias"][...] = np.zeros((8,), DTYPE)
         # linear_2.weight: uniform, U(-1, 1), fan_in=8, fan_out=8
-        self.params["linear_2.weight"] = rng.uniform(-1.0, 1.0, (8, 8)).astype(DTYPE)
+        self.params["linear_2.weight"][...] = rng.uniform(-1.0, 1.0, (8, 8)).astype(DTYPE)
         # linear_3.weight: normal, N(0, 1), fan_in=8, fan_out=3
-        self.params["linear_3.weight"] = rng.standard_normal((8, 3)).astype(DTYPE)
+        self.params["linear_3.weight"][...] = rng.standard_normal((8, 3)).astype(DTYPE)
         # linear_3.bias: zeros, 0
-        self.params["linear_3.bias"] = np.zeros((3,), DTYPE)
-        self.grads = {name: np.zeros_like(value) for name, value in self.params.items()}
+        self.params["linear_3.bias"][...] = np.zeros((3,), DTYPE)
         # Optimizer hyperparameters; change them between steps to schedule them.
         self.lr = 0.001
         self.beta1 = 0.9
@@ -892,11 +924,6 @@ class Tagger:
         self.eps = 1e-08
         self.weight_decay = 0.0
         self.step_count = 0
-        self._slots = {
-            name: {"exp_avg": np.zeros_like(value), "exp_avg_sq": np.zeros_like(value)}
-            for name, value in self.params.items()
-        }
-        self._scratch = {name: np.empty_like(value) for name, value in self.params.items()}
         self._workspaces = {}
         self._saved = None
         self._target = None
@@ -936,8 +963,7 @@ class Tagger:
         return self._backward(dy, need_dx=True).copy()
 
     def zero_grad(self):
-        for grad in self.grads.values():
-            grad.fill(0)
+        self._flat_grads.fill(0)
         self._accumulate = False
 
     def train_step(self, x, y):
@@ -954,7 +980,7 @@ class Tagger:
         return loss
 
     def step(self):
-        """Adam: torch.optim.Adam's rule, in place with no temporary arrays.
+        """Adam: torch.optim.Adam's rule, in place on all parameters at once, with no temporary arrays.
 
         g = grad + weight_decay·p;  m = β1·m + (1-β1)·g;  v = β2·v + (1-β2)·g²;  p -= lr/(1-β1ᵗ) · m / (√v/√(1-β2ᵗ) + eps),  t = step count
         """
@@ -962,32 +988,29 @@ class Tagger:
         # Bias corrections: m and v start at 0, so their early averages are scaled up by 1 / (1 - βᵗ).
         step_size = self.lr / (1 - self.beta1**self.step_count)
         v_correction = (1 - self.beta2**self.step_count) ** 0.5
-        for name, param in self.params.items():
-            grad = self.grads[name]
-            work = self._scratch[name]
-            m = self._slots[name]["exp_avg"]
-            v = self._slots[name]["exp_avg_sq"]
-            if self.weight_decay:
-                # g = grad + weight_decay · p
-                np.multiply(param, self.weight_decay, out=work)
-                work += grad
-                grad = work
-            # m = β1·m + (1 - β1)·g, computed as g + β1·(m - g) to need no temporary
-            m -= grad
-            m *= self.beta1
-            m += grad
-            # v = β2·v + (1 - β2)·g²
-            v *= self.beta2
-            np.multiply(grad, grad, out=work)
-            work *= 1 - self.beta2
-            v += work
-            # p = p - step_size · m / (√v / √(1 - β2ᵗ) + eps)
-            np.sqrt(v, out=work)
-            work /= v_correction
-            work += self.eps
-            np.divide(m, work, out=work)
-            work *= step_size
-            param -= work
+        param, grad, work = self._flat_params, self._flat_grads, self._flat_scratch
+        m, v = self._flat_slots["exp_avg"], self._flat_slots["exp_avg_sq"]
+        if self.weight_decay:
+            # g = grad + weight_decay · p
+            np.multiply(param, self.weight_decay, out=work)
+            work += grad
+            grad = work
+        # m = β1·m + (1 - β1)·g, computed as g + β1·(m - g) to need no temporary
+        m -= grad
+        m *= self.beta1
+        m += grad
+        # v = β2·v + (1 - β2)·g²
+        v *= self.beta2
+        np.multiply(grad, grad, out=work)
+        work *= 1 - self.beta2
+        v += work
+        # p = p - step_size · m / (√v / √(1 - β2ᵗ) + eps)
+        np.sqrt(v, out=work)
+        work /= v_correction
+        work += self.eps
+        np.divide(m, work, out=work)
+        work *= step_size
+        param -= work
 
     def state_dict(self):
         """Copies of the parameters and the optimizer state, as a flat dict of arrays."""
@@ -1338,7 +1361,9 @@ class Tagger:
         if workspace is None:
             if len(self._workspaces) >= 4:
                 self._workspaces.pop(next(iter(self._workspaces)))
-            workspace = {key: np.empty((batch, *shape), dtype) for key, shape, dtype in self._buffers}
+            workspace = {key: np.zeros((batch, *shape), dtype) for key, shape, dtype in self._buffers}
+            # Σ over the batch as ones · dy: a matrix-vector product is faster than np.sum here.
+            workspace["ones"] = np.ones(batch, DTYPE)
             self._workspaces[batch] = workspace
         return workspace
 
@@ -1349,7 +1374,9 @@ class Tagger:
         # linear_1 = Linear(8, init=he_uniform)  (catalogue.nn:19)  [6] -> [8]
         # y = x · W + b
         linear_1_y = np.matmul(x, p["linear_1.weight"], out=ws["linear_1.y"])
-        linear_1_y += p["linear_1.bias"]
+        # Broadcast b into a (batch, out) array first: a broadcasting add would allocate a buffer on every call.
+        np.copyto(ws["linear_1.bias_rows"], p["linear_1.bias"])
+        linear_1_y += ws["linear_1.bias_rows"]
 
         # logsoftmax_1 = LogSoftmax  (catalogue.nn:20)  [8] -> [8]
         # y = x - max(x) - log Σ_j e^(x_j - max(x))  (per row)
@@ -1373,7 +1400,9 @@ class Tagger:
         # linear_3 = Linear(3, init=normal)  (catalogue.nn:23)  [8] -> [3]
         # y = x · W + b
         linear_3_y = np.matmul(sigmoid_1_y, p["linear_3.weight"], out=ws["linear_3.y"])
-        linear_3_y += p["linear_3.bias"]
+        # Broadcast b into a (batch, out) array first: a broadcasting add would allocate a buffer on every call.
+        np.copyto(ws["linear_3.bias_rows"], p["linear_3.bias"])
+        linear_3_y += ws["linear_3.bias_rows"]
 
         # softmax_1 = Softmax  (catalogue.nn:24)  [3] -> [3]
         # y = e^(x - max(x)) / Σ_j e^(x_j - max(x))  (per row)
@@ -1404,7 +1433,7 @@ class Tagger:
         # db = Σ_batch dy
         # dx = dy · Wᵀ
         _matmul_into(sigmoid_1_y.T, linear_3_dy, g["linear_3.weight"], accumulate)
-        _sum_batch_into(linear_3_dy, g["linear_3.bias"], accumulate)
+        _matmul_into(ws["ones"], linear_3_dy, g["linear_3.bias"], accumulate)
         sigmoid_1_dy = np.matmul(linear_3_dy, p["linear_3.weight"].T, out=ws["linear_3.dx"])
 
         # backward of sigmoid_1 = StableSigmoid  (catalogue.nn:22)  [8] -> [8]
@@ -1432,7 +1461,7 @@ class Tagger:
         # db = Σ_batch dy
         # dx = dy · Wᵀ
         _matmul_into(x.T, linear_1_dy, g["linear_1.weight"], accumulate)
-        _sum_batch_into(linear_1_dy, g["linear_1.bias"], accumulate)
+        _matmul_into(ws["ones"], linear_1_dy, g["linear_1.bias"], accumulate)
         if not need_dx:
             return None
         dx = np.matmul(linear_1_dy, p["linear_1.weight"].T, out=ws["linear_1.dx"])

@@ -22,12 +22,9 @@ def _matmul_into(a, b, out, accumulate):
         np.matmul(a, b, out=out)
 
 
-def _sum_batch_into(a, out, accumulate):
-    """out = Σ over the batch axis of a, or out += that while gradients accumulate."""
-    if accumulate:
-        out += a.sum(axis=0)
-    else:
-        np.sum(a, axis=0, out=out)
+def _views(flat, layout):
+    """name → a view of the flat array for each (name, shape, start, stop) of the layout."""
+    return {name: flat[start:stop].reshape(shape) for name, shape, start, stop in layout}
 
 
 def _check_int(name, value, minimum):
@@ -103,38 +100,57 @@ class DigitsMLP:
 
     input_shape = (64,)
     output_shape = (10,)
+    # Parameters: (name, shape, start, stop) in the flat parameter, gradient and optimizer-state arrays.
+    _param_layout = (
+        ("fc1.weight", (64, 128), 0, 8192),
+        ("fc1.bias", (128,), 8192, 8320),
+        ("fc2.weight", (128, 10), 8320, 9600),
+        ("fc2.bias", (10,), 9600, 9610),
+    )
     # Workspace arrays per batch size: (key, per-sample shape, dtype).
     _buffers = (
         ("fc1.y", (128,), DTYPE),
         ("fc1.dx", (64,), DTYPE),
+        ("fc1.bias_rows", (128,), DTYPE),
         ("relu_1.mask", (128,), bool),
+        ("relu_1.slope", (128,), DTYPE),
+        ("relu_1.zeros", (128,), DTYPE),
         ("fc2.y", (10,), DTYPE),
         ("fc2.dx", (128,), DTYPE),
+        ("fc2.bias_rows", (10,), DTYPE),
         ("loss.dz", (10,), DTYPE),
         ("loss.probs", (10,), DTYPE),
-        ("loss.logp", (10,), DTYPE),
+        ("loss.shifted", (10,), DTYPE),
     )
 
     def __init__(self, seed=None):
         """Draw fresh parameters; the same seed gives identical parameters."""
         rng = np.random.default_rng(seed)
-        self.params = {}
+        # Parameters, gradients and optimizer state each live in one flat array, so the optimizer updates all
+        # of them in a few whole-array operations; params[name] and grads[name] are views into those arrays.
+        # Update parameters in place (params[name][...] = value): assigning a new array would detach it.
+        self._flat_params = np.zeros(9610, DTYPE)
+        self._flat_grads = np.zeros(9610, DTYPE)
+        self._flat_scratch = np.zeros(9610, DTYPE)
+        self._flat_slots = {"momentum_buffer": np.zeros(9610, DTYPE)}
+        self.params = _views(self._flat_params, self._param_layout)
+        self.grads = _views(self._flat_grads, self._param_layout)
+        self._scratch = _views(self._flat_scratch, self._param_layout)
+        slot_views = {slot: _views(flat, self._param_layout) for slot, flat in self._flat_slots.items()}
+        self._slots = {name: {slot: views[name] for slot, views in slot_views.items()} for name in self.params}
         # fc1.weight: he_normal, N(0, 2 / fan_in), fan_in=64, fan_out=128
-        self.params["fc1.weight"] = (rng.standard_normal((64, 128)) * np.sqrt(2.0 / 64)).astype(DTYPE)
+        self.params["fc1.weight"][...] = (rng.standard_normal((64, 128)) * np.sqrt(2.0 / 64)).astype(DTYPE)
         # fc1.bias: zeros, 0
-        self.params["fc1.bias"] = np.zeros((128,), DTYPE)
+        self.params["fc1.bias"][...] = np.zeros((128,), DTYPE)
         # fc2.weight: he_normal, N(0, 2 / fan_in), fan_in=128, fan_out=10
-        self.params["fc2.weight"] = (rng.standard_normal((128, 10)) * np.sqrt(2.0 / 128)).astype(DTYPE)
+        self.params["fc2.weight"][...] = (rng.standard_normal((128, 10)) * np.sqrt(2.0 / 128)).astype(DTYPE)
         # fc2.bias: zeros, 0
-        self.params["fc2.bias"] = np.zeros((10,), DTYPE)
-        self.grads = {name: np.zeros_like(value) for name, value in self.params.items()}
+        self.params["fc2.bias"][...] = np.zeros((10,), DTYPE)
         # Optimizer hyperparameters; change them between steps to schedule them.
         self.lr = 0.1
         self.momentum = 0.9
         self.weight_decay = 0.0
         self.step_count = 0
-        self._slots = {name: {"momentum_buffer": np.zeros_like(value)} for name, value in self.params.items()}
-        self._scratch = {name: np.empty_like(value) for name, value in self.params.items()}
         self._workspaces = {}
         self._saved = None
         self._target = None
@@ -174,8 +190,7 @@ class DigitsMLP:
         return self._backward(dy, need_dx=True).copy()
 
     def zero_grad(self):
-        for grad in self.grads.values():
-            grad.fill(0)
+        self._flat_grads.fill(0)
         self._accumulate = False
 
     def train_step(self, x, y):
@@ -192,21 +207,25 @@ class DigitsMLP:
         return loss
 
     def step(self):
-        """SGD(lr=0.1, momentum=0.9): torch.optim.SGD's rule (dampening 0, no Nesterov), in place.
+        """SGD(lr=0.1, momentum=0.9): torch.optim.SGD's rule (dampening 0, no Nesterov), in place on all parameters at once.
 
         g = grad + weight_decay · p;  buf = momentum · buf + g;  p = p - lr · buf
         """
         self.step_count += 1
-        for name, param in self.params.items():
-            grad = self.grads[name]
-            update = self._scratch[name]
+        params, grad, update = self._flat_params, self._flat_grads, self._flat_scratch
+        if self.weight_decay:
+            # g = grad + weight_decay · p
+            np.multiply(params, self.weight_decay, out=update)
+            update += grad
+            grad = update
+        if self.momentum:
             # buf = momentum · buf + g  (the buffer starts at zero, so the first step gives buf = g)
-            buf = self._slots[name]["momentum_buffer"]
+            buf = self._flat_slots["momentum_buffer"]
             buf *= self.momentum
             buf += grad
             grad = buf
-            np.multiply(grad, self.lr, out=update)
-            param -= update
+        np.multiply(grad, self.lr, out=update)
+        params -= update
 
     def state_dict(self):
         """Copies of the parameters and the optimizer state, as a flat dict of arrays."""
@@ -526,7 +545,9 @@ class DigitsMLP:
         if workspace is None:
             if len(self._workspaces) >= 4:
                 self._workspaces.pop(next(iter(self._workspaces)))
-            workspace = {key: np.empty((batch, *shape), dtype) for key, shape, dtype in self._buffers}
+            workspace = {key: np.zeros((batch, *shape), dtype) for key, shape, dtype in self._buffers}
+            # Σ over the batch as ones · dy: a matrix-vector product is faster than np.sum here.
+            workspace["ones"] = np.ones(batch, DTYPE)
             self._workspaces[batch] = workspace
         return workspace
 
@@ -537,16 +558,20 @@ class DigitsMLP:
         # fc1 = Linear(128, init=he_normal)  (digits_mlp.nn:4)  [64] -> [128]
         # y = x · W + b
         fc1_y = np.matmul(x, p["fc1.weight"], out=ws["fc1.y"])
-        fc1_y += p["fc1.bias"]
+        # Broadcast b into a (batch, out) array first: a broadcasting add would allocate a buffer on every call.
+        np.copyto(ws["fc1.bias_rows"], p["fc1.bias"])
+        fc1_y += ws["fc1.bias_rows"]
 
         # relu_1 = ReLU  (digits_mlp.nn:5)  [128] -> [128]
         # y = max(x, 0)  (in place: backward needs only the output)
-        relu_1_y = np.maximum(fc1_y, 0, out=fc1_y)
+        relu_1_y = np.maximum(fc1_y, ws["relu_1.zeros"], out=fc1_y)
 
         # fc2 = Linear(10)  (digits_mlp.nn:6)  [128] -> [10]
         # y = x · W + b
         fc2_y = np.matmul(relu_1_y, p["fc2.weight"], out=ws["fc2.y"])
-        fc2_y += p["fc2.bias"]
+        # Broadcast b into a (batch, out) array first: a broadcasting add would allocate a buffer on every call.
+        np.copyto(ws["fc2.bias_rows"], p["fc2.bias"])
+        fc2_y += ws["fc2.bias_rows"]
         self._saved = (x, relu_1_y)
         return fc2_y
 
@@ -563,20 +588,22 @@ class DigitsMLP:
         # db = Σ_batch dy
         # dx = dy · Wᵀ
         _matmul_into(relu_1_y.T, fc2_dy, g["fc2.weight"], accumulate)
-        _sum_batch_into(fc2_dy, g["fc2.bias"], accumulate)
+        _matmul_into(ws["ones"], fc2_dy, g["fc2.bias"], accumulate)
         relu_1_dy = np.matmul(fc2_dy, p["fc2.weight"].T, out=ws["fc2.dx"])
 
         # backward of relu_1 = ReLU  (digits_mlp.nn:5)  [128] -> [128]
         # dx = dy ⊙ [y > 0]  (the gradient at exactly 0 is taken as 0)
-        mask = np.greater(relu_1_y, 0, out=ws["relu_1.mask"])
-        fc1_dy = np.multiply(relu_1_dy, mask, out=relu_1_dy)
+        # The 0/1 slope is made float first: multiplying by a bool array would allocate a cast buffer.
+        slope = ws["relu_1.slope"]
+        np.copyto(slope, np.greater(relu_1_y, 0, out=ws["relu_1.mask"]))
+        fc1_dy = np.multiply(relu_1_dy, slope, out=relu_1_dy)
 
         # backward of fc1 = Linear(128, init=he_normal)  (digits_mlp.nn:4)  [64] -> [128]
         # dW = xᵀ · dy
         # db = Σ_batch dy
         # dx = dy · Wᵀ
         _matmul_into(x.T, fc1_dy, g["fc1.weight"], accumulate)
-        _sum_batch_into(fc1_dy, g["fc1.bias"], accumulate)
+        _matmul_into(ws["ones"], fc1_dy, g["fc1.bias"], accumulate)
         if not need_dx:
             return None
         dx = np.matmul(fc1_dy, p["fc1.weight"].T, out=ws["fc1.dx"])
@@ -607,14 +634,15 @@ class DigitsMLP:
         ws = self._workspace(fc2_y.shape[0])
         batch = fc2_y.shape[0]
         # Subtract each row's maximum before exponentiating, so exp never overflows.
-        logp = np.subtract(fc2_y, fc2_y.max(axis=1, keepdims=True), out=ws["loss.logp"])
-        probs = np.exp(logp, out=ws["loss.probs"])
+        shifted = np.subtract(fc2_y, fc2_y.max(axis=1, keepdims=True), out=ws["loss.shifted"])
+        probs = np.exp(shifted, out=ws["loss.probs"])
         row_sums = probs.sum(axis=1, keepdims=True)
         probs /= row_sums
-        logp -= np.log(row_sums)
+        # log softmax(z)_bc = shifted_bc - log(row_sum_b); softmax stays in ws["loss.probs"] for the gradient.
+        log_row_sums = np.log(row_sums[:, 0])
         if target.ndim == 1:
-            return float(-logp[np.arange(batch), target].sum() / batch)
-        return float(-np.vdot(target, logp) / batch)
+            return float((log_row_sums.sum() - shifted[np.arange(batch), target].sum()) / batch)
+        return float((np.vdot(target.sum(axis=1), log_row_sums) - np.vdot(target, shifted)) / batch)
 
     def _loss_gradient(self):
         target = self._target

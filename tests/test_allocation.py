@@ -1,0 +1,41 @@
+"""Steady-state training steps reuse their workspace: a second train_step allocates almost nothing."""
+
+from __future__ import annotations
+
+import tracemalloc
+
+import numpy as np
+import pytest
+from conftest import ROOT
+
+import nncompile
+
+MODELS = {
+    "mlp": ("examples/digits_mlp.nn", (64,)),
+}
+
+
+def _peak_bytes(call) -> int:
+    """Peak traced memory above what was allocated before the call."""
+    baseline = tracemalloc.get_traced_memory()[0]
+    tracemalloc.reset_peak()
+    call()
+    return tracemalloc.get_traced_memory()[1] - baseline
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.parametrize("batch", [32, 256])
+def test_second_train_step_allocates_under_5_percent_of_the_first(name, batch):
+    path, shape = MODELS[name]
+    module = nncompile.load(str(ROOT / path))
+    net = getattr(module, module.__all__[0])(seed=0)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((batch, *shape)).astype(np.float32)
+    y = rng.integers(0, net.output_shape[0], batch)
+    tracemalloc.start()
+    try:
+        first = _peak_bytes(lambda: net.train_step(x, y))
+        second = _peak_bytes(lambda: net.train_step(x, y))
+    finally:
+        tracemalloc.stop()
+    assert second < 0.05 * first, (first, second)
