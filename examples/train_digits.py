@@ -59,8 +59,8 @@ def train(cls, epochs=25, batch_size=16, seed=0, verbose=True):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
     parser.add_argument("models", nargs="*", default=DEFAULT_MODELS, help=".nn files or compiled .py modules")
-    parser.add_argument("--epochs", type=int, default=25)
-    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--epochs", type=int, default=25, help="default 25")
+    parser.add_argument("--batch-size", type=int, default=16, help="default 16")
     parser.add_argument("--seed", type=int, default=0, help="parameters and shuffling (default 0)")
     parser.add_argument("--quiet", action="store_true", help="no per-epoch progress")
     args = parser.parse_args(argv)
