@@ -404,8 +404,8 @@ class SignalNet:
     ):
         """Train on (x, y) with mini-batch steps of the optimizer; returns the history, a dict of per-epoch lists.
 
-        History keys: loss, accuracy (means over the epoch's batches, before each step), and
-        val_loss, val_accuracy when validating (after the epoch).
+        History: per-epoch lists of "loss" and "accuracy" (means over the epoch's batches, each taken before its
+        step) and, when validating, of "val_loss" and "val_accuracy" (after the epoch).
         Each epoch runs train_step() on batches of batch_size samples, the last batch partial, in shuffled order when
         shuffle. With a seed, epoch e (counted from 0) is shuffled by np.random.default_rng([seed, e]), so a run is
         reproducible; to resume one, load() its saved state and call fit again with the same seed and
@@ -1140,8 +1140,8 @@ class Tagger:
     ):
         """Train on (x, y) with mini-batch steps of the optimizer; returns the history, a dict of per-epoch lists.
 
-        History keys: loss, accuracy (means over the epoch's batches, before each step), and
-        val_loss, val_accuracy when validating (after the epoch).
+        History: per-epoch lists of "loss" and "accuracy" (means over the epoch's batches, each taken before its
+        step) and, when validating, of "val_loss" and "val_accuracy" (after the epoch).
         Each epoch runs train_step() on batches of batch_size samples, the last batch partial, in shuffled order when
         shuffle. With a seed, epoch e (counted from 0) is shuffled by np.random.default_rng([seed, e]), so a run is
         reproducible; to resume one, load() its saved state and call fit again with the same seed and
