@@ -12,6 +12,7 @@ import nncompile
 
 MODELS = {
     "mlp": ("examples/digits_mlp.nn", (64,)),
+    "cnn1d": ("examples/digits_cnn1d.nn", (64, 1)),
 }
 
 
