@@ -11,8 +11,8 @@ import sys
 import tempfile
 
 from . import introspect
-from .compiler import DTYPES, compile_models, compile_source
-from .errors import CompileError, Diagnostic, Span, render_diagnostic
+from .compiler import DTYPES, compile_models, compile_source, read_source
+from .errors import CompileError
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -60,37 +60,6 @@ def _parser() -> argparse.ArgumentParser:
 
 class _Failure(Exception):
     """A problem with files or arguments, already formatted for the user."""
-
-
-def read_source(path: str) -> str:
-    """The text of a .nn file; a `_Failure` for a missing, unreadable or non-UTF-8 file."""
-    if not os.path.exists(path):
-        raise _Failure(f"{path}: error: no such file")
-    if os.path.isdir(path):
-        raise _Failure(f"{path}: error: is a directory, not a .nn file")
-    try:
-        with open(path, "rb") as handle:
-            data = handle.read()
-    except OSError as err:
-        raise _Failure(f"{path}: error: cannot read: {err.strerror or err}") from None
-    try:
-        return data.decode("utf-8-sig")  # a leading byte-order mark is dropped
-    except UnicodeDecodeError as err:
-        raise _Failure(_not_utf8(path, data, err)) from None
-
-
-def _not_utf8(path: str, data: bytes, err: UnicodeDecodeError) -> str:
-    """Locate the first byte that is not UTF-8 and show its line, undecodable bytes shown as '�'."""
-    line_start = data.rfind(b"\n", 0, err.start) + 1
-    line = data.count(b"\n", 0, err.start) + 1
-    column = len(data[line_start : err.start].decode("utf-8", errors="replace")) + 1
-    shown = data.decode("utf-8", errors="replace")
-    diagnostic = Diagnostic(
-        f"not valid UTF-8: byte 0x{data[err.start]:02x} at offset {err.start}",
-        Span.point(line, column),
-        helps=["save the file as UTF-8"],
-    )
-    return render_diagnostic(diagnostic, path, shown)
 
 
 def write_atomically(path: str, text: str) -> None:

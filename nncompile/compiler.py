@@ -10,7 +10,7 @@ import os
 import types
 
 from . import codegen, ir, parser, shapes
-from .errors import CompileError, Reporter
+from .errors import CompileError, Diagnostic, Reporter, Span
 from .lower import lower
 from .registry import load_all
 
@@ -37,22 +37,54 @@ def compile_source(source: str, dtype: str = "float32", filename: str = "<string
     return codegen.render([lower(m, dtype) for m in models], filename, dtype)
 
 
+def read_source(path: str) -> str:
+    """The text of a .nn file; a CompileError for a missing, unreadable or non-UTF-8 file."""
+    if not os.path.exists(path):
+        raise CompileError([Diagnostic("no such file")], path)
+    if os.path.isdir(path):
+        raise CompileError([Diagnostic("is a directory, not a .nn file")], path)
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read()
+    except OSError as err:
+        raise CompileError([Diagnostic(f"cannot read: {err.strerror or err}")], path) from None
+    try:
+        return data.decode("utf-8-sig")  # a leading byte-order mark is dropped
+    except UnicodeDecodeError as err:
+        raise _not_utf8(path, data, err) from None
+
+
+def _not_utf8(path: str, data: bytes, err: UnicodeDecodeError) -> CompileError:
+    """Locate the first byte that is not UTF-8 and show its line, undecodable bytes shown as '�'."""
+    line_start = data.rfind(b"\n", 0, err.start) + 1
+    line = data.count(b"\n", 0, err.start) + 1
+    column = len(data[line_start : err.start].decode("utf-8", errors="replace")) + 1
+    diagnostic = Diagnostic(
+        f"not valid UTF-8: byte 0x{data[err.start]:02x} at offset {err.start}",
+        Span.point(line, column),
+        helps=["save the file as UTF-8"],
+    )
+    return CompileError([diagnostic], path, data.decode("utf-8", errors="replace"))
+
+
 def compile_file(path: str, dtype: str = "float32") -> str:
-    with open(path, encoding="utf-8") as handle:
-        source = handle.read()
-    return compile_source(source, dtype, filename=path)
+    """Compile a .nn file to the text of a Python module; file problems are CompileErrors too."""
+    return compile_source(read_source(path), dtype, filename=path)
 
 
-def load(path_or_source: str, dtype: str = "float32") -> types.ModuleType:
-    """Compile a .nn file (a path) or .nn source text and return the generated module, without writing a file."""
-    is_path = "{" not in path_or_source and os.path.exists(path_or_source)
-    if is_path:
-        filename = path_or_source
-        code = compile_file(path_or_source, dtype)
-        module_name = os.path.splitext(os.path.basename(path_or_source))[0]
+def load(path_or_source, dtype: str = "float32") -> types.ModuleType:
+    """Compile a .nn file (a path) or .nn source text and return the generated module, without writing a file.
+
+    A one-line string without '{' is taken as a path; anything else as source text.
+    """
+    text = os.fspath(path_or_source)
+    if isinstance(path_or_source, os.PathLike) or ("{" not in text and "\n" not in text):
+        filename = text
+        code = compile_file(text, dtype)
+        module_name = os.path.splitext(os.path.basename(text))[0]
     else:
         filename = "<string>"
-        code = compile_source(path_or_source, dtype)
+        code = compile_source(text, dtype)
         module_name = "nncompiled"
     module = types.ModuleType(module_name)
     module.__file__ = f"<nncompile {filename}>"

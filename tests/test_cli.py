@@ -200,13 +200,26 @@ def test_unreadable_file(tmp_path, monkeypatch):
             assert run_here(path) == (1, "", f"{path}: error: cannot read: Permission denied\n")
     finally:
         path.chmod(0o644)
-    from nncompile import cli
+    from nncompile import compiler
 
     def refuse(name, *args, **kwargs):
         raise PermissionError(13, "Permission denied", name)
 
-    monkeypatch.setattr(cli, "open", refuse, raising=False)
+    monkeypatch.setattr(compiler, "open", refuse, raising=False)
     assert run_here(path) == (1, "", f"{path}: error: cannot read: Permission denied\n")
+
+
+def test_library_reports_file_problems_as_compile_errors(tmp_path):
+    import nncompile
+
+    path = tmp_path / "latin1.nn"
+    path.write_bytes(b"model A { input [4] } # caf\xe9")
+    for bad in (path, tmp_path / "missing.nn", tmp_path):
+        with pytest.raises(nncompile.CompileError) as info:
+            nncompile.compile_file(str(bad))
+        assert str(info.value).startswith(f"{bad}:")
+    with pytest.raises(nncompile.CompileError, match="no such file"):
+        nncompile.load(str(tmp_path / "missing.nn"))
 
 
 def test_not_utf8_is_located(tmp_path):
