@@ -60,8 +60,11 @@ def measure_rows(compile_source, sizes, repeats: int) -> list[str]:
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--sizes", default=",".join(map(str, DEFAULT_SIZES)),
-                        help="comma-separated layer counts (default 50,100,200,500)")
+    parser.add_argument(
+        "--sizes",
+        default=",".join(map(str, DEFAULT_SIZES)),
+        help="comma-separated layer counts (default 50,100,200,500)",
+    )
     parser.add_argument("--repeats", type=int, default=5, help="compilations per size; the median is kept (default 5)")
     parser.add_argument("--out", type=Path, help="also write the markdown report to this file")
     args = parser.parse_args(argv)
@@ -72,17 +75,19 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     args = parse_args(argv)
     compile_source, reason = load_compiler()
-    lines = machine_info.header_lines("nncompile compile-time benchmark", {
-        "load average before the run (1/5/15 min)": machine_info.load_average(),
-        "nncompile": machine_info.nncompile_description(),
-        "method": f"median of {args.repeats} calls of compile_source(text, dtype='float32') per "
-                  "size after one warm-up call each; layers = layer lines, alternating Linear(32)/ReLU",
-    })
+    lines = machine_info.header_lines(
+        "nncompile compile-time benchmark",
+        {
+            "load average before the run (1/5/15 min)": machine_info.load_average(),
+            "nncompile": machine_info.nncompile_description(),
+            "method": f"median of {args.repeats} calls of compile_source(text, dtype='float32') per "
+            "size after one warm-up call each; layers = layer lines, alternating Linear(32)/ReLU",
+        },
+    )
     if compile_source is None:
         lines.append(f"compiler unavailable ({reason}); nothing was timed.")
     else:
-        lines += ["| layers | seconds | ms per layer | per-layer vs first row |",
-                  "| ---: | ---: | ---: | ---: |"]
+        lines += ["| layers | seconds | ms per layer | per-layer vs first row |", "| ---: | ---: | ---: | ---: |"]
         lines += measure_rows(compile_source, args.sizes, args.repeats)
     report = "\n".join(lines) + "\n"
     print(report)

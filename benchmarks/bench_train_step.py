@@ -64,6 +64,7 @@ class Result:
 
 # ---------------------------------------------------------------- setup
 
+
 def build_contenders(workload: Workload) -> list[Contender]:
     """All three contenders, starting from the same weights and the same data."""
     spec = parse_nn((WORKLOAD_DIR / workload.nn_file).read_text())
@@ -93,11 +94,14 @@ def make_data(workload: Workload) -> tuple[np.ndarray, np.ndarray]:
 
 def _check_table_matches_file(workload: Workload, input_shape, output_shape) -> None:
     if tuple(input_shape) != workload.input_shape or output_shape != (workload.classes,):
-        raise SystemExit(f"{workload.nn_file}: input {input_shape} / output {output_shape} do not "
-                         f"match the WORKLOADS table {workload}")
+        raise SystemExit(
+            f"{workload.nn_file}: input {input_shape} / output {output_shape} do not "
+            f"match the WORKLOADS table {workload}"
+        )
 
 
 # ---------------------------------------------------------------- loss gate
+
 
 def loss_gate(result: Result) -> list[str]:
     """Run GATE_STEPS steps of every loss-computing contender; return mismatch messages."""
@@ -120,8 +124,9 @@ def loss_gate(result: Result) -> list[str]:
             rel = _relative_difference(a, b)
             worst = max(worst, rel)
             if rel > GATE_RTOL:
-                problems.append(f"  step {index}: {reference.name} {a!r} vs {other.name} {b!r} "
-                                f"(relative difference {rel:.2e})")
+                problems.append(
+                    f"  step {index}: {reference.name} {a!r} vs {other.name} {b!r} (relative difference {rel:.2e})"
+                )
     result.gate = f"ok (max rel diff {worst:.1e})"
     if problems:
         problems.insert(0, f"LOSS MISMATCH in {result.workload} (relative tolerance {GATE_RTOL}):")
@@ -135,6 +140,7 @@ def _relative_difference(a: float, b: float) -> float:
 
 
 # ---------------------------------------------------------------- timing
+
 
 def settle(seconds: float) -> None:
     """Pause so the previous contender's BLAS/OpenMP threads stop spinning; collect garbage meanwhile."""
@@ -176,38 +182,60 @@ def time_round_robin(result: Result, args: argparse.Namespace) -> None:
 
 # ---------------------------------------------------------------- report
 
+
 def render_report(results: list[Result], args: argparse.Namespace) -> str:
-    lines = machine_info.header_lines("nncompile training-step benchmark", {
-        "load average before the run (1/5/15 min)": args.load_before,
-        "CPU used by other processes while timing": args.others_cpu,
-        "numpy": np.__version__,
-        "torch": f"{torch.__version__} ({torch.get_num_threads()} threads, "
-                 f"CPU capability {torch.backends.cpu.get_cpu_capability()})",
-        "BLAS (threadpoolctl)": machine_info.blas_description(),
-        "OpenBLAS/OpenMP environment": machine_info.openblas_env(),
-        "nncompile": machine_info.nncompile_description(),
-        "method": f"{args.rounds} rounds round-robin after {args.warmup} warm-up steps; "
-                  f"{args.settle:g} s settle + 1 untimed step before each sample; a sample is "
-                  f"the mean of `inner` steps (~{args.sample_ms:g} ms); gc off while timing; "
-                  f"float32, SGD lr={LEARNING_RATE}",
-    })
-    lines += ["## Time per training step (µs)", "",
-              "| workload | contender | median | IQR | IQR/median | inner | samples |",
-              "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+    lines = machine_info.header_lines(
+        "nncompile training-step benchmark",
+        {
+            "load average before the run (1/5/15 min)": args.load_before,
+            "CPU used by other processes while timing": args.others_cpu,
+            "numpy": np.__version__,
+            "torch": f"{torch.__version__} ({torch.get_num_threads()} threads, "
+            f"CPU capability {torch.backends.cpu.get_cpu_capability()})",
+            "BLAS (threadpoolctl)": machine_info.blas_description(),
+            "OpenBLAS/OpenMP environment": machine_info.openblas_env(),
+            "nncompile": machine_info.nncompile_description(),
+            "method": f"{args.rounds} rounds round-robin after {args.warmup} warm-up steps; "
+            f"{args.settle:g} s settle + 1 untimed step before each sample; a sample is "
+            f"the mean of `inner` steps (~{args.sample_ms:g} ms); gc off while timing; "
+            f"float32, SGD lr={LEARNING_RATE}",
+        },
+    )
+    lines += [
+        "## Time per training step (µs)",
+        "",
+        "| workload | contender | median | IQR | IQR/median | inner | samples |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
     for result in results:
         for c in result.contenders:
             lines.append(_time_row(result.workload, c))
-    if any(_iqr_fraction(c.samples_us) > NOISY_IQR_FRACTION
-           for result in results for c in result.contenders if c.samples_us):
-        lines += ["", (f"**Noisy:** an IQR exceeds {NOISY_IQR_FRACTION:.0%} of its median; something "
-                       "else was probably using the CPU (see the header). Rerun on an idle machine.")]
-    lines += ["", "## Ratios of medians (below 1: the first named is faster)", "",
-              "| workload | generated/pytorch | generated/gemm_floor | pytorch/gemm_floor | loss gate |",
-              "| --- | ---: | ---: | ---: | --- |"]
+    if any(
+        _iqr_fraction(c.samples_us) > NOISY_IQR_FRACTION
+        for result in results
+        for c in result.contenders
+        if c.samples_us
+    ):
+        lines += [
+            "",
+            (
+                f"**Noisy:** an IQR exceeds {NOISY_IQR_FRACTION:.0%} of its median; something "
+                "else was probably using the CPU (see the header). Rerun on an idle machine."
+            ),
+        ]
+    lines += [
+        "",
+        "## Ratios of medians (below 1: the first named is faster)",
+        "",
+        "| workload | generated/pytorch | generated/gemm_floor | pytorch/gemm_floor | loss gate |",
+        "| --- | ---: | ---: | ---: | --- |",
+    ]
     for result in results:
         medians = {c.name: np.median(c.samples_us) for c in result.contenders if c.samples_us}
-        ratios = [_ratio(medians, a, b) for a, b in
-                  (("generated", "pytorch"), ("generated", "gemm_floor"), ("pytorch", "gemm_floor"))]
+        ratios = [
+            _ratio(medians, a, b)
+            for a, b in (("generated", "pytorch"), ("generated", "gemm_floor"), ("pytorch", "gemm_floor"))
+        ]
         lines.append(f"| {result.workload} | {' | '.join(ratios)} | {result.gate} |")
     return "\n".join(lines) + "\n"
 
@@ -217,8 +245,10 @@ def _time_row(workload: str, c: Contender) -> str:
         reason = c.unavailable.replace("|", "\\|")
         return f"| {workload} | {c.name} | unavailable ({reason}) | | | | |"
     q1, median, q3 = np.percentile(c.samples_us, [25, 50, 75])
-    return (f"| {workload} | {c.name} | {median:,.1f} | {q3 - q1:,.1f} | "
-            f"{_iqr_fraction(c.samples_us):.1%} | {c.inner} | {len(c.samples_us)} |")
+    return (
+        f"| {workload} | {c.name} | {median:,.1f} | {q3 - q1:,.1f} | "
+        f"{_iqr_fraction(c.samples_us):.1%} | {c.inner} | {len(c.samples_us)} |"
+    )
 
 
 def _iqr_fraction(samples: list[float]) -> float:
@@ -234,17 +264,26 @@ def _ratio(medians: dict, top: str, bottom: str) -> str:
 
 # ---------------------------------------------------------------- main
 
+
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rounds", type=int, default=40, help="timed round-robin rounds (default 40)")
-    parser.add_argument("--workloads", default=",".join(WORKLOADS),
-                        help=f"comma-separated subset of: {', '.join(WORKLOADS)}")
+    parser.add_argument(
+        "--workloads", default=",".join(WORKLOADS), help=f"comma-separated subset of: {', '.join(WORKLOADS)}"
+    )
     parser.add_argument("--out", type=Path, help="also write the markdown report to this file")
-    parser.add_argument("--settle", type=float, default=0.15,
-                        help="seconds to sleep before each sample so idle BLAS threads stop "
-                             "spinning (default 0.15)")
-    parser.add_argument("--sample-ms", type=float, default=20.0,
-                        help="target duration of one sample; sets the inner repetitions (default 20)")
+    parser.add_argument(
+        "--settle",
+        type=float,
+        default=0.15,
+        help="seconds to sleep before each sample so idle BLAS threads stop spinning (default 0.15)",
+    )
+    parser.add_argument(
+        "--sample-ms",
+        type=float,
+        default=20.0,
+        help="target duration of one sample; sets the inner repetitions (default 20)",
+    )
     parser.add_argument("--warmup", type=int, default=5, help="untimed steps per contender (default 5)")
     args = parser.parse_args(argv)
     args.workloads = [name.strip() for name in args.workloads.split(",") if name.strip()]
@@ -282,8 +321,9 @@ def main(argv=None) -> int:
     report_unavailable(results)
     if failures:
         print("\n".join(failures), file=sys.stderr)
-        print("Correctness gate failed: the contenders do not compute the same loss; "
-              "nothing was timed.", file=sys.stderr)
+        print(
+            "Correctness gate failed: the contenders do not compute the same loss; nothing was timed.", file=sys.stderr
+        )
         return 1
 
     start = machine_info.cpu_snapshot()

@@ -15,6 +15,7 @@ class Unavailable(Exception):
 
 # ---------------------------------------------------------------- parameters
 
+
 def init_params(traced: list[TracedLayer], seed: int) -> dict[str, np.ndarray]:
     """Fan-in scaled uniform weights, used when the compiled net is unavailable."""
     rng = np.random.default_rng(seed)
@@ -31,6 +32,7 @@ def expected_param_shapes(traced: list[TracedLayer]) -> dict[str, tuple[int, ...
 
 
 # ---------------------------------------------------------------- generated
+
 
 def load_generated(nn_path, class_name: str, traced: list[TracedLayer]):
     """Compile the .nn file with nncompile and return `Cls(seed=0)`, or raise Unavailable."""
@@ -63,6 +65,7 @@ def describe_error(exc: Exception, limit: int = 160) -> str:
 
 
 # ---------------------------------------------------------------- pytorch
+
 
 def pytorch_step(traced, params, x, y, lr: float):
     """Eager nn.Sequential + CrossEntropyLoss + SGD, weights copied from `params`."""
@@ -97,8 +100,7 @@ def _torch_module(traced: TracedLayer) -> nn.Module:
         return nn.Linear(traced.in_shape[0], traced.out_shape[0], bias=kw.get("bias", True))
     if layer.kind == "Conv1D":
         chan_out, k = layer.args
-        return nn.Conv1d(traced.in_shape[1], chan_out, k, stride=kw.get("stride", 1),
-                         bias=kw.get("bias", True))
+        return nn.Conv1d(traced.in_shape[1], chan_out, k, stride=kw.get("stride", 1), bias=kw.get("bias", True))
     if layer.kind == "MaxPool1D":
         (k,) = layer.args
         return nn.MaxPool1d(k, stride=kw.get("stride", k))
@@ -129,6 +131,7 @@ def _copy_weights(traced: TracedLayer, module: nn.Module, params: dict) -> None:
 
 # ---------------------------------------------------------------- gemm floor
 
+
 def gemm_floor_step(traced: list[TracedLayer], batch: int, seed: int):
     """Only the training step's matrix products, on preallocated float32 arrays.
 
@@ -139,7 +142,7 @@ def gemm_floor_step(traced: list[TracedLayer], batch: int, seed: int):
     gemms = []
     for index, layer in enumerate(layer for layer in traced if layer.params):
         rows, inner, cols = _gemm_dims(layer, batch)
-        acts = _rand(rng, rows, inner)      # activations, im2col'ed for a conv
+        acts = _rand(rng, rows, inner)  # activations, im2col'ed for a conv
         weight = _rand(rng, inner, cols)
         grad_out = _rand(rng, rows, cols)
         gemms.append((acts, weight, np.empty((rows, cols), np.float32)))

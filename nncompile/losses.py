@@ -44,7 +44,7 @@ class CrossEntropy(Loss):
 
     @classmethod
     def buffers(cls, shape, args):
-        return [Buffer("probs", shape), Buffer("shifted", shape)]
+        return [Buffer("probs", shape), Buffer("shifted", shape), Buffer("row_max", (1,)), Buffer("row_sums", (1,))]
 
 
 @register

@@ -5,6 +5,7 @@ Pure Python on the shape-inferred IR; the templates receive these views and only
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 from dataclasses import dataclass, field
@@ -56,6 +57,7 @@ class BufferView:
     key: str
     shape: tuple[int, ...]
     kind: str
+    fill: float = 0
 
 
 @dataclass
@@ -83,6 +85,8 @@ class LayerView:
     buffers: list[BufferView] = field(default_factory=list)
     # Numbers the template writes out, from the entry's `constants` hook.
     const: dict = field(default_factory=dict)
+    # Parameter name → (start, stop) in the flat parameter and gradient arrays.
+    offsets: dict = field(default_factory=dict)
 
     @property
     def name(self):
@@ -119,6 +123,22 @@ class LayerView:
 
     def buf(self, buffer: str) -> str:
         return f'ws["{self.key(buffer)}"]'
+
+    def _flat_span(self, params: tuple[str, ...]) -> tuple[int, int]:
+        spans = [self.offsets[name] for name in params]
+        if any(a[1] != b[0] for a, b in itertools.pairwise(spans)):
+            raise ValueError(f"parameters {params} of {self.node.name} are not adjacent in the flat arrays")
+        return spans[0][0], spans[-1][1]
+
+    def stacked_p(self, *params: str) -> str:
+        """Several adjacent parameters as one slice of the flat parameter array (e.g. [W; b])."""
+        start, stop = self._flat_span(params)
+        return f"self._flat_params[{start}:{stop}]"
+
+    def stacked_g(self, *params: str) -> str:
+        """The gradients of adjacent parameters as one slice of the flat gradient array."""
+        start, stop = self._flat_span(params)
+        return f"self._flat_grads[{start}:{stop}]"
 
     def has_param(self, param: str) -> bool:
         return any(p.name == param for p in self.node.params)
@@ -208,7 +228,7 @@ def _may_overwrite(source: str, by_name: dict[str, Node], consumers: dict[str, i
     (Flatten) aliases its input, so the check continues through it to the array it aliases."""
     while True:
         producer = by_name.get(source)
-        if producer is None or consumers.get(source, 0) != 1 or "output" in producer.kind.saves:
+        if producer is None or consumers.get(source, 0) != 1 or "output" in producer.kind.saves_for(producer.args):
             return False
         if not producer.kind.view:
             return True
@@ -222,13 +242,23 @@ def lower(model: Model, dtype: str = "float32") -> ModelView:
             consumers[source] = consumers.get(source, 0) + 1
     by_name = {node.name: node for node in model.nodes}
 
+    offsets: dict[str, dict[str, tuple[int, int]]] = {}
+    start = 0
+    for node in model.nodes:
+        for param in node.params:
+            stop = start + math.prod(param.shape)
+            offsets.setdefault(node.name, {})[param.name] = (start, stop)
+            start = stop
+
     views: list[LayerView] = []
     var_of = {MODEL_INPUT: "x"}
     for index, node in enumerate(model.nodes):
         source = node.inputs[0]
         # An elementwise layer overwrites its input only if its own backward does not read that input either.
         inplace = (
-            node.kind.elementwise and "input" not in node.kind.saves and _may_overwrite(source, by_name, consumers)
+            node.kind.elementwise
+            and "input" not in node.kind.saves_for(node.args)
+            and _may_overwrite(source, by_name, consumers)
         )
         first = index == 0
         view = LayerView(
@@ -241,6 +271,7 @@ def lower(model: Model, dtype: str = "float32") -> ModelView:
             first=first,
             inplace=inplace,
             const=node.kind.constants(node.in_shape, node.out_shape, node.args),
+            offsets=offsets.get(node.name, {}),
         )
         if not inplace and not node.kind.view:
             view.buffers.append(BufferView(view.key("y"), node.out_shape, "float"))
@@ -251,11 +282,12 @@ def lower(model: Model, dtype: str = "float32") -> ModelView:
         var_of[node.name] = view.y
         views.append(view)
 
-    saved = ["x"]
+    saved: list[str] = []
     for view in views:
-        if "input" in view.kind.saves and view.x not in saved:
+        saves = view.kind.saves_for(view.args)
+        if "input" in saves and view.x not in saved:
             saved.append(view.x)
-        if "output" in view.kind.saves and view.y not in saved:
+        if "output" in saves and view.y not in saved:
             saved.append(view.y)
 
     output = views[-1].y if views else "x"
@@ -277,17 +309,15 @@ def lower(model: Model, dtype: str = "float32") -> ModelView:
         )
 
     params = []
-    offset = 0
     for node in model.nodes:
         for param in node.params:
-            size = math.prod(param.shape)
             init = INITS[param.init]
             note = f"{node.name}.{param.name}: {init.name}, {init.formula}"
             if init.formula not in ("0", "1"):
                 note += f", fan_in={param.fan_in}, fan_out={param.fan_out}"
             code = init.expression(param.shape, param.fan_in, param.fan_out)
-            params.append(ParamView(f"{node.name}.{param.name}", param.shape, code, note, offset, offset + size))
-            offset += size
+            first, last = offsets[node.name][param.name]
+            params.append(ParamView(f"{node.name}.{param.name}", param.shape, code, note, first, last))
 
     optimizer = OptimizerView(
         kind=model.optimizer.kind,
@@ -306,12 +336,12 @@ def lower(model: Model, dtype: str = "float32") -> ModelView:
         saved=saved,
         output=output,
         config=py_literal(_config(model), indent=8),
-        param_count=offset,
+        param_count=start,
     )
 
 
 def _buffer(key: str, buffer: Buffer) -> BufferView:
-    return BufferView(key, buffer.shape, buffer.kind)
+    return BufferView(key, buffer.shape, buffer.kind, buffer.fill)
 
 
 __all__ = ["LayerView", "LossView", "ModelView", "format_value", "lower", "py_literal"]

@@ -56,11 +56,12 @@ class Param:
 
 @dataclass(frozen=True)
 class Buffer:
-    """A per-batch workspace array a layer writes into: shape per sample, and 'float' or 'bool'."""
+    """A per-batch workspace array a layer writes into: shape per sample, 'float' or 'bool', and its first value."""
 
     name: str
     shape: tuple[int, ...]
     kind: str = "float"
+    fill: float = 0
 
 
 class Entry:
@@ -109,6 +110,11 @@ class Layer(Entry):
     # For the reference docs: the shape rule and the parameter layout, in words.
     shape_rule: ClassVar[str] = ""
     param_layout: ClassVar[str] = ""
+
+    @classmethod
+    def saves_for(cls, args: dict) -> frozenset[str]:
+        """What backward reads for these arguments; `saves` unless the code differs by argument."""
+        return cls.saves
 
     @classmethod
     def output_shape(cls, in_shape: tuple[int, ...], args: dict) -> tuple[int, ...]:

@@ -30,6 +30,7 @@ CASES = {
     "maxpool_uneven": ("MaxPool1D(3)", [10, 2], ["MSE"]),
     "maxpool_overlap": ("MaxPool1D(3, stride=2)", [10, 2], ["MSE"]),
     "maxpool_gaps": ("MaxPool1D(2, stride=3)", [9, 2], ["MSE"]),
+    "maxpool_pair_tail": ("MaxPool1D(2)", [9, 2], ["MSE"]),
     "avgpool": ("AvgPool1D(2)", [8, 3], ["MSE"]),
     "avgpool_uneven": ("AvgPool1D(3)", [10, 2], ["MSE"]),
     "avgpool_overlap": ("AvgPool1D(3, stride=2)", [10, 2], ["MSE"]),

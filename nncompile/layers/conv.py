@@ -1,8 +1,10 @@
 """Conv1D: a "valid" 1-D convolution (cross-correlation, as in PyTorch) over a channels-last signal.
 
-Forward is im2col + one GEMM: the windows of x are copied into `cols` (batch, length_out, k, chan_in), and
-cols (batch·length_out, k·chan_in) · W (k·chan_in, chan_out) gives y. Backward is two GEMMs plus a scatter-add of
-the window gradients back onto the positions, one strided slice per tap (a loop over k, never over positions).
+Forward is im2col + one GEMM: the windows of x are copied into `cols` (batch, length_out, k·chan_in), and
+cols (batch·length_out, k·chan_in) · W (k·chan_in, chan_out) gives y. With a bias, each row of cols ends in a 1 and
+the GEMM uses [W; b] (b is stored right after W in the flat parameter array), so the bias costs no extra pass.
+Backward is one GEMM for [dW; db] and, per tap j, a GEMM dy · W[j]ᵀ added onto the positions that tap read
+(a loop over the k taps, never over positions or batch).
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ class Conv1D(Layer):
     )
     positional_forms = ((), ("out",), ("out", "k"), ("out", "k", "stride"))
     template = "layers/conv1d.py.j2"
+    # Backward reads the im2col copy of the input kept in the workspace, not the input itself.
+    saves = frozenset()
     summary = (
         'One-dimensional "valid" convolution (cross-correlation, as in PyTorch) over a channels-last signal; '
         "positions after the last whole window are not used."
@@ -54,14 +58,24 @@ class Conv1D(Layer):
 
     @classmethod
     def buffers(cls, in_shape, out_shape, args):
-        windows = (out_shape[0], args["k"], in_shape[1])
-        return [Buffer("cols", windows), Buffer("dcols", windows)]
+        row = args["k"] * in_shape[1]
+        if args["bias"]:
+            # Each im2col row ends in a 1 (the buffer starts as ones; forward fills only the window part).
+            cols = Buffer("cols", (out_shape[0], row + 1), fill=1)
+        else:
+            cols = Buffer("cols", (out_shape[0], row))
+        return [cols, Buffer("tap_grad", (out_shape[0], in_shape[1]))]
 
     @classmethod
     def constants(cls, in_shape, out_shape, args):
         return {
             **tap_slices(in_shape[0], args["k"], args["stride"], out_shape[0]),
             "chan_out": out_shape[1],
-            # One im2col row: the k·chan_in inputs of a window.
+            # One im2col row: the k·chan_in inputs of a window (and a 1 for the bias).
             "row": args["k"] * in_shape[1],
+            "cols_width": args["k"] * in_shape[1] + (1 if args["bias"] else 0),
+            "windows": out_shape[0],
+            "chan_in": in_shape[1],
+            # With stride 1 and overlapping taps, tap 0 covers positions [0, windows) contiguously.
+            "tap0_covers_head": args["stride"] == 1 and args["k"] > 1,
         }

@@ -46,7 +46,31 @@ class MaxPool1D(_Pool1D):
     )
 
     @classmethod
+    def pairwise(cls, args) -> bool:
+        """Two-tap windows that do not overlap (the common MaxPool1D(2)): forward records which tap won, so
+        backward reads neither x nor y and touches each strided tap of dx once."""
+        return args["k"] == 2 and cls.stride(args) >= 2
+
+    @classmethod
+    def saves_for(cls, args):
+        return frozenset() if cls.pairwise(args) else cls.saves
+
+    @classmethod
+    def constants(cls, in_shape, out_shape, args):
+        constants = super().constants(in_shape, out_shape, args)
+        constants["pairwise"] = cls.pairwise(args)
+        step = f" : {constants['stride']}" if constants["stride"] > 1 else ""
+        constants["second_tap"] = f"1 : 1 + {constants['span']}{step}"
+        # Positions after the last window get no gradient; with stride > k neither do the gaps between windows.
+        covered = (out_shape[0] - 1) * constants["stride"] + args["k"]
+        constants["gaps"] = constants["stride"] > args["k"]
+        constants["zero_tail_from"] = covered if covered < in_shape[0] and not constants["gaps"] else None
+        return constants
+
+    @classmethod
     def buffers(cls, in_shape, out_shape, args):
+        if cls.pairwise(args):
+            return [Buffer("first_wins", out_shape, "bool"), Buffer("share", out_shape)]
         buffers = [Buffer("pending", out_shape, "bool"), Buffer("hit", out_shape, "bool")]
         if cls.stride(args) < args["k"]:
             # Overlapping windows add into dx, through this buffer.

@@ -110,20 +110,20 @@ class Regressor:
         ("head.weight", (8, 2), 272, 288),
         ("head.bias", (2,), 288, 290),
     )
-    # Workspace arrays per batch size: (key, per-sample shape, dtype).
+    # Workspace arrays per batch size: (key, per-sample shape, dtype, initial value).
     _buffers = (
-        ("linear_1.y", (16,), DTYPE),
-        ("linear_1.dx", (8,), DTYPE),
-        ("linear_1.bias_rows", (16,), DTYPE),
-        ("tanh_1.slope", (16,), DTYPE),
-        ("linear_2.y", (8,), DTYPE),
-        ("linear_2.dx", (16,), DTYPE),
-        ("sigmoid_1.slope", (8,), DTYPE),
-        ("head.y", (2,), DTYPE),
-        ("head.dx", (8,), DTYPE),
-        ("head.bias_rows", (2,), DTYPE),
-        ("loss.dz", (2,), DTYPE),
-        ("loss.diff", (2,), DTYPE),
+        ("linear_1.y", (16,), DTYPE, 0),
+        ("linear_1.dx", (8,), DTYPE, 0),
+        ("linear_1.bias_rows", (16,), DTYPE, 0),
+        ("tanh_1.slope", (16,), DTYPE, 0),
+        ("linear_2.y", (8,), DTYPE, 0),
+        ("linear_2.dx", (16,), DTYPE, 0),
+        ("sigmoid_1.slope", (8,), DTYPE, 0),
+        ("head.y", (2,), DTYPE, 0),
+        ("head.dx", (8,), DTYPE, 0),
+        ("head.bias_rows", (2,), DTYPE, 0),
+        ("loss.dz", (2,), DTYPE, 0),
+        ("loss.diff", (2,), DTYPE, 0),
     )
 
     def __init__(self, seed=None):
@@ -158,6 +158,7 @@ class Regressor:
         self.step_count = 0
         self._workspaces = {}
         self._saved = None
+        self._ws = None
         self._target = None
         # False right after zero_grad(): backward then writes gradients instead of adding to them.
         self._accumulate = False
@@ -189,7 +190,7 @@ class Regressor:
         else:
             # A copy: backward works in place on its gradient arrays.
             dy = np.array(dout, dtype=DTYPE)
-            expected = (self._saved[0].shape[0], *self.output_shape)
+            expected = (self._ws["ones"].shape[0], *self.output_shape)
             if dy.shape != expected:
                 raise ValueError(f"dout must have shape {expected}, got {dy.shape}")
         return self._backward(dy, need_dx=True).copy()
@@ -544,14 +545,15 @@ class Regressor:
         if workspace is None:
             if len(self._workspaces) >= 4:
                 self._workspaces.pop(next(iter(self._workspaces)))
-            workspace = {key: np.zeros((batch, *shape), dtype) for key, shape, dtype in self._buffers}
+            workspace = {key: np.full((batch, *shape), fill, dtype) for key, shape, dtype, fill in self._buffers}
             # Σ over the batch as ones · dy: a matrix-vector product is faster than np.sum here.
             workspace["ones"] = np.ones(batch, DTYPE)
             self._workspaces[batch] = workspace
         return workspace
 
     def _forward(self, x):
-        ws = self._workspace(x.shape[0])
+        # The workspace of this batch size; the loss and backward of this batch use it too.
+        ws = self._ws = self._workspace(x.shape[0])
         p = self.params
 
         # linear_1 = Linear(16)  (activations.nn:4)  [8] -> [16]
@@ -582,13 +584,14 @@ class Regressor:
         # Broadcast b into a (batch, out) array first: a broadcasting add would allocate a buffer on every call.
         np.copyto(ws["head.bias_rows"], p["head.bias"])
         head_y += ws["head.bias_rows"]
+        # What backward reads from this pass (the workspace keeps the rest).
         self._saved = (x, tanh_1_y, sigmoid_1_y)
         return head_y
 
     def _backward(self, head_dy, need_dx):
         """Backpropagate dL/d(output) through every layer; returns dL/dx when need_dx."""
         x, tanh_1_y, sigmoid_1_y = self._saved
-        ws = self._workspace(x.shape[0])
+        ws = self._ws
         p, g = self.params, self.grads
         accumulate = self._accumulate
         self._accumulate = True
@@ -642,13 +645,12 @@ class Regressor:
         return y
 
     def _loss_value(self, head_y, target):
-        ws = self._workspace(head_y.shape[0])
+        ws = self._ws
         diff = np.subtract(head_y, target, out=ws["loss.diff"])
         return float(np.vdot(diff, diff) / diff.size)
 
     def _loss_gradient(self):
-        target = self._target
-        ws = self._workspace(target.shape[0])
+        ws = self._ws
         diff = ws["loss.diff"]
         return np.multiply(diff, 2 / diff.size, out=ws["loss.dz"])
 
@@ -670,13 +672,13 @@ class Encoder:
         ("linear_1.weight", (4, 3), 0, 12),
         ("linear_1.bias", (3,), 12, 15),
     )
-    # Workspace arrays per batch size: (key, per-sample shape, dtype).
+    # Workspace arrays per batch size: (key, per-sample shape, dtype, initial value).
     _buffers = (
-        ("sigmoid_1.y", (4,), DTYPE),
-        ("sigmoid_1.slope", (4,), DTYPE),
-        ("linear_1.y", (3,), DTYPE),
-        ("linear_1.dx", (4,), DTYPE),
-        ("linear_1.bias_rows", (3,), DTYPE),
+        ("sigmoid_1.y", (4,), DTYPE, 0),
+        ("sigmoid_1.slope", (4,), DTYPE, 0),
+        ("linear_1.y", (3,), DTYPE, 0),
+        ("linear_1.dx", (4,), DTYPE, 0),
+        ("linear_1.bias_rows", (3,), DTYPE, 0),
     )
 
     def __init__(self, seed=None):
@@ -705,6 +707,7 @@ class Encoder:
         self.step_count = 0
         self._workspaces = {}
         self._saved = None
+        self._ws = None
         self._target = None
         # False right after zero_grad(): backward then writes gradients instead of adding to them.
         self._accumulate = False
@@ -730,7 +733,7 @@ class Encoder:
         else:
             # A copy: backward works in place on its gradient arrays.
             dy = np.array(dout, dtype=DTYPE)
-            expected = (self._saved[0].shape[0], *self.output_shape)
+            expected = (self._ws["ones"].shape[0], *self.output_shape)
             if dy.shape != expected:
                 raise ValueError(f"dout must have shape {expected}, got {dy.shape}")
         return self._backward(dy, need_dx=True).copy()
@@ -876,14 +879,15 @@ class Encoder:
         if workspace is None:
             if len(self._workspaces) >= 4:
                 self._workspaces.pop(next(iter(self._workspaces)))
-            workspace = {key: np.zeros((batch, *shape), dtype) for key, shape, dtype in self._buffers}
+            workspace = {key: np.full((batch, *shape), fill, dtype) for key, shape, dtype, fill in self._buffers}
             # Σ over the batch as ones · dy: a matrix-vector product is faster than np.sum here.
             workspace["ones"] = np.ones(batch, DTYPE)
             self._workspaces[batch] = workspace
         return workspace
 
     def _forward(self, x):
-        ws = self._workspace(x.shape[0])
+        # The workspace of this batch size; the loss and backward of this batch use it too.
+        ws = self._ws = self._workspace(x.shape[0])
         p = self.params
 
         # sigmoid_1 = Sigmoid  (activations.nn:15)  [4] -> [4]
@@ -899,13 +903,14 @@ class Encoder:
         # Broadcast b into a (batch, out) array first: a broadcasting add would allocate a buffer on every call.
         np.copyto(ws["linear_1.bias_rows"], p["linear_1.bias"])
         linear_1_y += ws["linear_1.bias_rows"]
-        self._saved = (x, sigmoid_1_y)
+        # What backward reads from this pass (the workspace keeps the rest).
+        self._saved = (sigmoid_1_y,)
         return linear_1_y
 
     def _backward(self, linear_1_dy, need_dx):
         """Backpropagate dL/d(output) through every layer; returns dL/dx when need_dx."""
-        x, sigmoid_1_y = self._saved
-        ws = self._workspace(x.shape[0])
+        (sigmoid_1_y,) = self._saved
+        ws = self._ws
         p, g = self.params, self.grads
         accumulate = self._accumulate
         self._accumulate = True

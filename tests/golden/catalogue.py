@@ -113,31 +113,33 @@ class SignalNet:
         ("head.weight", (16, 4), 280, 344),
         ("head.bias", (4,), 344, 348),
     )
-    # Workspace arrays per batch size: (key, per-sample shape, dtype).
+    # Workspace arrays per batch size: (key, per-sample shape, dtype, initial value).
     _buffers = (
-        ("conv1.y", (28, 8), DTYPE),
-        ("conv1.dx", (32, 2), DTYPE),
-        ("conv1.cols", (28, 5, 2), DTYPE),
-        ("conv1.dcols", (28, 5, 2), DTYPE),
-        ("leakyrelu_1.negative", (28, 8), bool),
-        ("maxpool1d_1.y", (14, 8), DTYPE),
-        ("maxpool1d_1.dx", (28, 8), DTYPE),
-        ("maxpool1d_1.pending", (14, 8), bool),
-        ("maxpool1d_1.hit", (14, 8), bool),
-        ("conv2.y", (6, 8), DTYPE),
-        ("conv2.dx", (14, 8), DTYPE),
-        ("conv2.cols", (6, 3, 8), DTYPE),
-        ("conv2.dcols", (6, 3, 8), DTYPE),
-        ("softplus_1.work", (6, 8), DTYPE),
-        ("avgpool1d_1.y", (2, 8), DTYPE),
-        ("avgpool1d_1.dx", (6, 8), DTYPE),
-        ("avgpool1d_1.share", (2, 8), DTYPE),
-        ("head.y", (4,), DTYPE),
-        ("head.dx", (16,), DTYPE),
-        ("head.bias_rows", (4,), DTYPE),
-        ("loss.dz", (4,), DTYPE),
-        ("loss.probs", (4,), DTYPE),
-        ("loss.shifted", (4,), DTYPE),
+        ("conv1.y", (28, 8), DTYPE, 0),
+        ("conv1.dx", (32, 2), DTYPE, 0),
+        ("conv1.cols", (28, 11), DTYPE, 1),
+        ("conv1.tap_grad", (28, 2), DTYPE, 0),
+        ("leakyrelu_1.negative", (28, 8), bool, 0),
+        ("maxpool1d_1.y", (14, 8), DTYPE, 0),
+        ("maxpool1d_1.dx", (28, 8), DTYPE, 0),
+        ("maxpool1d_1.first_wins", (14, 8), bool, 0),
+        ("maxpool1d_1.share", (14, 8), DTYPE, 0),
+        ("conv2.y", (6, 8), DTYPE, 0),
+        ("conv2.dx", (14, 8), DTYPE, 0),
+        ("conv2.cols", (6, 24), DTYPE, 0),
+        ("conv2.tap_grad", (6, 8), DTYPE, 0),
+        ("softplus_1.work", (6, 8), DTYPE, 0),
+        ("avgpool1d_1.y", (2, 8), DTYPE, 0),
+        ("avgpool1d_1.dx", (6, 8), DTYPE, 0),
+        ("avgpool1d_1.share", (2, 8), DTYPE, 0),
+        ("head.y", (4,), DTYPE, 0),
+        ("head.dx", (16,), DTYPE, 0),
+        ("head.bias_rows", (4,), DTYPE, 0),
+        ("loss.dz", (4,), DTYPE, 0),
+        ("loss.probs", (4,), DTYPE, 0),
+        ("loss.shifted", (4,), DTYPE, 0),
+        ("loss.row_max", (1,), DTYPE, 0),
+        ("loss.row_sums", (1,), DTYPE, 0),
     )
 
     def __init__(self, seed=None):
@@ -174,6 +176,7 @@ class SignalNet:
         self.step_count = 0
         self._workspaces = {}
         self._saved = None
+        self._ws = None
         self._target = None
         # False right after zero_grad(): backward then writes gradients instead of adding to them.
         self._accumulate = False
@@ -205,7 +208,7 @@ class SignalNet:
         else:
             # A copy: backward works in place on its gradient arrays.
             dy = np.array(dout, dtype=DTYPE)
-            expected = (self._saved[0].shape[0], *self.output_shape)
+            expected = (self._ws["ones"].shape[0], *self.output_shape)
             if dy.shape != expected:
                 raise ValueError(f"dout must have shape {expected}, got {dy.shape}")
         return self._backward(dy, need_dx=True).copy()
@@ -625,26 +628,31 @@ class SignalNet:
         if workspace is None:
             if len(self._workspaces) >= 4:
                 self._workspaces.pop(next(iter(self._workspaces)))
-            workspace = {key: np.zeros((batch, *shape), dtype) for key, shape, dtype in self._buffers}
+            workspace = {key: np.full((batch, *shape), fill, dtype) for key, shape, dtype, fill in self._buffers}
             # Σ over the batch as ones · dy: a matrix-vector product is faster than np.sum here.
             workspace["ones"] = np.ones(batch, DTYPE)
             self._workspaces[batch] = workspace
         return workspace
 
     def _forward(self, x):
-        ws = self._workspace(x.shape[0])
+        # The workspace of this batch size; the loss and backward of this batch use it too.
+        ws = self._ws = self._workspace(x.shape[0])
         p = self.params
 
         # conv1 = Conv1D(8, 5, bias=true, init=he_normal)  (catalogue.nn:5)  [32, 2] -> [28, 8]
         # y[b, t, o] = Σ_{j, c} x[b, t·stride + j, c] · W[j, c, o] + bias[o]
-        # im2col: cols[b, t] is window t of sample b, x[b, t·stride : t·stride + k, :]
-        windows = np.lib.stride_tricks.sliding_window_view(x, 5, axis=1)
+        # im2col: row t of cols[b] is window t of sample b, x[b, t·stride : t·stride + k, :] flattened
+        # and then a 1, so that cols · [W; b] adds the bias inside the GEMM
+        signal = np.ascontiguousarray(x)
+        step_batch, step_position, step_channel = signal.strides
+        windows = np.lib.stride_tricks.as_strided(
+            signal, (signal.shape[0], 28, 10), (step_batch, 1 * step_position, step_channel)
+        )
         cols = ws["conv1.cols"]
-        np.copyto(cols, windows.swapaxes(2, 3))
-        weight = p["conv1.weight"].reshape(10, 8)
+        np.copyto(cols[:, :, :10], windows)
+        weight = self._flat_params[0:88].reshape(11, 8)
         conv1_y = ws["conv1.y"]
-        np.matmul(cols.reshape(-1, 10), weight, out=conv1_y.reshape(-1, 8))
-        conv1_y += p["conv1.bias"]
+        np.matmul(cols.reshape(-1, 11), weight, out=conv1_y.reshape(-1, 8))
 
         # leakyrelu_1 = LeakyReLU(0.05)  (catalogue.nn:6)  [28, 8] -> [28, 8]
         # y = x if x > 0 else alpha · x  (in place: backward needs only the output)
@@ -653,18 +661,22 @@ class SignalNet:
 
         # maxpool1d_1 = MaxPool1D(2)  (catalogue.nn:7)  [28, 8] -> [14, 8]
         # y[b, t, c] = max_j x[b, t·stride + j, c]
-        # tap j of window t is x[:, t·stride + j]
-        maxpool1d_1_y = ws["maxpool1d_1.y"]
-        np.copyto(maxpool1d_1_y, leakyrelu_1_y[:, :27:2])
-        for j in range(1, 2):
-            np.maximum(maxpool1d_1_y, leakyrelu_1_y[:, j : j + 27 : 2], out=maxpool1d_1_y)
+        # The two taps of window t are x[:, t·stride] and x[:, t·stride + 1]. Recording which one won lets backward
+        # route dy without reading x or y again; ties go to the first tap.
+        first, second = leakyrelu_1_y[:, :27:2], leakyrelu_1_y[:, 1 : 1 + 27 : 2]
+        np.greater_equal(first, second, out=ws["maxpool1d_1.first_wins"])
+        maxpool1d_1_y = np.maximum(first, second, out=ws["maxpool1d_1.y"])
 
         # conv2 = Conv1D(8, 3, stride=2)  (catalogue.nn:8)  [14, 8] -> [6, 8]
         # y[b, t, o] = Σ_{j, c} x[b, t·stride + j, c] · W[j, c, o] + bias[o]
-        # im2col: cols[b, t] is window t of sample b, x[b, t·stride : t·stride + k, :]
-        windows = np.lib.stride_tricks.sliding_window_view(maxpool1d_1_y, 3, axis=1)[:, ::2]
+        # im2col: row t of cols[b] is window t of sample b, x[b, t·stride : t·stride + k, :] flattened
+        signal = np.ascontiguousarray(maxpool1d_1_y)
+        step_batch, step_position, step_channel = signal.strides
+        windows = np.lib.stride_tricks.as_strided(
+            signal, (signal.shape[0], 6, 24), (step_batch, 2 * step_position, step_channel)
+        )
         cols = ws["conv2.cols"]
-        np.copyto(cols, windows.swapaxes(2, 3))
+        np.copyto(cols, windows)
         weight = p["conv2.weight"].reshape(24, 8)
         conv2_y = ws["conv2.y"]
         np.matmul(cols.reshape(-1, 24), weight, out=conv2_y.reshape(-1, 8))
@@ -697,13 +709,14 @@ class SignalNet:
         # Broadcast b into a (batch, out) array first: a broadcasting add would allocate a buffer on every call.
         np.copyto(ws["head.bias_rows"], p["head.bias"])
         head_y += ws["head.bias_rows"]
-        self._saved = (x, leakyrelu_1_y, maxpool1d_1_y, softplus_1_y, flatten_1_y)
+        # What backward reads from this pass (the workspace keeps the rest).
+        self._saved = (leakyrelu_1_y, softplus_1_y, flatten_1_y)
         return head_y
 
     def _backward(self, head_dy, need_dx):
         """Backpropagate dL/d(output) through every layer; returns dL/dx when need_dx."""
-        x, leakyrelu_1_y, maxpool1d_1_y, softplus_1_y, flatten_1_y = self._saved
-        ws = self._workspace(x.shape[0])
+        leakyrelu_1_y, softplus_1_y, flatten_1_y = self._saved
+        ws = self._ws
         p, g = self.params, self.grads
         accumulate = self._accumulate
         self._accumulate = True
@@ -742,28 +755,29 @@ class SignalNet:
         # dx[b, t·stride + j, c] += Σ_o dy[b, t, o] · W[j, c, o]  (for every window t and tap j)
         dy_rows = conv2_dy.reshape(-1, 8)
         cols = ws["conv2.cols"].reshape(-1, 24)
-        _matmul_into(cols.T, dy_rows, g["conv2.weight"].reshape(24, 8), accumulate)
-        # d(cols) = dy · Wᵀ, then tap j of every window adds back onto the positions it came from
-        weight = p["conv2.weight"].reshape(24, 8)
-        dcols = ws["conv2.dcols"]
-        np.matmul(conv2_dy.reshape(-1, 8), weight.T, out=dcols.reshape(-1, 24))
+        grad = g["conv2.weight"].reshape(24, 8)
+        _matmul_into(cols.T, dy_rows, grad, accumulate)
+        # dx[:, t·stride + j] += dy[:, t] · W[j]ᵀ: one GEMM per tap j into a contiguous array, then one strided add
+        dy_rows = conv2_dy.reshape(-1, 8)
+        weight = p["conv2.weight"]
+        tap_grad = ws["conv2.tap_grad"]
+        tap_rows = tap_grad.reshape(-1, 8)
         maxpool1d_1_dy = ws["conv2.dx"]
         maxpool1d_1_dy.fill(0)
         for j in range(3):
-            maxpool1d_1_dy[:, j : j + 11 : 2] += dcols[:, :, j]
+            np.matmul(dy_rows, weight[j].T, out=tap_rows)
+            maxpool1d_1_dy[:, j : j + 11 : 2] += tap_grad
 
         # backward of maxpool1d_1 = MaxPool1D(2)  (catalogue.nn:7)  [28, 8] -> [14, 8]
         # dx[b, t·stride + j, c] += dy[b, t, c] for the first tap j with x[b, t·stride + j, c] = y[b, t, c]
-        # `pending` marks the windows whose gradient has not been routed yet, so ties go to the first maximum
         leakyrelu_1_dy = ws["maxpool1d_1.dx"]
-        # the windows do not overlap, so each tap writes its own positions of dx
-        pending = ws["maxpool1d_1.pending"]
-        pending.fill(True)
-        for j in range(2):
-            hit = np.equal(leakyrelu_1_y[:, j : j + 27 : 2], maxpool1d_1_y, out=ws["maxpool1d_1.hit"])
-            hit &= pending
-            pending ^= hit
-            np.multiply(maxpool1d_1_dy, hit, out=leakyrelu_1_dy[:, j : j + 27 : 2])
+        # dy goes to the first tap where it won and to the second tap elsewhere: dy·[won] and dy - dy·[won]
+        share = ws["maxpool1d_1.share"]
+        np.copyto(share, ws["maxpool1d_1.first_wins"])
+        np.multiply(maxpool1d_1_dy, share, out=share)
+        np.copyto(leakyrelu_1_dy[:, :27:2], share)
+        np.subtract(maxpool1d_1_dy, share, out=share)
+        np.copyto(leakyrelu_1_dy[:, 1 : 1 + 27 : 2], share)
 
         # backward of leakyrelu_1 = LeakyReLU(0.05)  (catalogue.nn:6)  [28, 8] -> [28, 8]
         # dx = dy ⊙ (1 if y > 0 else alpha)  (at exactly 0 the slope is alpha, as in PyTorch)
@@ -776,22 +790,25 @@ class SignalNet:
         # db[o] = Σ_{b, t} dy[b, t, o]
         # dx[b, t·stride + j, c] += Σ_o dy[b, t, o] · W[j, c, o]  (for every window t and tap j)
         dy_rows = conv1_dy.reshape(-1, 8)
-        cols = ws["conv1.cols"].reshape(-1, 10)
-        _matmul_into(cols.T, dy_rows, g["conv1.weight"].reshape(10, 8), accumulate)
-        if accumulate:
-            g["conv1.bias"] += dy_rows.sum(axis=0)
-        else:
-            np.sum(dy_rows, axis=0, out=g["conv1.bias"])
+        cols = ws["conv1.cols"].reshape(-1, 11)
+        # [dW; db] = colsᵀ · dy in one GEMM: the trailing 1 of each row sums dy into db
+        grad = self._flat_grads[0:88].reshape(11, 8)
+        _matmul_into(cols.T, dy_rows, grad, accumulate)
         if not need_dx:
             return None
-        # d(cols) = dy · Wᵀ, then tap j of every window adds back onto the positions it came from
-        weight = p["conv1.weight"].reshape(10, 8)
-        dcols = ws["conv1.dcols"]
-        np.matmul(conv1_dy.reshape(-1, 8), weight.T, out=dcols.reshape(-1, 10))
+        # dx[:, t·stride + j] += dy[:, t] · W[j]ᵀ: one GEMM per tap j into a contiguous array, then one strided add
+        dy_rows = conv1_dy.reshape(-1, 8)
+        weight = p["conv1.weight"]
+        tap_grad = ws["conv1.tap_grad"]
+        tap_rows = tap_grad.reshape(-1, 2)
         dx = ws["conv1.dx"]
-        dx.fill(0)
-        for j in range(5):
-            dx[:, j : j + 28] += dcols[:, :, j]
+        # Tap 0 writes the positions it covers; only the rest needs zeros before the other taps add to it.
+        np.matmul(dy_rows, weight[0].T, out=tap_rows)
+        np.copyto(dx[:, :28], tap_grad)
+        dx[:, 28:].fill(0)
+        for j in range(1, 5):
+            np.matmul(dy_rows, weight[j].T, out=tap_rows)
+            dx[:, j : j + 28] += tap_grad
         return dx
 
     # CrossEntropy  (catalogue.nn:13)
@@ -803,11 +820,12 @@ class SignalNet:
         if y.ndim == 1:
             if y.shape[0] != batch:
                 raise ValueError(f"expected {batch} labels to match x, got {y.shape[0]}")
-            if not np.issubdtype(y.dtype, np.integer):
-                if not (np.issubdtype(y.dtype, np.floating) and np.all(np.mod(y, 1) == 0)):
+            if y.dtype.kind not in "iu":
+                if y.dtype.kind != "f" or not np.all(np.mod(y, 1) == 0):
                     raise ValueError(f"class labels must be integers, got dtype {y.dtype}")
                 y = y.astype(np.intp)
-            if y.min() < 0 or y.max() >= classes:
+            # Seen as unsigned, a negative label is huge, so one max() checks both ends of the range.
+            if y.view(f"u{y.itemsize}").max() >= classes:
                 bad = y.min() if y.min() < 0 else y.max()
                 raise ValueError(f"class label {bad} is out of range for {classes} classes (0..{classes - 1})")
             return y
@@ -816,12 +834,13 @@ class SignalNet:
         return y.astype(DTYPE, copy=False)
 
     def _loss_value(self, head_y, target):
-        ws = self._workspace(head_y.shape[0])
+        ws = self._ws
         batch = head_y.shape[0]
         # Subtract each row's maximum before exponentiating, so exp never overflows.
-        shifted = np.subtract(head_y, head_y.max(axis=1, keepdims=True), out=ws["loss.shifted"])
+        row_max = np.maximum.reduce(head_y, axis=1, keepdims=True, out=ws["loss.row_max"])
+        shifted = np.subtract(head_y, row_max, out=ws["loss.shifted"])
         probs = np.exp(shifted, out=ws["loss.probs"])
-        row_sums = probs.sum(axis=1, keepdims=True)
+        row_sums = np.add.reduce(probs, axis=1, keepdims=True, out=ws["loss.row_sums"])
         probs /= row_sums
         # log softmax(z)_bc = shifted_bc - log(row_sum_b); softmax stays in ws["loss.probs"] for the gradient.
         log_row_sums = np.log(row_sums[:, 0])
@@ -830,8 +849,8 @@ class SignalNet:
         return float((np.vdot(target.sum(axis=1), log_row_sums) - np.vdot(target, shifted)) / batch)
 
     def _loss_gradient(self):
+        ws = self._ws
         target = self._target
-        ws = self._workspace(target.shape[0])
         batch = target.shape[0]
         dz = ws["loss.dz"]
         np.copyto(dz, ws["loss.probs"])
@@ -867,29 +886,29 @@ class Tagger:
         ("linear_3.weight", (8, 3), 120, 144),
         ("linear_3.bias", (3,), 144, 147),
     )
-    # Workspace arrays per batch size: (key, per-sample shape, dtype).
+    # Workspace arrays per batch size: (key, per-sample shape, dtype, initial value).
     _buffers = (
-        ("linear_1.y", (8,), DTYPE),
-        ("linear_1.dx", (6,), DTYPE),
-        ("linear_1.bias_rows", (8,), DTYPE),
-        ("logsoftmax_1.y", (8,), DTYPE),
-        ("logsoftmax_1.dx", (8,), DTYPE),
-        ("logsoftmax_1.row", (1,), DTYPE),
-        ("logsoftmax_1.exp", (8,), DTYPE),
-        ("linear_2.y", (8,), DTYPE),
-        ("linear_2.dx", (8,), DTYPE),
-        ("sigmoid_1.slope", (8,), DTYPE),
-        ("linear_3.y", (3,), DTYPE),
-        ("linear_3.dx", (8,), DTYPE),
-        ("linear_3.bias_rows", (3,), DTYPE),
-        ("softmax_1.y", (3,), DTYPE),
-        ("softmax_1.dx", (3,), DTYPE),
-        ("softmax_1.row", (1,), DTYPE),
-        ("loss.dz", (3,), DTYPE),
-        ("loss.p", (3,), DTYPE),
-        ("loss.q", (3,), DTYPE),
-        ("loss.log_p", (3,), DTYPE),
-        ("loss.log_q", (3,), DTYPE),
+        ("linear_1.y", (8,), DTYPE, 0),
+        ("linear_1.dx", (6,), DTYPE, 0),
+        ("linear_1.bias_rows", (8,), DTYPE, 0),
+        ("logsoftmax_1.y", (8,), DTYPE, 0),
+        ("logsoftmax_1.dx", (8,), DTYPE, 0),
+        ("logsoftmax_1.row", (1,), DTYPE, 0),
+        ("logsoftmax_1.exp", (8,), DTYPE, 0),
+        ("linear_2.y", (8,), DTYPE, 0),
+        ("linear_2.dx", (8,), DTYPE, 0),
+        ("sigmoid_1.slope", (8,), DTYPE, 0),
+        ("linear_3.y", (3,), DTYPE, 0),
+        ("linear_3.dx", (8,), DTYPE, 0),
+        ("linear_3.bias_rows", (3,), DTYPE, 0),
+        ("softmax_1.y", (3,), DTYPE, 0),
+        ("softmax_1.dx", (3,), DTYPE, 0),
+        ("softmax_1.row", (1,), DTYPE, 0),
+        ("loss.dz", (3,), DTYPE, 0),
+        ("loss.p", (3,), DTYPE, 0),
+        ("loss.q", (3,), DTYPE, 0),
+        ("loss.log_p", (3,), DTYPE, 0),
+        ("loss.log_q", (3,), DTYPE, 0),
     )
 
     def __init__(self, seed=None):
@@ -926,6 +945,7 @@ class Tagger:
         self.step_count = 0
         self._workspaces = {}
         self._saved = None
+        self._ws = None
         self._target = None
         # False right after zero_grad(): backward then writes gradients instead of adding to them.
         self._accumulate = False
@@ -957,7 +977,7 @@ class Tagger:
         else:
             # A copy: backward works in place on its gradient arrays.
             dy = np.array(dout, dtype=DTYPE)
-            expected = (self._saved[0].shape[0], *self.output_shape)
+            expected = (self._ws["ones"].shape[0], *self.output_shape)
             if dy.shape != expected:
                 raise ValueError(f"dout must have shape {expected}, got {dy.shape}")
         return self._backward(dy, need_dx=True).copy()
@@ -1361,14 +1381,15 @@ class Tagger:
         if workspace is None:
             if len(self._workspaces) >= 4:
                 self._workspaces.pop(next(iter(self._workspaces)))
-            workspace = {key: np.zeros((batch, *shape), dtype) for key, shape, dtype in self._buffers}
+            workspace = {key: np.full((batch, *shape), fill, dtype) for key, shape, dtype, fill in self._buffers}
             # Σ over the batch as ones · dy: a matrix-vector product is faster than np.sum here.
             workspace["ones"] = np.ones(batch, DTYPE)
             self._workspaces[batch] = workspace
         return workspace
 
     def _forward(self, x):
-        ws = self._workspace(x.shape[0])
+        # The workspace of this batch size; the loss and backward of this batch use it too.
+        ws = self._ws = self._workspace(x.shape[0])
         p = self.params
 
         # linear_1 = Linear(8, init=he_uniform)  (catalogue.nn:19)  [6] -> [8]
@@ -1410,13 +1431,14 @@ class Tagger:
         softmax_1_y = np.subtract(linear_3_y, row_max, out=ws["softmax_1.y"])
         np.exp(softmax_1_y, out=softmax_1_y)
         softmax_1_y /= np.sum(softmax_1_y, axis=-1, keepdims=True, out=ws["softmax_1.row"])
+        # What backward reads from this pass (the workspace keeps the rest).
         self._saved = (x, logsoftmax_1_y, sigmoid_1_y, softmax_1_y)
         return softmax_1_y
 
     def _backward(self, softmax_1_dy, need_dx):
         """Backpropagate dL/d(output) through every layer; returns dL/dx when need_dx."""
         x, logsoftmax_1_y, sigmoid_1_y, softmax_1_y = self._saved
-        ws = self._workspace(x.shape[0])
+        ws = self._ws
         p, g = self.params, self.grads
         accumulate = self._accumulate
         self._accumulate = True
@@ -1480,7 +1502,7 @@ class Tagger:
         return y
 
     def _loss_value(self, softmax_1_y, target):
-        ws = self._workspace(softmax_1_y.shape[0])
+        ws = self._ws
         # p = clip(z, eps, 1 - eps) with eps = 1e-07 for this dtype
         p = np.clip(softmax_1_y, 1e-07, 1 - 1e-07, out=ws["loss.p"])
         q = np.subtract(1, p, out=ws["loss.q"])
@@ -1491,8 +1513,8 @@ class Tagger:
         return float(-(np.vdot(target, log_p) + log_q.sum()) / p.size)
 
     def _loss_gradient(self):
+        ws = self._ws
         target = self._target
-        ws = self._workspace(target.shape[0])
         p, q = ws["loss.p"], ws["loss.q"]
         dz = np.subtract(p, target, out=ws["loss.dz"])
         dz /= p

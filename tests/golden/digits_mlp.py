@@ -107,20 +107,22 @@ class DigitsMLP:
         ("fc2.weight", (128, 10), 8320, 9600),
         ("fc2.bias", (10,), 9600, 9610),
     )
-    # Workspace arrays per batch size: (key, per-sample shape, dtype).
+    # Workspace arrays per batch size: (key, per-sample shape, dtype, initial value).
     _buffers = (
-        ("fc1.y", (128,), DTYPE),
-        ("fc1.dx", (64,), DTYPE),
-        ("fc1.bias_rows", (128,), DTYPE),
-        ("relu_1.mask", (128,), bool),
-        ("relu_1.slope", (128,), DTYPE),
-        ("relu_1.zeros", (128,), DTYPE),
-        ("fc2.y", (10,), DTYPE),
-        ("fc2.dx", (128,), DTYPE),
-        ("fc2.bias_rows", (10,), DTYPE),
-        ("loss.dz", (10,), DTYPE),
-        ("loss.probs", (10,), DTYPE),
-        ("loss.shifted", (10,), DTYPE),
+        ("fc1.y", (128,), DTYPE, 0),
+        ("fc1.dx", (64,), DTYPE, 0),
+        ("fc1.bias_rows", (128,), DTYPE, 0),
+        ("relu_1.mask", (128,), bool, 0),
+        ("relu_1.slope", (128,), DTYPE, 0),
+        ("relu_1.zeros", (128,), DTYPE, 0),
+        ("fc2.y", (10,), DTYPE, 0),
+        ("fc2.dx", (128,), DTYPE, 0),
+        ("fc2.bias_rows", (10,), DTYPE, 0),
+        ("loss.dz", (10,), DTYPE, 0),
+        ("loss.probs", (10,), DTYPE, 0),
+        ("loss.shifted", (10,), DTYPE, 0),
+        ("loss.row_max", (1,), DTYPE, 0),
+        ("loss.row_sums", (1,), DTYPE, 0),
     )
 
     def __init__(self, seed=None):
@@ -153,6 +155,7 @@ class DigitsMLP:
         self.step_count = 0
         self._workspaces = {}
         self._saved = None
+        self._ws = None
         self._target = None
         # False right after zero_grad(): backward then writes gradients instead of adding to them.
         self._accumulate = False
@@ -184,7 +187,7 @@ class DigitsMLP:
         else:
             # A copy: backward works in place on its gradient arrays.
             dy = np.array(dout, dtype=DTYPE)
-            expected = (self._saved[0].shape[0], *self.output_shape)
+            expected = (self._ws["ones"].shape[0], *self.output_shape)
             if dy.shape != expected:
                 raise ValueError(f"dout must have shape {expected}, got {dy.shape}")
         return self._backward(dy, need_dx=True).copy()
@@ -545,14 +548,15 @@ class DigitsMLP:
         if workspace is None:
             if len(self._workspaces) >= 4:
                 self._workspaces.pop(next(iter(self._workspaces)))
-            workspace = {key: np.zeros((batch, *shape), dtype) for key, shape, dtype in self._buffers}
+            workspace = {key: np.full((batch, *shape), fill, dtype) for key, shape, dtype, fill in self._buffers}
             # Σ over the batch as ones · dy: a matrix-vector product is faster than np.sum here.
             workspace["ones"] = np.ones(batch, DTYPE)
             self._workspaces[batch] = workspace
         return workspace
 
     def _forward(self, x):
-        ws = self._workspace(x.shape[0])
+        # The workspace of this batch size; the loss and backward of this batch use it too.
+        ws = self._ws = self._workspace(x.shape[0])
         p = self.params
 
         # fc1 = Linear(128, init=he_normal)  (digits_mlp.nn:4)  [64] -> [128]
@@ -572,13 +576,14 @@ class DigitsMLP:
         # Broadcast b into a (batch, out) array first: a broadcasting add would allocate a buffer on every call.
         np.copyto(ws["fc2.bias_rows"], p["fc2.bias"])
         fc2_y += ws["fc2.bias_rows"]
+        # What backward reads from this pass (the workspace keeps the rest).
         self._saved = (x, relu_1_y)
         return fc2_y
 
     def _backward(self, fc2_dy, need_dx):
         """Backpropagate dL/d(output) through every layer; returns dL/dx when need_dx."""
         x, relu_1_y = self._saved
-        ws = self._workspace(x.shape[0])
+        ws = self._ws
         p, g = self.params, self.grads
         accumulate = self._accumulate
         self._accumulate = True
@@ -618,11 +623,12 @@ class DigitsMLP:
         if y.ndim == 1:
             if y.shape[0] != batch:
                 raise ValueError(f"expected {batch} labels to match x, got {y.shape[0]}")
-            if not np.issubdtype(y.dtype, np.integer):
-                if not (np.issubdtype(y.dtype, np.floating) and np.all(np.mod(y, 1) == 0)):
+            if y.dtype.kind not in "iu":
+                if y.dtype.kind != "f" or not np.all(np.mod(y, 1) == 0):
                     raise ValueError(f"class labels must be integers, got dtype {y.dtype}")
                 y = y.astype(np.intp)
-            if y.min() < 0 or y.max() >= classes:
+            # Seen as unsigned, a negative label is huge, so one max() checks both ends of the range.
+            if y.view(f"u{y.itemsize}").max() >= classes:
                 bad = y.min() if y.min() < 0 else y.max()
                 raise ValueError(f"class label {bad} is out of range for {classes} classes (0..{classes - 1})")
             return y
@@ -631,12 +637,13 @@ class DigitsMLP:
         return y.astype(DTYPE, copy=False)
 
     def _loss_value(self, fc2_y, target):
-        ws = self._workspace(fc2_y.shape[0])
+        ws = self._ws
         batch = fc2_y.shape[0]
         # Subtract each row's maximum before exponentiating, so exp never overflows.
-        shifted = np.subtract(fc2_y, fc2_y.max(axis=1, keepdims=True), out=ws["loss.shifted"])
+        row_max = np.maximum.reduce(fc2_y, axis=1, keepdims=True, out=ws["loss.row_max"])
+        shifted = np.subtract(fc2_y, row_max, out=ws["loss.shifted"])
         probs = np.exp(shifted, out=ws["loss.probs"])
-        row_sums = probs.sum(axis=1, keepdims=True)
+        row_sums = np.add.reduce(probs, axis=1, keepdims=True, out=ws["loss.row_sums"])
         probs /= row_sums
         # log softmax(z)_bc = shifted_bc - log(row_sum_b); softmax stays in ws["loss.probs"] for the gradient.
         log_row_sums = np.log(row_sums[:, 0])
@@ -645,8 +652,8 @@ class DigitsMLP:
         return float((np.vdot(target.sum(axis=1), log_row_sums) - np.vdot(target, shifted)) / batch)
 
     def _loss_gradient(self):
+        ws = self._ws
         target = self._target
-        ws = self._workspace(target.shape[0])
         batch = target.shape[0]
         dz = ws["loss.dz"]
         np.copyto(dz, ws["loss.probs"])
