@@ -44,7 +44,14 @@ class CrossEntropy(Loss):
 
     @classmethod
     def buffers(cls, shape, args):
-        return [Buffer("probs", shape), Buffer("shifted", shape), Buffer("row_max", (1,)), Buffer("row_sums", (1,))]
+        return [
+            Buffer("exps", shape),
+            Buffer("shifted", shape),
+            Buffer("ones", shape, fill=1),
+            Buffer("row_max", (1,)),
+            Buffer("row_sums", (1,)),
+            Buffer("scale", (1,)),
+        ]
 
 
 @register

@@ -39,5 +39,15 @@ class Linear(Layer):
         return params
 
     @classmethod
+    def saves_for(cls, args):
+        # With a bias, backward reads the [x, 1] copy in the workspace rather than the input itself.
+        return frozenset() if args["bias"] else frozenset({"input"})
+
+    @classmethod
     def buffers(cls, in_shape, out_shape, args):
-        return [Buffer("bias_rows", out_shape)] if args["bias"] else []
+        # [x, 1]: the input with a column of ones (the buffer starts as ones; forward fills the x part).
+        return [Buffer("x1", (in_shape[0] + 1,), fill=1)] if args["bias"] else []
+
+    @classmethod
+    def constants(cls, in_shape, out_shape, args):
+        return {"in": in_shape[0], "out": out_shape[0]}

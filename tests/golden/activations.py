@@ -114,14 +114,14 @@ class Regressor:
     _buffers = (
         ("linear_1.y", (16,), DTYPE, 0),
         ("linear_1.dx", (8,), DTYPE, 0),
-        ("linear_1.bias_rows", (16,), DTYPE, 0),
+        ("linear_1.x1", (9,), DTYPE, 1),
         ("tanh_1.slope", (16,), DTYPE, 0),
         ("linear_2.y", (8,), DTYPE, 0),
         ("linear_2.dx", (16,), DTYPE, 0),
         ("sigmoid_1.slope", (8,), DTYPE, 0),
         ("head.y", (2,), DTYPE, 0),
         ("head.dx", (8,), DTYPE, 0),
-        ("head.bias_rows", (2,), DTYPE, 0),
+        ("head.x1", (9,), DTYPE, 1),
         ("loss.dz", (2,), DTYPE, 0),
         ("loss.diff", (2,), DTYPE, 0),
     )
@@ -558,10 +558,11 @@ class Regressor:
 
         # linear_1 = Linear(16)  (activations.nn:4)  [8] -> [16]
         # y = x · W + b
-        linear_1_y = np.matmul(x, p["linear_1.weight"], out=ws["linear_1.y"])
-        # Broadcast b into a (batch, out) array first: a broadcasting add would allocate a buffer on every call.
-        np.copyto(ws["linear_1.bias_rows"], p["linear_1.bias"])
-        linear_1_y += ws["linear_1.bias_rows"]
+        # computed as [x, 1] · [W; b], so the GEMM adds the bias
+        x1 = ws["linear_1.x1"]
+        np.copyto(x1[:, :8], x)
+        weight_bias = self._flat_params[0:144].reshape(9, 16)
+        linear_1_y = np.matmul(x1, weight_bias, out=ws["linear_1.y"])
 
         # tanh_1 = TanH  (activations.nn:5)  [16] -> [16]
         # y = tanh(x)  (in place: backward needs only the output)
@@ -580,19 +581,22 @@ class Regressor:
 
         # head = Linear(2)  (activations.nn:8)  [8] -> [2]
         # y = x · W + b
-        head_y = np.matmul(sigmoid_1_y, p["head.weight"], out=ws["head.y"])
-        # Broadcast b into a (batch, out) array first: a broadcasting add would allocate a buffer on every call.
-        np.copyto(ws["head.bias_rows"], p["head.bias"])
-        head_y += ws["head.bias_rows"]
+        # computed as [x, 1] · [W; b], so the GEMM adds the bias
+        x1 = ws["head.x1"]
+        np.copyto(x1[:, :8], sigmoid_1_y)
+        weight_bias = self._flat_params[272:290].reshape(9, 2)
+        head_y = np.matmul(x1, weight_bias, out=ws["head.y"])
+
         # What backward reads from this pass (the workspace keeps the rest).
-        self._saved = (x, tanh_1_y, sigmoid_1_y)
+        self._saved = (tanh_1_y, sigmoid_1_y)
         return head_y
 
     def _backward(self, head_dy, need_dx):
         """Backpropagate dL/d(output) through every layer; returns dL/dx when need_dx."""
-        x, tanh_1_y, sigmoid_1_y = self._saved
+        tanh_1_y, sigmoid_1_y = self._saved
         ws = self._ws
-        p, g = self.params, self.grads
+        p = self.params
+        g = self.grads
         accumulate = self._accumulate
         self._accumulate = True
 
@@ -600,8 +604,9 @@ class Regressor:
         # dW = xᵀ · dy
         # db = Σ_batch dy
         # dx = dy · Wᵀ
-        _matmul_into(sigmoid_1_y.T, head_dy, g["head.weight"], accumulate)
-        _matmul_into(ws["ones"], head_dy, g["head.bias"], accumulate)
+        # [dW; db] = [x, 1]ᵀ · dy
+        grad = self._flat_grads[272:290].reshape(9, 2)
+        _matmul_into(ws["head.x1"].T, head_dy, grad, accumulate)
         sigmoid_1_dy = np.matmul(head_dy, p["head.weight"].T, out=ws["head.dx"])
 
         # backward of sigmoid_1 = Sigmoid  (activations.nn:7)  [8] -> [8]
@@ -627,11 +632,13 @@ class Regressor:
         # dW = xᵀ · dy
         # db = Σ_batch dy
         # dx = dy · Wᵀ
-        _matmul_into(x.T, linear_1_dy, g["linear_1.weight"], accumulate)
-        _matmul_into(ws["ones"], linear_1_dy, g["linear_1.bias"], accumulate)
+        # [dW; db] = [x, 1]ᵀ · dy
+        grad = self._flat_grads[0:144].reshape(9, 16)
+        _matmul_into(ws["linear_1.x1"].T, linear_1_dy, grad, accumulate)
         if not need_dx:
             return None
         dx = np.matmul(linear_1_dy, p["linear_1.weight"].T, out=ws["linear_1.dx"])
+
         return dx
 
     # MSE  (activations.nn:9)
@@ -678,7 +685,7 @@ class Encoder:
         ("sigmoid_1.slope", (4,), DTYPE, 0),
         ("linear_1.y", (3,), DTYPE, 0),
         ("linear_1.dx", (4,), DTYPE, 0),
-        ("linear_1.bias_rows", (3,), DTYPE, 0),
+        ("linear_1.x1", (5,), DTYPE, 1),
     )
 
     def __init__(self, seed=None):
@@ -888,7 +895,6 @@ class Encoder:
     def _forward(self, x):
         # The workspace of this batch size; the loss and backward of this batch use it too.
         ws = self._ws = self._workspace(x.shape[0])
-        p = self.params
 
         # sigmoid_1 = Sigmoid  (activations.nn:15)  [4] -> [4]
         # y = 1 / (1 + e^(-x)) = (1 + tanh(x / 2)) / 2
@@ -899,10 +905,12 @@ class Encoder:
 
         # linear_1 = Linear(3)  (activations.nn:16)  [4] -> [3]
         # y = x · W + b
-        linear_1_y = np.matmul(sigmoid_1_y, p["linear_1.weight"], out=ws["linear_1.y"])
-        # Broadcast b into a (batch, out) array first: a broadcasting add would allocate a buffer on every call.
-        np.copyto(ws["linear_1.bias_rows"], p["linear_1.bias"])
-        linear_1_y += ws["linear_1.bias_rows"]
+        # computed as [x, 1] · [W; b], so the GEMM adds the bias
+        x1 = ws["linear_1.x1"]
+        np.copyto(x1[:, :4], sigmoid_1_y)
+        weight_bias = self._flat_params[0:15].reshape(5, 3)
+        linear_1_y = np.matmul(x1, weight_bias, out=ws["linear_1.y"])
+
         # What backward reads from this pass (the workspace keeps the rest).
         self._saved = (sigmoid_1_y,)
         return linear_1_y
@@ -911,7 +919,7 @@ class Encoder:
         """Backpropagate dL/d(output) through every layer; returns dL/dx when need_dx."""
         (sigmoid_1_y,) = self._saved
         ws = self._ws
-        p, g = self.params, self.grads
+        p = self.params
         accumulate = self._accumulate
         self._accumulate = True
 
@@ -919,8 +927,9 @@ class Encoder:
         # dW = xᵀ · dy
         # db = Σ_batch dy
         # dx = dy · Wᵀ
-        _matmul_into(sigmoid_1_y.T, linear_1_dy, g["linear_1.weight"], accumulate)
-        _matmul_into(ws["ones"], linear_1_dy, g["linear_1.bias"], accumulate)
+        # [dW; db] = [x, 1]ᵀ · dy
+        grad = self._flat_grads[0:15].reshape(5, 3)
+        _matmul_into(ws["linear_1.x1"].T, linear_1_dy, grad, accumulate)
         sigmoid_1_dy = np.matmul(linear_1_dy, p["linear_1.weight"].T, out=ws["linear_1.dx"])
 
         # backward of sigmoid_1 = Sigmoid  (activations.nn:15)  [4] -> [4]
@@ -930,4 +939,5 @@ class Encoder:
         slope = np.subtract(1, sigmoid_1_y, out=ws["sigmoid_1.slope"])
         slope *= sigmoid_1_y
         dx = np.multiply(sigmoid_1_dy, slope, out=sigmoid_1_dy)
+
         return dx

@@ -134,12 +134,14 @@ class SignalNet:
         ("avgpool1d_1.share", (2, 8), DTYPE, 0),
         ("head.y", (4,), DTYPE, 0),
         ("head.dx", (16,), DTYPE, 0),
-        ("head.bias_rows", (4,), DTYPE, 0),
+        ("head.x1", (17,), DTYPE, 1),
         ("loss.dz", (4,), DTYPE, 0),
-        ("loss.probs", (4,), DTYPE, 0),
+        ("loss.exps", (4,), DTYPE, 0),
         ("loss.shifted", (4,), DTYPE, 0),
+        ("loss.ones", (4,), DTYPE, 1),
         ("loss.row_max", (1,), DTYPE, 0),
         ("loss.row_sums", (1,), DTYPE, 0),
+        ("loss.scale", (1,), DTYPE, 0),
     )
 
     def __init__(self, seed=None):
@@ -705,19 +707,22 @@ class SignalNet:
 
         # head = Linear(4, init=xavier_uniform)  (catalogue.nn:12)  [16] -> [4]
         # y = x · W + b
-        head_y = np.matmul(flatten_1_y, p["head.weight"], out=ws["head.y"])
-        # Broadcast b into a (batch, out) array first: a broadcasting add would allocate a buffer on every call.
-        np.copyto(ws["head.bias_rows"], p["head.bias"])
-        head_y += ws["head.bias_rows"]
+        # computed as [x, 1] · [W; b], so the GEMM adds the bias
+        x1 = ws["head.x1"]
+        np.copyto(x1[:, :16], flatten_1_y)
+        weight_bias = self._flat_params[280:348].reshape(17, 4)
+        head_y = np.matmul(x1, weight_bias, out=ws["head.y"])
+
         # What backward reads from this pass (the workspace keeps the rest).
-        self._saved = (leakyrelu_1_y, softplus_1_y, flatten_1_y)
+        self._saved = (leakyrelu_1_y, softplus_1_y)
         return head_y
 
     def _backward(self, head_dy, need_dx):
         """Backpropagate dL/d(output) through every layer; returns dL/dx when need_dx."""
-        leakyrelu_1_y, softplus_1_y, flatten_1_y = self._saved
+        leakyrelu_1_y, softplus_1_y = self._saved
         ws = self._ws
-        p, g = self.params, self.grads
+        p = self.params
+        g = self.grads
         accumulate = self._accumulate
         self._accumulate = True
 
@@ -725,8 +730,9 @@ class SignalNet:
         # dW = xᵀ · dy
         # db = Σ_batch dy
         # dx = dy · Wᵀ
-        _matmul_into(flatten_1_y.T, head_dy, g["head.weight"], accumulate)
-        _matmul_into(ws["ones"], head_dy, g["head.bias"], accumulate)
+        # [dW; db] = [x, 1]ᵀ · dy
+        grad = self._flat_grads[280:348].reshape(17, 4)
+        _matmul_into(ws["head.x1"].T, head_dy, grad, accumulate)
         flatten_1_dy = np.matmul(head_dy, p["head.weight"].T, out=ws["head.dx"])
 
         # backward of flatten_1 = Flatten  (catalogue.nn:11)  [2, 8] -> [16]
@@ -809,6 +815,7 @@ class SignalNet:
         for j in range(1, 5):
             np.matmul(dy_rows, weight[j].T, out=tap_rows)
             dx[:, j : j + 28] += tap_grad
+
         return dx
 
     # CrossEntropy  (catalogue.nn:13)
@@ -820,12 +827,12 @@ class SignalNet:
         if y.ndim == 1:
             if y.shape[0] != batch:
                 raise ValueError(f"expected {batch} labels to match x, got {y.shape[0]}")
-            if y.dtype.kind not in "iu":
-                if y.dtype.kind != "f" or not np.all(np.mod(y, 1) == 0):
-                    raise ValueError(f"class labels must be integers, got dtype {y.dtype}")
-                y = y.astype(np.intp)
+            whole_floats = y.dtype.kind == "f" and np.all(np.mod(y, 1) == 0)
+            if y.dtype.kind not in "iu" and not whole_floats:
+                raise ValueError(f"class labels must be integers, got dtype {y.dtype}")
+            y = y.astype(np.intp, copy=False)
             # Seen as unsigned, a negative label is huge, so one max() checks both ends of the range.
-            if y.view(f"u{y.itemsize}").max() >= classes:
+            if y.view(np.uintp).max() >= classes:
                 bad = y.min() if y.min() < 0 else y.max()
                 raise ValueError(f"class label {bad} is out of range for {classes} classes (0..{classes - 1})")
             return y
@@ -839,26 +846,28 @@ class SignalNet:
         # Subtract each row's maximum before exponentiating, so exp never overflows.
         row_max = np.maximum.reduce(head_y, axis=1, keepdims=True, out=ws["loss.row_max"])
         shifted = np.subtract(head_y, row_max, out=ws["loss.shifted"])
-        probs = np.exp(shifted, out=ws["loss.probs"])
-        row_sums = np.add.reduce(probs, axis=1, keepdims=True, out=ws["loss.row_sums"])
-        probs /= row_sums
-        # log softmax(z)_bc = shifted_bc - log(row_sum_b); softmax stays in ws["loss.probs"] for the gradient.
-        log_row_sums = np.log(row_sums[:, 0])
+        exps = np.exp(shifted, out=ws["loss.exps"])
+        # Row sums as exps · 1 (a matrix-vector product is faster than a reduction here); softmax = exps / row_sums.
+        row_sums = np.matmul(exps, ws["loss.ones"][0], out=ws["loss.row_sums"][:, 0])
+        # log softmax(z)_bc = shifted_bc - log(row_sum_b)
+        log_row_sums = np.log(row_sums)
         if target.ndim == 1:
-            return float((log_row_sums.sum() - shifted[np.arange(batch), target].sum()) / batch)
+            # Flat positions of each row's true-class entry, kept for the gradient: b·classes + target[b].
+            label_index = ws["loss.label_index"] = np.arange(0, batch * 4, 4) + target
+            return float((log_row_sums.sum() - shifted.take(label_index).sum()) / batch)
         return float((np.vdot(target.sum(axis=1), log_row_sums) - np.vdot(target, shifted)) / batch)
 
     def _loss_gradient(self):
         ws = self._ws
         target = self._target
         batch = target.shape[0]
-        dz = ws["loss.dz"]
-        np.copyto(dz, ws["loss.probs"])
+        # dz = (softmax(z) - t) / batch = exps / (batch · row_sums) - t / batch
+        scale = np.multiply(ws["loss.row_sums"], batch, out=ws["loss.scale"])
+        dz = np.divide(ws["loss.exps"], scale, out=ws["loss.dz"])
         if target.ndim == 1:
-            dz[np.arange(batch), target] -= 1
+            dz.reshape(-1)[ws["loss.label_index"]] -= 1 / batch
         else:
-            dz -= target
-        dz *= 1 / batch
+            dz -= target * (1 / batch)
         return dz
 
 
@@ -890,7 +899,7 @@ class Tagger:
     _buffers = (
         ("linear_1.y", (8,), DTYPE, 0),
         ("linear_1.dx", (6,), DTYPE, 0),
-        ("linear_1.bias_rows", (8,), DTYPE, 0),
+        ("linear_1.x1", (7,), DTYPE, 1),
         ("logsoftmax_1.y", (8,), DTYPE, 0),
         ("logsoftmax_1.dx", (8,), DTYPE, 0),
         ("logsoftmax_1.row", (1,), DTYPE, 0),
@@ -900,7 +909,7 @@ class Tagger:
         ("sigmoid_1.slope", (8,), DTYPE, 0),
         ("linear_3.y", (3,), DTYPE, 0),
         ("linear_3.dx", (8,), DTYPE, 0),
-        ("linear_3.bias_rows", (3,), DTYPE, 0),
+        ("linear_3.x1", (9,), DTYPE, 1),
         ("softmax_1.y", (3,), DTYPE, 0),
         ("softmax_1.dx", (3,), DTYPE, 0),
         ("softmax_1.row", (1,), DTYPE, 0),
@@ -1394,10 +1403,11 @@ class Tagger:
 
         # linear_1 = Linear(8, init=he_uniform)  (catalogue.nn:19)  [6] -> [8]
         # y = x · W + b
-        linear_1_y = np.matmul(x, p["linear_1.weight"], out=ws["linear_1.y"])
-        # Broadcast b into a (batch, out) array first: a broadcasting add would allocate a buffer on every call.
-        np.copyto(ws["linear_1.bias_rows"], p["linear_1.bias"])
-        linear_1_y += ws["linear_1.bias_rows"]
+        # computed as [x, 1] · [W; b], so the GEMM adds the bias
+        x1 = ws["linear_1.x1"]
+        np.copyto(x1[:, :6], x)
+        weight_bias = self._flat_params[0:56].reshape(7, 8)
+        linear_1_y = np.matmul(x1, weight_bias, out=ws["linear_1.y"])
 
         # logsoftmax_1 = LogSoftmax  (catalogue.nn:20)  [8] -> [8]
         # y = x - max(x) - log Σ_j e^(x_j - max(x))  (per row)
@@ -1420,10 +1430,11 @@ class Tagger:
 
         # linear_3 = Linear(3, init=normal)  (catalogue.nn:23)  [8] -> [3]
         # y = x · W + b
-        linear_3_y = np.matmul(sigmoid_1_y, p["linear_3.weight"], out=ws["linear_3.y"])
-        # Broadcast b into a (batch, out) array first: a broadcasting add would allocate a buffer on every call.
-        np.copyto(ws["linear_3.bias_rows"], p["linear_3.bias"])
-        linear_3_y += ws["linear_3.bias_rows"]
+        # computed as [x, 1] · [W; b], so the GEMM adds the bias
+        x1 = ws["linear_3.x1"]
+        np.copyto(x1[:, :8], sigmoid_1_y)
+        weight_bias = self._flat_params[120:147].reshape(9, 3)
+        linear_3_y = np.matmul(x1, weight_bias, out=ws["linear_3.y"])
 
         # softmax_1 = Softmax  (catalogue.nn:24)  [3] -> [3]
         # y = e^(x - max(x)) / Σ_j e^(x_j - max(x))  (per row)
@@ -1431,15 +1442,17 @@ class Tagger:
         softmax_1_y = np.subtract(linear_3_y, row_max, out=ws["softmax_1.y"])
         np.exp(softmax_1_y, out=softmax_1_y)
         softmax_1_y /= np.sum(softmax_1_y, axis=-1, keepdims=True, out=ws["softmax_1.row"])
+
         # What backward reads from this pass (the workspace keeps the rest).
-        self._saved = (x, logsoftmax_1_y, sigmoid_1_y, softmax_1_y)
+        self._saved = (logsoftmax_1_y, sigmoid_1_y, softmax_1_y)
         return softmax_1_y
 
     def _backward(self, softmax_1_dy, need_dx):
         """Backpropagate dL/d(output) through every layer; returns dL/dx when need_dx."""
-        x, logsoftmax_1_y, sigmoid_1_y, softmax_1_y = self._saved
+        logsoftmax_1_y, sigmoid_1_y, softmax_1_y = self._saved
         ws = self._ws
-        p, g = self.params, self.grads
+        p = self.params
+        g = self.grads
         accumulate = self._accumulate
         self._accumulate = True
 
@@ -1454,8 +1467,9 @@ class Tagger:
         # dW = xᵀ · dy
         # db = Σ_batch dy
         # dx = dy · Wᵀ
-        _matmul_into(sigmoid_1_y.T, linear_3_dy, g["linear_3.weight"], accumulate)
-        _matmul_into(ws["ones"], linear_3_dy, g["linear_3.bias"], accumulate)
+        # [dW; db] = [x, 1]ᵀ · dy
+        grad = self._flat_grads[120:147].reshape(9, 3)
+        _matmul_into(ws["linear_3.x1"].T, linear_3_dy, grad, accumulate)
         sigmoid_1_dy = np.matmul(linear_3_dy, p["linear_3.weight"].T, out=ws["linear_3.dx"])
 
         # backward of sigmoid_1 = StableSigmoid  (catalogue.nn:22)  [8] -> [8]
@@ -1482,11 +1496,13 @@ class Tagger:
         # dW = xᵀ · dy
         # db = Σ_batch dy
         # dx = dy · Wᵀ
-        _matmul_into(x.T, linear_1_dy, g["linear_1.weight"], accumulate)
-        _matmul_into(ws["ones"], linear_1_dy, g["linear_1.bias"], accumulate)
+        # [dW; db] = [x, 1]ᵀ · dy
+        grad = self._flat_grads[0:56].reshape(7, 8)
+        _matmul_into(ws["linear_1.x1"].T, linear_1_dy, grad, accumulate)
         if not need_dx:
             return None
         dx = np.matmul(linear_1_dy, p["linear_1.weight"].T, out=ws["linear_1.dx"])
+
         return dx
 
     # BCE  (catalogue.nn:25)

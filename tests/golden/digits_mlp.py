@@ -111,18 +111,20 @@ class DigitsMLP:
     _buffers = (
         ("fc1.y", (128,), DTYPE, 0),
         ("fc1.dx", (64,), DTYPE, 0),
-        ("fc1.bias_rows", (128,), DTYPE, 0),
+        ("fc1.x1", (65,), DTYPE, 1),
         ("relu_1.mask", (128,), bool, 0),
         ("relu_1.slope", (128,), DTYPE, 0),
         ("relu_1.zeros", (128,), DTYPE, 0),
         ("fc2.y", (10,), DTYPE, 0),
         ("fc2.dx", (128,), DTYPE, 0),
-        ("fc2.bias_rows", (10,), DTYPE, 0),
+        ("fc2.x1", (129,), DTYPE, 1),
         ("loss.dz", (10,), DTYPE, 0),
-        ("loss.probs", (10,), DTYPE, 0),
+        ("loss.exps", (10,), DTYPE, 0),
         ("loss.shifted", (10,), DTYPE, 0),
+        ("loss.ones", (10,), DTYPE, 1),
         ("loss.row_max", (1,), DTYPE, 0),
         ("loss.row_sums", (1,), DTYPE, 0),
+        ("loss.scale", (1,), DTYPE, 0),
     )
 
     def __init__(self, seed=None):
@@ -557,14 +559,14 @@ class DigitsMLP:
     def _forward(self, x):
         # The workspace of this batch size; the loss and backward of this batch use it too.
         ws = self._ws = self._workspace(x.shape[0])
-        p = self.params
 
         # fc1 = Linear(128, init=he_normal)  (digits_mlp.nn:4)  [64] -> [128]
         # y = x · W + b
-        fc1_y = np.matmul(x, p["fc1.weight"], out=ws["fc1.y"])
-        # Broadcast b into a (batch, out) array first: a broadcasting add would allocate a buffer on every call.
-        np.copyto(ws["fc1.bias_rows"], p["fc1.bias"])
-        fc1_y += ws["fc1.bias_rows"]
+        # computed as [x, 1] · [W; b], so the GEMM adds the bias
+        x1 = ws["fc1.x1"]
+        np.copyto(x1[:, :64], x)
+        weight_bias = self._flat_params[0:8320].reshape(65, 128)
+        fc1_y = np.matmul(x1, weight_bias, out=ws["fc1.y"])
 
         # relu_1 = ReLU  (digits_mlp.nn:5)  [128] -> [128]
         # y = max(x, 0)  (in place: backward needs only the output)
@@ -572,19 +574,21 @@ class DigitsMLP:
 
         # fc2 = Linear(10)  (digits_mlp.nn:6)  [128] -> [10]
         # y = x · W + b
-        fc2_y = np.matmul(relu_1_y, p["fc2.weight"], out=ws["fc2.y"])
-        # Broadcast b into a (batch, out) array first: a broadcasting add would allocate a buffer on every call.
-        np.copyto(ws["fc2.bias_rows"], p["fc2.bias"])
-        fc2_y += ws["fc2.bias_rows"]
+        # computed as [x, 1] · [W; b], so the GEMM adds the bias
+        x1 = ws["fc2.x1"]
+        np.copyto(x1[:, :128], relu_1_y)
+        weight_bias = self._flat_params[8320:9610].reshape(129, 10)
+        fc2_y = np.matmul(x1, weight_bias, out=ws["fc2.y"])
+
         # What backward reads from this pass (the workspace keeps the rest).
-        self._saved = (x, relu_1_y)
+        self._saved = (relu_1_y,)
         return fc2_y
 
     def _backward(self, fc2_dy, need_dx):
         """Backpropagate dL/d(output) through every layer; returns dL/dx when need_dx."""
-        x, relu_1_y = self._saved
+        (relu_1_y,) = self._saved
         ws = self._ws
-        p, g = self.params, self.grads
+        p = self.params
         accumulate = self._accumulate
         self._accumulate = True
 
@@ -592,8 +596,9 @@ class DigitsMLP:
         # dW = xᵀ · dy
         # db = Σ_batch dy
         # dx = dy · Wᵀ
-        _matmul_into(relu_1_y.T, fc2_dy, g["fc2.weight"], accumulate)
-        _matmul_into(ws["ones"], fc2_dy, g["fc2.bias"], accumulate)
+        # [dW; db] = [x, 1]ᵀ · dy
+        grad = self._flat_grads[8320:9610].reshape(129, 10)
+        _matmul_into(ws["fc2.x1"].T, fc2_dy, grad, accumulate)
         relu_1_dy = np.matmul(fc2_dy, p["fc2.weight"].T, out=ws["fc2.dx"])
 
         # backward of relu_1 = ReLU  (digits_mlp.nn:5)  [128] -> [128]
@@ -607,11 +612,13 @@ class DigitsMLP:
         # dW = xᵀ · dy
         # db = Σ_batch dy
         # dx = dy · Wᵀ
-        _matmul_into(x.T, fc1_dy, g["fc1.weight"], accumulate)
-        _matmul_into(ws["ones"], fc1_dy, g["fc1.bias"], accumulate)
+        # [dW; db] = [x, 1]ᵀ · dy
+        grad = self._flat_grads[0:8320].reshape(65, 128)
+        _matmul_into(ws["fc1.x1"].T, fc1_dy, grad, accumulate)
         if not need_dx:
             return None
         dx = np.matmul(fc1_dy, p["fc1.weight"].T, out=ws["fc1.dx"])
+
         return dx
 
     # CrossEntropy  (digits_mlp.nn:7)
@@ -623,12 +630,12 @@ class DigitsMLP:
         if y.ndim == 1:
             if y.shape[0] != batch:
                 raise ValueError(f"expected {batch} labels to match x, got {y.shape[0]}")
-            if y.dtype.kind not in "iu":
-                if y.dtype.kind != "f" or not np.all(np.mod(y, 1) == 0):
-                    raise ValueError(f"class labels must be integers, got dtype {y.dtype}")
-                y = y.astype(np.intp)
+            whole_floats = y.dtype.kind == "f" and np.all(np.mod(y, 1) == 0)
+            if y.dtype.kind not in "iu" and not whole_floats:
+                raise ValueError(f"class labels must be integers, got dtype {y.dtype}")
+            y = y.astype(np.intp, copy=False)
             # Seen as unsigned, a negative label is huge, so one max() checks both ends of the range.
-            if y.view(f"u{y.itemsize}").max() >= classes:
+            if y.view(np.uintp).max() >= classes:
                 bad = y.min() if y.min() < 0 else y.max()
                 raise ValueError(f"class label {bad} is out of range for {classes} classes (0..{classes - 1})")
             return y
@@ -642,24 +649,26 @@ class DigitsMLP:
         # Subtract each row's maximum before exponentiating, so exp never overflows.
         row_max = np.maximum.reduce(fc2_y, axis=1, keepdims=True, out=ws["loss.row_max"])
         shifted = np.subtract(fc2_y, row_max, out=ws["loss.shifted"])
-        probs = np.exp(shifted, out=ws["loss.probs"])
-        row_sums = np.add.reduce(probs, axis=1, keepdims=True, out=ws["loss.row_sums"])
-        probs /= row_sums
-        # log softmax(z)_bc = shifted_bc - log(row_sum_b); softmax stays in ws["loss.probs"] for the gradient.
-        log_row_sums = np.log(row_sums[:, 0])
+        exps = np.exp(shifted, out=ws["loss.exps"])
+        # Row sums as exps · 1 (a matrix-vector product is faster than a reduction here); softmax = exps / row_sums.
+        row_sums = np.matmul(exps, ws["loss.ones"][0], out=ws["loss.row_sums"][:, 0])
+        # log softmax(z)_bc = shifted_bc - log(row_sum_b)
+        log_row_sums = np.log(row_sums)
         if target.ndim == 1:
-            return float((log_row_sums.sum() - shifted[np.arange(batch), target].sum()) / batch)
+            # Flat positions of each row's true-class entry, kept for the gradient: b·classes + target[b].
+            label_index = ws["loss.label_index"] = np.arange(0, batch * 10, 10) + target
+            return float((log_row_sums.sum() - shifted.take(label_index).sum()) / batch)
         return float((np.vdot(target.sum(axis=1), log_row_sums) - np.vdot(target, shifted)) / batch)
 
     def _loss_gradient(self):
         ws = self._ws
         target = self._target
         batch = target.shape[0]
-        dz = ws["loss.dz"]
-        np.copyto(dz, ws["loss.probs"])
+        # dz = (softmax(z) - t) / batch = exps / (batch · row_sums) - t / batch
+        scale = np.multiply(ws["loss.row_sums"], batch, out=ws["loss.scale"])
+        dz = np.divide(ws["loss.exps"], scale, out=ws["loss.dz"])
         if target.ndim == 1:
-            dz[np.arange(batch), target] -= 1
+            dz.reshape(-1)[ws["loss.label_index"]] -= 1 / batch
         else:
-            dz -= target
-        dz *= 1 / batch
+            dz -= target * (1 / batch)
         return dz
