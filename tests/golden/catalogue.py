@@ -22,6 +22,16 @@ def _matmul_into(a, b, out, accumulate):
         np.matmul(a, b, out=out)
 
 
+def _aligned_full(shape, value, dtype):
+    """np.full, but the data starts on a 64-byte boundary, so whole SIMD loads never straddle cache lines."""
+    size = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    raw = np.empty(size + 64, np.uint8)
+    start = -raw.ctypes.data % 64
+    array = raw[start : start + size].view(dtype).reshape(shape)
+    array[...] = value
+    return array
+
+
 def _views(flat, layout):
     """name → a view of the flat array for each (name, shape, start, stop) of the layout."""
     return {name: flat[start:stop].reshape(shape) for name, shape, start, stop in layout}
@@ -150,10 +160,10 @@ class SignalNet:
         # Parameters, gradients and optimizer state each live in one flat array, so the optimizer updates all
         # of them in a few whole-array operations; params[name] and grads[name] are views into those arrays.
         # Update parameters in place (params[name][...] = value): assigning a new array would detach it.
-        self._flat_params = np.zeros(348, DTYPE)
-        self._flat_grads = np.zeros(348, DTYPE)
-        self._flat_scratch = np.zeros(348, DTYPE)
-        self._flat_slots = {"exp_avg": np.zeros(348, DTYPE), "exp_avg_sq": np.zeros(348, DTYPE)}
+        self._flat_params = _aligned_full(348, 0, DTYPE)
+        self._flat_grads = _aligned_full(348, 0, DTYPE)
+        self._flat_scratch = _aligned_full(348, 0, DTYPE)
+        self._flat_slots = {"exp_avg": _aligned_full(348, 0, DTYPE), "exp_avg_sq": _aligned_full(348, 0, DTYPE)}
         self.params = _views(self._flat_params, self._param_layout)
         self.grads = _views(self._flat_grads, self._param_layout)
         self._scratch = _views(self._flat_scratch, self._param_layout)
@@ -630,7 +640,7 @@ class SignalNet:
         if workspace is None:
             if len(self._workspaces) >= 4:
                 self._workspaces.pop(next(iter(self._workspaces)))
-            workspace = {key: np.full((batch, *shape), fill, dtype) for key, shape, dtype, fill in self._buffers}
+            workspace = {key: _aligned_full((batch, *shape), fill, dtype) for key, shape, dtype, fill in self._buffers}
             # Σ over the batch as ones · dy: a matrix-vector product is faster than np.sum here.
             workspace["ones"] = np.ones(batch, DTYPE)
             self._workspaces[batch] = workspace
@@ -926,10 +936,10 @@ class Tagger:
         # Parameters, gradients and optimizer state each live in one flat array, so the optimizer updates all
         # of them in a few whole-array operations; params[name] and grads[name] are views into those arrays.
         # Update parameters in place (params[name][...] = value): assigning a new array would detach it.
-        self._flat_params = np.zeros(147, DTYPE)
-        self._flat_grads = np.zeros(147, DTYPE)
-        self._flat_scratch = np.zeros(147, DTYPE)
-        self._flat_slots = {"exp_avg": np.zeros(147, DTYPE), "exp_avg_sq": np.zeros(147, DTYPE)}
+        self._flat_params = _aligned_full(147, 0, DTYPE)
+        self._flat_grads = _aligned_full(147, 0, DTYPE)
+        self._flat_scratch = _aligned_full(147, 0, DTYPE)
+        self._flat_slots = {"exp_avg": _aligned_full(147, 0, DTYPE), "exp_avg_sq": _aligned_full(147, 0, DTYPE)}
         self.params = _views(self._flat_params, self._param_layout)
         self.grads = _views(self._flat_grads, self._param_layout)
         self._scratch = _views(self._flat_scratch, self._param_layout)
@@ -1390,7 +1400,7 @@ class Tagger:
         if workspace is None:
             if len(self._workspaces) >= 4:
                 self._workspaces.pop(next(iter(self._workspaces)))
-            workspace = {key: np.full((batch, *shape), fill, dtype) for key, shape, dtype, fill in self._buffers}
+            workspace = {key: _aligned_full((batch, *shape), fill, dtype) for key, shape, dtype, fill in self._buffers}
             # Σ over the batch as ones · dy: a matrix-vector product is faster than np.sum here.
             workspace["ones"] = np.ones(batch, DTYPE)
             self._workspaces[batch] = workspace

@@ -22,6 +22,16 @@ def _matmul_into(a, b, out, accumulate):
         np.matmul(a, b, out=out)
 
 
+def _aligned_full(shape, value, dtype):
+    """np.full, but the data starts on a 64-byte boundary, so whole SIMD loads never straddle cache lines."""
+    size = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    raw = np.empty(size + 64, np.uint8)
+    start = -raw.ctypes.data % 64
+    array = raw[start : start + size].view(dtype).reshape(shape)
+    array[...] = value
+    return array
+
+
 def _views(flat, layout):
     """name → a view of the flat array for each (name, shape, start, stop) of the layout."""
     return {name: flat[start:stop].reshape(shape) for name, shape, start, stop in layout}
@@ -133,10 +143,10 @@ class DigitsMLP:
         # Parameters, gradients and optimizer state each live in one flat array, so the optimizer updates all
         # of them in a few whole-array operations; params[name] and grads[name] are views into those arrays.
         # Update parameters in place (params[name][...] = value): assigning a new array would detach it.
-        self._flat_params = np.zeros(9610, DTYPE)
-        self._flat_grads = np.zeros(9610, DTYPE)
-        self._flat_scratch = np.zeros(9610, DTYPE)
-        self._flat_slots = {"momentum_buffer": np.zeros(9610, DTYPE)}
+        self._flat_params = _aligned_full(9610, 0, DTYPE)
+        self._flat_grads = _aligned_full(9610, 0, DTYPE)
+        self._flat_scratch = _aligned_full(9610, 0, DTYPE)
+        self._flat_slots = {"momentum_buffer": _aligned_full(9610, 0, DTYPE)}
         self.params = _views(self._flat_params, self._param_layout)
         self.grads = _views(self._flat_grads, self._param_layout)
         self._scratch = _views(self._flat_scratch, self._param_layout)
@@ -550,7 +560,7 @@ class DigitsMLP:
         if workspace is None:
             if len(self._workspaces) >= 4:
                 self._workspaces.pop(next(iter(self._workspaces)))
-            workspace = {key: np.full((batch, *shape), fill, dtype) for key, shape, dtype, fill in self._buffers}
+            workspace = {key: _aligned_full((batch, *shape), fill, dtype) for key, shape, dtype, fill in self._buffers}
             # Σ over the batch as ones · dy: a matrix-vector product is faster than np.sum here.
             workspace["ones"] = np.ones(batch, DTYPE)
             self._workspaces[batch] = workspace
