@@ -37,8 +37,17 @@ def environment() -> jinja2.Environment:
         keep_trailing_newline=True,
         autoescape=False,
     )
-    env.globals.update(py_literal=py_literal, shape_text=shape_text)
+    env.globals.update(py_literal=py_literal, shape_text=shape_text, tuple_block=tuple_block)
     return env
+
+
+def tuple_block(items: list[str], indent: int) -> str:
+    """A tuple of code items as the formatter lays it out: one item per line with trailing commas, except that
+    an empty or one-item tuple (whose comma is not optional) stays on one line."""
+    if len(items) <= 1:
+        return f"({items[0]},)" if items else "()"
+    inner = " " * (indent + 4)
+    return "(\n" + "".join(f"{inner}{item},\n" for item in items) + " " * indent + ")"
 
 
 def render(models: list[ModelView], filename: str, dtype: str) -> str:

@@ -48,6 +48,10 @@ def _flat_literal(value) -> str:
     return repr(value)
 
 
+def stacked_key(layer: str, params) -> str:
+    return f"{layer}.{'+'.join(params)}"
+
+
 def shape_text(shape) -> str:
     return "[" + ", ".join(str(d) for d in shape) + "]"
 
@@ -85,8 +89,6 @@ class LayerView:
     buffers: list[BufferView] = field(default_factory=list)
     # Numbers the template writes out, from the entry's `constants` hook.
     const: dict = field(default_factory=dict)
-    # Parameter name → (start, stop) in the flat parameter and gradient arrays.
-    offsets: dict = field(default_factory=dict)
 
     @property
     def name(self):
@@ -124,21 +126,13 @@ class LayerView:
     def buf(self, buffer: str) -> str:
         return f'ws["{self.key(buffer)}"]'
 
-    def _flat_span(self, params: tuple[str, ...]) -> tuple[int, int]:
-        spans = [self.offsets[name] for name in params]
-        if any(a[1] != b[0] for a, b in itertools.pairwise(spans)):
-            raise ValueError(f"parameters {params} of {self.node.name} are not adjacent in the flat arrays")
-        return spans[0][0], spans[-1][1]
-
     def stacked_p(self, *params: str) -> str:
-        """Several adjacent parameters as one slice of the flat parameter array (e.g. [W; b])."""
-        start, stop = self._flat_span(params)
-        return f"self._flat_params[{start}:{stop}]"
+        """Adjacent parameters as one matrix (e.g. [W; b]): a view of the flat parameter array made in __init__."""
+        return f'self._stacked_params["{stacked_key(self.node.name, params)}"]'
 
     def stacked_g(self, *params: str) -> str:
-        """The gradients of adjacent parameters as one slice of the flat gradient array."""
-        start, stop = self._flat_span(params)
-        return f"self._flat_grads[{start}:{stop}]"
+        """The gradients of adjacent parameters as one matrix, a view of the flat gradient array."""
+        return f'self._stacked_grads["{stacked_key(self.node.name, params)}"]'
 
     def has_param(self, param: str) -> bool:
         return any(p.name == param for p in self.node.params)
@@ -180,10 +174,28 @@ class ModelView:
     output: str
     config: str
     param_count: int
+    # (key, matrix shape, start, stop) of parameters that layers use together, as "fc1.weight+bias".
+    stacked: list = field(default_factory=list)
 
     @property
     def name(self):
         return self.model.name
+
+    @property
+    def param_rows(self) -> list[str]:
+        return [f'("{p.key}", {py_literal(p.shape)}, {p.start}, {p.stop})' for p in self.params]
+
+    @property
+    def stacked_rows(self) -> list[str]:
+        return [f'("{key}", {py_literal(shape)}, {start}, {stop})' for key, shape, start, stop in self.stacked]
+
+    @property
+    def buffer_rows(self) -> list[str]:
+        rows = []
+        for b in self.buffers:
+            dtype = "bool" if b.kind == "bool" else "DTYPE"
+            rows.append(f'("{b.key}", {py_literal(b.shape)}, {dtype}, {py_literal(b.fill)})')
+        return rows
 
     @property
     def input_shape(self):
@@ -271,7 +283,6 @@ def lower(model: Model, dtype: str = "float32") -> ModelView:
             first=first,
             inplace=inplace,
             const=node.kind.constants(node.in_shape, node.out_shape, node.args),
-            offsets=offsets.get(node.name, {}),
         )
         if not inplace and not node.kind.view:
             view.buffers.append(BufferView(view.key("y"), node.out_shape, "float"))
@@ -325,6 +336,13 @@ def lower(model: Model, dtype: str = "float32") -> ModelView:
         source=model.optimizer.source,
         slots=model.optimizer.kind.slots(model.optimizer.args),
     )
+    stacked = []
+    for node in model.nodes:
+        for group, shape in node.kind.stacked(node.in_shape, node.out_shape, node.args).items():
+            spans = [offsets[node.name][name] for name in group]
+            if any(a[1] != b[0] for a, b in itertools.pairwise(spans)):
+                raise ValueError(f"parameters {group} of {node.name} are not adjacent in the flat arrays")
+            stacked.append((stacked_key(node.name, group), shape, spans[0][0], spans[-1][1]))
     buffers = [b for v in views for b in v.buffers] + (loss.buffers if loss else [])
     return ModelView(
         model=model,
@@ -337,6 +355,7 @@ def lower(model: Model, dtype: str = "float32") -> ModelView:
         output=output,
         config=py_literal(_config(model), indent=8),
         param_count=start,
+        stacked=stacked,
     )
 
 

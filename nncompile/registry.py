@@ -130,6 +130,11 @@ class Layer(Entry):
         return []
 
     @classmethod
+    def stacked(cls, in_shape, out_shape, args) -> dict[tuple[str, ...], tuple[int, ...]]:
+        """Adjacent parameters used as one matrix (e.g. [W; b]): parameter names → the matrix shape."""
+        return {}
+
+    @classmethod
     def constants(cls, in_shape, out_shape, args) -> dict:
         """Numbers the template writes out (window spans, reshape sizes, scale factors), computed here so the
         template only renders them; the template reads them as `L.const`."""

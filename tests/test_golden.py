@@ -75,3 +75,27 @@ def test_golden_files_are_formatted():
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+EDGE_MODELS = {
+    "no_bias": "model A { input [4] Linear(3, bias=false) }",
+    "no_params": "model B { input [4, 2] Flatten }",
+    "activation_only_with_loss": "model C { input [4] ReLU loss MSE }",
+    "conv_without_bias_adam": "model D { input [8, 1] Conv1D(2, 3) loss MSE optimizer Adam }",
+    "softmax_bce": "model E { input [4] Linear(2) Softmax loss BCE }",
+    "pool_then_cross_entropy": "model F { input [6, 2] AvgPool1D(2) Flatten loss CrossEntropy }",
+}
+
+
+def test_unusual_models_generate_lint_clean_formatted_code(tmp_path):
+    """Models without parameters, biases or losses leave no unused names or odd layouts behind."""
+    import nncompile
+
+    for name, source in EDGE_MODELS.items():
+        (tmp_path / f"{name}.py").write_text(nncompile.compile_source(source))
+    files = sorted(map(str, tmp_path.glob("*.py")))
+    check = subprocess.run([*_ruff(), "check", "--isolated", *files], capture_output=True, text=True, check=False)
+    assert check.returncode == 0, check.stdout + check.stderr
+    fmt = [*_ruff(), "format", "--isolated", "--line-length", "120", "--diff", *files]
+    formatted = subprocess.run(fmt, capture_output=True, text=True, check=False)
+    assert formatted.returncode == 0, formatted.stdout + formatted.stderr

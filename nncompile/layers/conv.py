@@ -67,6 +67,11 @@ class Conv1D(Layer):
         return [cols, Buffer("tap_grad", (out_shape[0], in_shape[1]))]
 
     @classmethod
+    def stacked(cls, in_shape, out_shape, args):
+        rows = args["k"] * in_shape[1] + 1
+        return {("weight", "bias"): (rows, out_shape[1])} if args["bias"] else {}
+
+    @classmethod
     def constants(cls, in_shape, out_shape, args):
         return {
             **tap_slices(in_shape[0], args["k"], args["stride"], out_shape[0]),

@@ -49,5 +49,9 @@ class Linear(Layer):
         return [Buffer("x1", (in_shape[0] + 1,), fill=1)] if args["bias"] else []
 
     @classmethod
+    def stacked(cls, in_shape, out_shape, args):
+        return {("weight", "bias"): (in_shape[0] + 1, out_shape[0])} if args["bias"] else {}
+
+    @classmethod
     def constants(cls, in_shape, out_shape, args):
         return {"in": in_shape[0], "out": out_shape[0]}

@@ -120,6 +120,11 @@ class Regressor:
         ("head.weight", (8, 2), 272, 288),
         ("head.bias", (2,), 288, 290),
     )
+    # Parameters used together as one matrix ([W; b]: b is stored right after W): (key, shape, start, stop).
+    _stacked_layout = (
+        ("linear_1.weight+bias", (9, 16), 0, 144),
+        ("head.weight+bias", (9, 2), 272, 290),
+    )
     # Workspace arrays per batch size: (key, per-sample shape, dtype, initial value).
     _buffers = (
         ("linear_1.y", (16,), DTYPE, 0),
@@ -149,6 +154,8 @@ class Regressor:
         self.params = _views(self._flat_params, self._param_layout)
         self.grads = _views(self._flat_grads, self._param_layout)
         self._scratch = _views(self._flat_scratch, self._param_layout)
+        self._stacked_params = _views(self._flat_params, self._stacked_layout)
+        self._stacked_grads = _views(self._flat_grads, self._stacked_layout)
         slot_views = {slot: _views(flat, self._param_layout) for slot, flat in self._flat_slots.items()}
         self._slots = {name: {slot: views[name] for slot, views in slot_views.items()} for name in self.params}
         # linear_1.weight: he_normal, N(0, 2 / fan_in), fan_in=8, fan_out=16
@@ -571,7 +578,7 @@ class Regressor:
         # computed as [x, 1] · [W; b], so the GEMM adds the bias
         x1 = ws["linear_1.x1"]
         np.copyto(x1[:, :8], x)
-        weight_bias = self._flat_params[0:144].reshape(9, 16)
+        weight_bias = self._stacked_params["linear_1.weight+bias"]
         linear_1_y = np.matmul(x1, weight_bias, out=ws["linear_1.y"])
 
         # tanh_1 = TanH  (activations.nn:5)  [16] -> [16]
@@ -594,7 +601,7 @@ class Regressor:
         # computed as [x, 1] · [W; b], so the GEMM adds the bias
         x1 = ws["head.x1"]
         np.copyto(x1[:, :8], sigmoid_1_y)
-        weight_bias = self._flat_params[272:290].reshape(9, 2)
+        weight_bias = self._stacked_params["head.weight+bias"]
         head_y = np.matmul(x1, weight_bias, out=ws["head.y"])
 
         # What backward reads from this pass (the workspace keeps the rest).
@@ -615,7 +622,7 @@ class Regressor:
         # db = Σ_batch dy
         # dx = dy · Wᵀ
         # [dW; db] = [x, 1]ᵀ · dy
-        grad = self._flat_grads[272:290].reshape(9, 2)
+        grad = self._stacked_grads["head.weight+bias"]
         _matmul_into(ws["head.x1"].T, head_dy, grad, accumulate)
         sigmoid_1_dy = np.matmul(head_dy, p["head.weight"].T, out=ws["head.dx"])
 
@@ -643,7 +650,7 @@ class Regressor:
         # db = Σ_batch dy
         # dx = dy · Wᵀ
         # [dW; db] = [x, 1]ᵀ · dy
-        grad = self._flat_grads[0:144].reshape(9, 16)
+        grad = self._stacked_grads["linear_1.weight+bias"]
         _matmul_into(ws["linear_1.x1"].T, linear_1_dy, grad, accumulate)
         if not need_dx:
             return None
@@ -689,6 +696,8 @@ class Encoder:
         ("linear_1.weight", (4, 3), 0, 12),
         ("linear_1.bias", (3,), 12, 15),
     )
+    # Parameters used together as one matrix ([W; b]: b is stored right after W): (key, shape, start, stop).
+    _stacked_layout = (("linear_1.weight+bias", (5, 3), 0, 15),)
     # Workspace arrays per batch size: (key, per-sample shape, dtype, initial value).
     _buffers = (
         ("sigmoid_1.y", (4,), DTYPE, 0),
@@ -711,6 +720,8 @@ class Encoder:
         self.params = _views(self._flat_params, self._param_layout)
         self.grads = _views(self._flat_grads, self._param_layout)
         self._scratch = _views(self._flat_scratch, self._param_layout)
+        self._stacked_params = _views(self._flat_params, self._stacked_layout)
+        self._stacked_grads = _views(self._flat_grads, self._stacked_layout)
         slot_views = {slot: _views(flat, self._param_layout) for slot, flat in self._flat_slots.items()}
         self._slots = {name: {slot: views[name] for slot, views in slot_views.items()} for name in self.params}
         # linear_1.weight: he_normal, N(0, 2 / fan_in), fan_in=4, fan_out=3
@@ -918,7 +929,7 @@ class Encoder:
         # computed as [x, 1] · [W; b], so the GEMM adds the bias
         x1 = ws["linear_1.x1"]
         np.copyto(x1[:, :4], sigmoid_1_y)
-        weight_bias = self._flat_params[0:15].reshape(5, 3)
+        weight_bias = self._stacked_params["linear_1.weight+bias"]
         linear_1_y = np.matmul(x1, weight_bias, out=ws["linear_1.y"])
 
         # What backward reads from this pass (the workspace keeps the rest).
@@ -938,7 +949,7 @@ class Encoder:
         # db = Σ_batch dy
         # dx = dy · Wᵀ
         # [dW; db] = [x, 1]ᵀ · dy
-        grad = self._flat_grads[0:15].reshape(5, 3)
+        grad = self._stacked_grads["linear_1.weight+bias"]
         _matmul_into(ws["linear_1.x1"].T, linear_1_dy, grad, accumulate)
         sigmoid_1_dy = np.matmul(linear_1_dy, p["linear_1.weight"].T, out=ws["linear_1.dx"])
 

@@ -123,6 +123,11 @@ class SignalNet:
         ("head.weight", (16, 4), 280, 344),
         ("head.bias", (4,), 344, 348),
     )
+    # Parameters used together as one matrix ([W; b]: b is stored right after W): (key, shape, start, stop).
+    _stacked_layout = (
+        ("conv1.weight+bias", (11, 8), 0, 88),
+        ("head.weight+bias", (17, 4), 280, 348),
+    )
     # Workspace arrays per batch size: (key, per-sample shape, dtype, initial value).
     _buffers = (
         ("conv1.y", (28, 8), DTYPE, 0),
@@ -167,6 +172,8 @@ class SignalNet:
         self.params = _views(self._flat_params, self._param_layout)
         self.grads = _views(self._flat_grads, self._param_layout)
         self._scratch = _views(self._flat_scratch, self._param_layout)
+        self._stacked_params = _views(self._flat_params, self._stacked_layout)
+        self._stacked_grads = _views(self._flat_grads, self._stacked_layout)
         slot_views = {slot: _views(flat, self._param_layout) for slot, flat in self._flat_slots.items()}
         self._slots = {name: {slot: views[name] for slot, views in slot_views.items()} for name in self.params}
         # conv1.weight: he_normal, N(0, 2 / fan_in), fan_in=10, fan_out=40
@@ -662,7 +669,7 @@ class SignalNet:
         )
         cols = ws["conv1.cols"]
         np.copyto(cols[:, :, :10], windows)
-        weight = self._flat_params[0:88].reshape(11, 8)
+        weight = self._stacked_params["conv1.weight+bias"]
         conv1_y = ws["conv1.y"]
         np.matmul(cols.reshape(-1, 11), weight, out=conv1_y.reshape(-1, 8))
 
@@ -720,7 +727,7 @@ class SignalNet:
         # computed as [x, 1] · [W; b], so the GEMM adds the bias
         x1 = ws["head.x1"]
         np.copyto(x1[:, :16], flatten_1_y)
-        weight_bias = self._flat_params[280:348].reshape(17, 4)
+        weight_bias = self._stacked_params["head.weight+bias"]
         head_y = np.matmul(x1, weight_bias, out=ws["head.y"])
 
         # What backward reads from this pass (the workspace keeps the rest).
@@ -741,7 +748,7 @@ class SignalNet:
         # db = Σ_batch dy
         # dx = dy · Wᵀ
         # [dW; db] = [x, 1]ᵀ · dy
-        grad = self._flat_grads[280:348].reshape(17, 4)
+        grad = self._stacked_grads["head.weight+bias"]
         _matmul_into(ws["head.x1"].T, head_dy, grad, accumulate)
         flatten_1_dy = np.matmul(head_dy, p["head.weight"].T, out=ws["head.dx"])
 
@@ -808,7 +815,7 @@ class SignalNet:
         dy_rows = conv1_dy.reshape(-1, 8)
         cols = ws["conv1.cols"].reshape(-1, 11)
         # [dW; db] = colsᵀ · dy in one GEMM: the trailing 1 of each row sums dy into db
-        grad = self._flat_grads[0:88].reshape(11, 8)
+        grad = self._stacked_grads["conv1.weight+bias"]
         _matmul_into(cols.T, dy_rows, grad, accumulate)
         if not need_dx:
             return None
@@ -905,6 +912,11 @@ class Tagger:
         ("linear_3.weight", (8, 3), 120, 144),
         ("linear_3.bias", (3,), 144, 147),
     )
+    # Parameters used together as one matrix ([W; b]: b is stored right after W): (key, shape, start, stop).
+    _stacked_layout = (
+        ("linear_1.weight+bias", (7, 8), 0, 56),
+        ("linear_3.weight+bias", (9, 3), 120, 147),
+    )
     # Workspace arrays per batch size: (key, per-sample shape, dtype, initial value).
     _buffers = (
         ("linear_1.y", (8,), DTYPE, 0),
@@ -943,6 +955,8 @@ class Tagger:
         self.params = _views(self._flat_params, self._param_layout)
         self.grads = _views(self._flat_grads, self._param_layout)
         self._scratch = _views(self._flat_scratch, self._param_layout)
+        self._stacked_params = _views(self._flat_params, self._stacked_layout)
+        self._stacked_grads = _views(self._flat_grads, self._stacked_layout)
         slot_views = {slot: _views(flat, self._param_layout) for slot, flat in self._flat_slots.items()}
         self._slots = {name: {slot: views[name] for slot, views in slot_views.items()} for name in self.params}
         # linear_1.weight: he_uniform, U(-√(6 / fan_in), √(6 / fan_in)), fan_in=6, fan_out=8
@@ -1416,7 +1430,7 @@ class Tagger:
         # computed as [x, 1] · [W; b], so the GEMM adds the bias
         x1 = ws["linear_1.x1"]
         np.copyto(x1[:, :6], x)
-        weight_bias = self._flat_params[0:56].reshape(7, 8)
+        weight_bias = self._stacked_params["linear_1.weight+bias"]
         linear_1_y = np.matmul(x1, weight_bias, out=ws["linear_1.y"])
 
         # logsoftmax_1 = LogSoftmax  (catalogue.nn:20)  [8] -> [8]
@@ -1443,7 +1457,7 @@ class Tagger:
         # computed as [x, 1] · [W; b], so the GEMM adds the bias
         x1 = ws["linear_3.x1"]
         np.copyto(x1[:, :8], sigmoid_1_y)
-        weight_bias = self._flat_params[120:147].reshape(9, 3)
+        weight_bias = self._stacked_params["linear_3.weight+bias"]
         linear_3_y = np.matmul(x1, weight_bias, out=ws["linear_3.y"])
 
         # softmax_1 = Softmax  (catalogue.nn:24)  [3] -> [3]
@@ -1478,7 +1492,7 @@ class Tagger:
         # db = Σ_batch dy
         # dx = dy · Wᵀ
         # [dW; db] = [x, 1]ᵀ · dy
-        grad = self._flat_grads[120:147].reshape(9, 3)
+        grad = self._stacked_grads["linear_3.weight+bias"]
         _matmul_into(ws["linear_3.x1"].T, linear_3_dy, grad, accumulate)
         sigmoid_1_dy = np.matmul(linear_3_dy, p["linear_3.weight"].T, out=ws["linear_3.dx"])
 
@@ -1507,7 +1521,7 @@ class Tagger:
         # db = Σ_batch dy
         # dx = dy · Wᵀ
         # [dW; db] = [x, 1]ᵀ · dy
-        grad = self._flat_grads[0:56].reshape(7, 8)
+        grad = self._stacked_grads["linear_1.weight+bias"]
         _matmul_into(ws["linear_1.x1"].T, linear_1_dy, grad, accumulate)
         if not need_dx:
             return None

@@ -117,6 +117,11 @@ class DigitsMLP:
         ("fc2.weight", (128, 10), 8320, 9600),
         ("fc2.bias", (10,), 9600, 9610),
     )
+    # Parameters used together as one matrix ([W; b]: b is stored right after W): (key, shape, start, stop).
+    _stacked_layout = (
+        ("fc1.weight+bias", (65, 128), 0, 8320),
+        ("fc2.weight+bias", (129, 10), 8320, 9610),
+    )
     # Workspace arrays per batch size: (key, per-sample shape, dtype, initial value).
     _buffers = (
         ("fc1.y", (128,), DTYPE, 0),
@@ -150,6 +155,8 @@ class DigitsMLP:
         self.params = _views(self._flat_params, self._param_layout)
         self.grads = _views(self._flat_grads, self._param_layout)
         self._scratch = _views(self._flat_scratch, self._param_layout)
+        self._stacked_params = _views(self._flat_params, self._stacked_layout)
+        self._stacked_grads = _views(self._flat_grads, self._stacked_layout)
         slot_views = {slot: _views(flat, self._param_layout) for slot, flat in self._flat_slots.items()}
         self._slots = {name: {slot: views[name] for slot, views in slot_views.items()} for name in self.params}
         # fc1.weight: he_normal, N(0, 2 / fan_in), fan_in=64, fan_out=128
@@ -575,7 +582,7 @@ class DigitsMLP:
         # computed as [x, 1] · [W; b], so the GEMM adds the bias
         x1 = ws["fc1.x1"]
         np.copyto(x1[:, :64], x)
-        weight_bias = self._flat_params[0:8320].reshape(65, 128)
+        weight_bias = self._stacked_params["fc1.weight+bias"]
         fc1_y = np.matmul(x1, weight_bias, out=ws["fc1.y"])
 
         # relu_1 = ReLU  (digits_mlp.nn:5)  [128] -> [128]
@@ -587,7 +594,7 @@ class DigitsMLP:
         # computed as [x, 1] · [W; b], so the GEMM adds the bias
         x1 = ws["fc2.x1"]
         np.copyto(x1[:, :128], relu_1_y)
-        weight_bias = self._flat_params[8320:9610].reshape(129, 10)
+        weight_bias = self._stacked_params["fc2.weight+bias"]
         fc2_y = np.matmul(x1, weight_bias, out=ws["fc2.y"])
 
         # What backward reads from this pass (the workspace keeps the rest).
@@ -607,7 +614,7 @@ class DigitsMLP:
         # db = Σ_batch dy
         # dx = dy · Wᵀ
         # [dW; db] = [x, 1]ᵀ · dy
-        grad = self._flat_grads[8320:9610].reshape(129, 10)
+        grad = self._stacked_grads["fc2.weight+bias"]
         _matmul_into(ws["fc2.x1"].T, fc2_dy, grad, accumulate)
         relu_1_dy = np.matmul(fc2_dy, p["fc2.weight"].T, out=ws["fc2.dx"])
 
@@ -623,7 +630,7 @@ class DigitsMLP:
         # db = Σ_batch dy
         # dx = dy · Wᵀ
         # [dW; db] = [x, 1]ᵀ · dy
-        grad = self._flat_grads[0:8320].reshape(65, 128)
+        grad = self._stacked_grads["fc1.weight+bias"]
         _matmul_into(ws["fc1.x1"].T, fc1_dy, grad, accumulate)
         if not need_dx:
             return None
