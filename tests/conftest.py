@@ -44,6 +44,21 @@ def rel_error(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.abs(a - b).max() / scale)
 
 
+GRADIENT_TOLERANCE = 1e-6
+
+
+def check_gradients(net, x, t, tolerance: float = GRADIENT_TOLERANCE) -> None:
+    """backward() after loss(x, t) matches central differences for every parameter and for the input x."""
+    net.loss(x, t)
+    net.zero_grad()
+    dx = net.backward()
+    analytic = {k: g.copy() for k, g in net.grads.items()}
+    objective = lambda: net.loss(x, t)
+    for name, param in net.params.items():
+        assert rel_error(analytic[name], numeric_grad(objective, param)) < tolerance, name
+    assert rel_error(dx, numeric_grad(objective, x)) < tolerance, "input"
+
+
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)

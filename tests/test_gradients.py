@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import build, numeric_grad, rel_error
+from conftest import GRADIENT_TOLERANCE, build, check_gradients, numeric_grad, rel_error
 
-TOLERANCE = 1e-6
+TOLERANCE = GRADIENT_TOLERANCE
 
 # (layer statements, input shape, loss, loss target kind)
 CASES = {
@@ -36,17 +36,6 @@ def _targets(net, loss: str, rng, batch: int, as_probs: bool = False):
     return rng.standard_normal((batch, *net.output_shape))
 
 
-def _check(net, x, t):
-    net.loss(x, t)
-    net.zero_grad()
-    dx = net.backward()
-    analytic = {k: g.copy() for k, g in net.grads.items()}
-    objective = lambda: net.loss(x, t)
-    for name, param in net.params.items():
-        assert rel_error(analytic[name], numeric_grad(objective, param)) < TOLERANCE, name
-    assert rel_error(dx, numeric_grad(objective, x)) < TOLERANCE, "input"
-
-
 @pytest.mark.parametrize("loss", LOSSES)
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_gradients_match_finite_differences(case, loss, rng):
@@ -55,13 +44,13 @@ def test_gradients_match_finite_differences(case, loss, rng):
     for params in net.params.values():
         params[...] = rng.standard_normal(params.shape) * 0.5
     x = rng.standard_normal((3, *net.input_shape))
-    _check(net, x, _targets(net, loss, rng, 3))
+    check_gradients(net, x, _targets(net, loss, rng, 3))
 
 
 def test_cross_entropy_with_probability_targets(rng):
     net = build(_source(CASES["mlp"][0], [4], "CrossEntropy"))
     x = rng.standard_normal((4, 4))
-    _check(net, x, _targets(net, "CrossEntropy", rng, 4, as_probs=True))
+    check_gradients(net, x, _targets(net, "CrossEntropy", rng, 4, as_probs=True))
 
 
 def test_backward_with_explicit_dout_is_a_vector_jacobian_product(rng):

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import build, numeric_grad, rel_error
+from conftest import GRADIENT_TOLERANCE, build, check_gradients, numeric_grad, rel_error
 
 import nncompile
 
-TOLERANCE = 1e-6
+TOLERANCE = GRADIENT_TOLERANCE
 
 # name: (layer statements, input shape, losses to check with)
 CASES = {
@@ -75,17 +75,6 @@ def _separated(rng, shape, gap: float = 0.05) -> np.ndarray:
     """Random values whose pairwise differences are at least `gap`, so no max-pool window is near a tie."""
     values = np.arange(np.prod(shape)) * gap - np.prod(shape) * gap / 2
     return rng.permutation(values).reshape(shape)
-
-
-def check_gradients(net, x, t) -> None:
-    net.loss(x, t)
-    net.zero_grad()
-    dx = net.backward()
-    analytic = {k: g.copy() for k, g in net.grads.items()}
-    objective = lambda: net.loss(x, t)
-    for name, param in net.params.items():
-        assert rel_error(analytic[name], numeric_grad(objective, param)) < TOLERANCE, name
-    assert rel_error(dx, numeric_grad(objective, x)) < TOLERANCE, "input"
 
 
 @pytest.mark.parametrize(
