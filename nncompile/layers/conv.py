@@ -81,6 +81,8 @@ class Conv1D(Layer):
             "cols_width": args["k"] * in_shape[1] + (1 if args["bias"] else 0),
             "windows": out_shape[0],
             "chan_in": in_shape[1],
+            # Memory step from one window to the next, in terms of the input's position stride.
+            "window_offset": "step_position" if args["stride"] == 1 else f"{args['stride']} * step_position",
             # With stride 1 and overlapping taps, tap 0 covers positions [0, windows) contiguously.
             "tap0_covers_head": args["stride"] == 1 and args["k"] > 1,
         }

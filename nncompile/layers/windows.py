@@ -40,8 +40,6 @@ def tap_slices(length: int, k: int, stride: int, windows: int) -> dict:
         "span": span,
         "disjoint": disjoint,
         "zero_dx": not disjoint or uncovered,
-        # Keeps every stride-th of the sliding windows.
-        "window_step": f"[:, ::{stride}]" if stride > 1 else "",
         # Tap 0, written out before a loop over the remaining taps.
         "first_tap": f":{span}{step}",
         # Tap j inside `for j in range(...)`.

@@ -665,7 +665,7 @@ class SignalNet:
         signal = np.ascontiguousarray(x)
         step_batch, step_position, step_channel = signal.strides
         windows = np.lib.stride_tricks.as_strided(
-            signal, (signal.shape[0], 28, 10), (step_batch, 1 * step_position, step_channel)
+            signal, (signal.shape[0], 28, 10), (step_batch, step_position, step_channel)
         )
         cols = ws["conv1.cols"]
         np.copyto(cols[:, :, :10], windows)
