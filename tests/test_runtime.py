@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import sys
+import types
 
 import numpy as np
 import pytest
@@ -208,3 +210,24 @@ def test_hyperparameters_changed_between_steps_take_effect(batch):
         assert net.train_step(x, y) == reference.train_step(x, y)
     for name in net.params:
         np.testing.assert_array_equal(net.params[name], reference.params[name])
+
+
+def test_deepcopy_and_pickle_give_models_that_train_identically(batch, monkeypatch):
+    import copy
+    import pickle
+
+    x, y = batch
+    net = build(MLP)
+    net.train_step(x, y)
+    copies = [copy.deepcopy(net), copy.copy(net)]
+    # pickle finds a class through its module; the compiled module exists only in memory here.
+    module = types.ModuleType(type(net).__module__)
+    setattr(module, type(net).__qualname__, type(net))
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    copies.append(pickle.loads(pickle.dumps(net)))
+    expected = [net.train_step(x, y) for _ in range(3)]
+    for clone in copies:
+        assert [clone.train_step(x, y) for _ in range(3)] == expected
+        assert np.shares_memory(clone.params["fc1.weight"], clone._flat_params)
+        for name in net.params:
+            np.testing.assert_array_equal(clone.params[name], net.params[name])

@@ -294,6 +294,15 @@ class Regressor:
         with np.load(path, allow_pickle=False) as data:
             self.load_state_dict({key: data[key] for key in data.files})
 
+    def __getstate__(self):
+        # copy.deepcopy and pickle go through state_dict(): copying the arrays one by one would turn the views
+        # in params/grads into separate arrays that step() no longer updates.
+        return self.state_dict()
+
+    def __setstate__(self, state):
+        self.__init__()
+        self.load_state_dict(state)
+
     def get_config(self):
         """A JSON-serialisable description of the model: layers, arguments, shapes, loss and optimizer."""
         return {
@@ -838,6 +847,15 @@ class Encoder:
         """Read a file written by save(); training then continues exactly where it stopped."""
         with np.load(path, allow_pickle=False) as data:
             self.load_state_dict({key: data[key] for key in data.files})
+
+    def __getstate__(self):
+        # copy.deepcopy and pickle go through state_dict(): copying the arrays one by one would turn the views
+        # in params/grads into separate arrays that step() no longer updates.
+        return self.state_dict()
+
+    def __setstate__(self, state):
+        self.__init__()
+        self.load_state_dict(state)
 
     def get_config(self):
         """A JSON-serialisable description of the model: layers, arguments, shapes, loss and optimizer."""
