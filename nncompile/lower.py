@@ -182,6 +182,10 @@ class ModelView:
         return self.model.name
 
     @property
+    def hyperparameters(self) -> str:
+        return py_literal(tuple(self.optimizer.args))
+
+    @property
     def param_rows(self) -> list[str]:
         return [f'("{p.key}", {py_literal(p.shape)}, {p.start}, {p.stop})' for p in self.params]
 

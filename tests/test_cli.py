@@ -30,13 +30,13 @@ def test_writes_module_with_o(good_file, tmp_path):
     result = run_cli(good_file, "-o", out)
     assert result.returncode == 0, result.stderr
     assert result.stdout == "" and result.stderr == ""
-    assert "class Tiny:" in out.read_text()
+    assert "class Tiny(_CompiledModel):" in out.read_text()
 
 
 def test_prints_module_without_o(good_file):
     result = run_cli(good_file)
     assert result.returncode == 0
-    assert result.stdout.startswith('"""Tiny') and "class Tiny:" in result.stdout
+    assert result.stdout.startswith('"""Tiny') and "class Tiny(_CompiledModel):" in result.stdout
 
 
 def test_check_writes_nothing(good_file, tmp_path):
@@ -294,7 +294,7 @@ def test_output_is_written_through_a_temporary_file_and_rename(tmp_path, good_fi
     target = tmp_path / "model.py"
     assert run_here(good_file, "-o", target)[0] == 0
     assert seen == [(str(tmp_path), True, False)]
-    assert "class Tiny:" in target.read_text()
+    assert "class Tiny(_CompiledModel):" in target.read_text()
 
 
 def test_output_over_the_input_is_refused_by_any_path(tmp_path, good_file, monkeypatch):

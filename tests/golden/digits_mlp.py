@@ -97,7 +97,142 @@ class _Progress:
             print(line, end=end, flush=True)
 
 
-class DigitsMLP:
+class _CompiledModel:
+    """What every compiled model shares: the public forward/loss/backward/train_step wrappers, gradient
+    clearing, state dicts, files and workspaces. Each model class below adds its layers, loss and optimizer."""
+
+    def forward(self, x):
+        """Output of the last layer for a batch x; keeps what backward() needs."""
+        self._target = None
+        return self._forward(self._check_input(x)).copy()
+
+    def loss(self, x, y):
+        """The loss on a batch (a Python float); runs forward and keeps y for backward()."""
+        self._require_loss()
+        x = self._check_input(x)
+        target = self._check_target(y, x.shape[0])
+        z = self._forward(x)
+        self._target = target
+        return self._loss_value(z, target)
+
+    def backward(self, dout=None):
+        """Gradient of the loss w.r.t. the input x; adds parameter gradients into self.grads.
+
+        With no dout, starts from the loss of the last loss() call; otherwise dout is dL/d(output).
+        """
+        if self._saved is None:
+            raise RuntimeError("backward() needs a forward() or loss() call first")
+        if dout is None:
+            self._require_loss("; pass dout, the gradient w.r.t. the output")
+            if self._target is None:
+                raise RuntimeError("backward() without dout needs a loss(x, y) call after the last forward()")
+            dy = self._loss_gradient()
+        else:
+            # A copy: backward works in place on its gradient arrays.
+            dy = np.array(dout, dtype=DTYPE)
+            expected = (self._ws["ones"].shape[0], *self.output_shape)
+            if dy.shape != expected:
+                raise ValueError(f"dout must have shape {expected}, got {dy.shape}")
+        return self._backward(dy, need_dx=True).copy()
+
+    def zero_grad(self):
+        self._flat_grads.fill(0)
+        self._accumulate = False
+
+    def train_step(self, x, y):
+        """zero_grad, loss, backward and step on one batch; returns the loss before the update."""
+        self._require_loss()
+        x = self._check_input(x)
+        target = self._check_target(y, x.shape[0])
+        z = self._forward(x)
+        self._target = target
+        loss = self._loss_value(z, target)
+        # Backward overwrites every gradient when not accumulating: a zero_grad without the memset.
+        self._accumulate = False
+        self._backward(self._loss_gradient(), need_dx=False)
+        self.step()
+        return loss
+
+    def state_dict(self):
+        """Copies of the parameters and the optimizer state, as a flat dict of arrays."""
+        state = {f"params/{name}": value.copy() for name, value in self.params.items()}
+        for name, slots in self._slots.items():
+            for slot, value in slots.items():
+                state[f"optimizer/{name}/{slot}"] = value.copy()
+        state["optimizer/step_count"] = np.array(self.step_count)
+        for name in self._hyperparameters:
+            state[f"optimizer/{name}"] = np.array(getattr(self, name))
+        return state
+
+    def load_state_dict(self, state):
+        """Restore parameters and optimizer state from state_dict() output; keys and shapes must match."""
+        expected = self.state_dict()
+        missing = sorted(set(expected) - set(state))
+        unexpected = sorted(set(state) - set(expected))
+        if missing:
+            raise KeyError(f"state dict is missing {missing[0]!r} ({len(missing)} missing in all)")
+        if unexpected:
+            raise KeyError(f"state dict has unexpected key {unexpected[0]!r}")
+        for key, value in expected.items():
+            given = np.asarray(state[key])
+            if given.shape != value.shape:
+                raise ValueError(f"state dict entry {key!r} has shape {given.shape}, expected {value.shape}")
+        for name, value in self.params.items():
+            np.copyto(value, state[f"params/{name}"])
+        for name, slots in self._slots.items():
+            for slot, value in slots.items():
+                np.copyto(value, state[f"optimizer/{name}/{slot}"])
+        self.step_count = int(state["optimizer/step_count"])
+        for name in self._hyperparameters:
+            setattr(self, name, np.asarray(state[f"optimizer/{name}"]).item())
+
+    def save(self, path):
+        """Write parameters and optimizer state to an .npz file (no pickle)."""
+        np.savez(path, **self.state_dict())
+
+    def load(self, path):
+        """Read a file written by save(); training then continues exactly where it stopped."""
+        with np.load(path, allow_pickle=False) as data:
+            self.load_state_dict({key: data[key] for key in data.files})
+
+    def __getstate__(self):
+        # copy.deepcopy and pickle go through state_dict(): copying the arrays one by one would turn the views
+        # in params/grads into separate arrays that step() no longer updates.
+        return self.state_dict()
+
+    def __setstate__(self, state):
+        self.__init__()
+        self.load_state_dict(state)
+
+    # ---- internals ---------------------------------------------------------------------------------
+
+    def _require_loss(self, advice=""):
+        if not self.has_loss:
+            name = type(self).__name__
+            message = f"model {name} has no loss; add e.g. 'loss CrossEntropy' to the .nn file and recompile"
+            raise RuntimeError(message + advice)
+
+    def _check_input(self, x):
+        x = np.asarray(x, dtype=DTYPE)
+        if x.shape[1:] != self.input_shape or x.ndim != len(self.input_shape) + 1 or x.shape[0] == 0:
+            expected = ", ".join(str(d) for d in self.input_shape)
+            raise ValueError(f"{type(self).__name__}: wrong input shape: expected (batch, {expected}), got {x.shape}")
+        return x
+
+    def _workspace(self, batch):
+        """Arrays for a batch size, made once and reused so steady-state steps allocate almost nothing."""
+        workspace = self._workspaces.get(batch)
+        if workspace is None:
+            if len(self._workspaces) >= 4:
+                self._workspaces.pop(next(iter(self._workspaces)))
+            workspace = {key: _aligned_full((batch, *shape), fill, dtype) for key, shape, dtype, fill in self._buffers}
+            # Its length tells backward(dout) the batch size of this workspace.
+            workspace["ones"] = np.ones(batch, DTYPE)
+            self._workspaces[batch] = workspace
+        return workspace
+
+
+class DigitsMLP(_CompiledModel):
     """DigitsMLP: input [64] -> output [10].
 
     Layers:
@@ -110,6 +245,9 @@ class DigitsMLP:
 
     input_shape = (64,)
     output_shape = (10,)
+    has_loss = True
+    # Optimizer hyperparameters: attributes of the model, saved with its state.
+    _hyperparameters = ("lr", "momentum", "weight_decay")
     # Parameters: (name, shape, start, stop) in the flat parameter, gradient and optimizer-state arrays.
     _param_layout = (
         ("fc1.weight", (64, 128), 0, 8192),
@@ -179,55 +317,6 @@ class DigitsMLP:
         # False right after zero_grad(): backward then writes gradients instead of adding to them.
         self._accumulate = False
 
-    def forward(self, x):
-        """Output of the last layer for a batch x; keeps what backward() needs."""
-        self._target = None
-        return self._forward(self._check_input(x)).copy()
-
-    def loss(self, x, y):
-        """The loss on a batch (a Python float); runs forward and keeps y for backward()."""
-        x = self._check_input(x)
-        target = self._check_target(y, x.shape[0])
-        z = self._forward(x)
-        self._target = target
-        return self._loss_value(z, target)
-
-    def backward(self, dout=None):
-        """Gradient of the loss w.r.t. the input x; adds parameter gradients into self.grads.
-
-        With no dout, starts from the loss of the last loss() call; otherwise dout is dL/d(output).
-        """
-        if self._saved is None:
-            raise RuntimeError("backward() needs a forward() or loss() call first")
-        if dout is None:
-            if self._target is None:
-                raise RuntimeError("backward() without dout needs a loss(x, y) call after the last forward()")
-            dy = self._loss_gradient()
-        else:
-            # A copy: backward works in place on its gradient arrays.
-            dy = np.array(dout, dtype=DTYPE)
-            expected = (self._ws["ones"].shape[0], *self.output_shape)
-            if dy.shape != expected:
-                raise ValueError(f"dout must have shape {expected}, got {dy.shape}")
-        return self._backward(dy, need_dx=True).copy()
-
-    def zero_grad(self):
-        self._flat_grads.fill(0)
-        self._accumulate = False
-
-    def train_step(self, x, y):
-        """zero_grad, loss, backward and step on one batch; returns the loss before the update."""
-        x = self._check_input(x)
-        target = self._check_target(y, x.shape[0])
-        z = self._forward(x)
-        self._target = target
-        loss = self._loss_value(z, target)
-        # Backward overwrites every gradient when not accumulating: a zero_grad without the memset.
-        self._accumulate = False
-        self._backward(self._loss_gradient(), need_dx=False)
-        self.step()
-        return loss
-
     def step(self):
         """SGD(lr=0.1, momentum=0.9): torch.optim.SGD's rule (dampening 0, no Nesterov), in place on all parameters at once.
 
@@ -248,59 +337,6 @@ class DigitsMLP:
             grad = buf
         np.multiply(grad, self.lr, out=update)
         params -= update
-
-    def state_dict(self):
-        """Copies of the parameters and the optimizer state, as a flat dict of arrays."""
-        state = {f"params/{name}": value.copy() for name, value in self.params.items()}
-        for name, slots in self._slots.items():
-            for slot, value in slots.items():
-                state[f"optimizer/{name}/{slot}"] = value.copy()
-        state["optimizer/step_count"] = np.array(self.step_count)
-        state["optimizer/lr"] = np.array(self.lr)
-        state["optimizer/momentum"] = np.array(self.momentum)
-        state["optimizer/weight_decay"] = np.array(self.weight_decay)
-        return state
-
-    def load_state_dict(self, state):
-        """Restore parameters and optimizer state from state_dict() output; keys and shapes must match."""
-        expected = self.state_dict()
-        missing = sorted(set(expected) - set(state))
-        unexpected = sorted(set(state) - set(expected))
-        if missing:
-            raise KeyError(f"state dict is missing {missing[0]!r} ({len(missing)} missing in all)")
-        if unexpected:
-            raise KeyError(f"state dict has unexpected key {unexpected[0]!r}")
-        for key, value in expected.items():
-            given = np.asarray(state[key])
-            if given.shape != value.shape:
-                raise ValueError(f"state dict entry {key!r} has shape {given.shape}, expected {value.shape}")
-        for name, value in self.params.items():
-            np.copyto(value, state[f"params/{name}"])
-        for name, slots in self._slots.items():
-            for slot, value in slots.items():
-                np.copyto(value, state[f"optimizer/{name}/{slot}"])
-        self.step_count = int(state["optimizer/step_count"])
-        self.lr = np.asarray(state["optimizer/lr"]).item()
-        self.momentum = np.asarray(state["optimizer/momentum"]).item()
-        self.weight_decay = np.asarray(state["optimizer/weight_decay"]).item()
-
-    def save(self, path):
-        """Write parameters and optimizer state to an .npz file (no pickle)."""
-        np.savez(path, **self.state_dict())
-
-    def load(self, path):
-        """Read a file written by save(); training then continues exactly where it stopped."""
-        with np.load(path, allow_pickle=False) as data:
-            self.load_state_dict({key: data[key] for key in data.files})
-
-    def __getstate__(self):
-        # copy.deepcopy and pickle go through state_dict(): copying the arrays one by one would turn the views
-        # in params/grads into separate arrays that step() no longer updates.
-        return self.state_dict()
-
-    def __setstate__(self, state):
-        self.__init__()
-        self.load_state_dict(state)
 
     def get_config(self):
         """A JSON-serialisable description of the model: layers, arguments, shapes, loss and optimizer."""
@@ -561,26 +597,6 @@ class DigitsMLP:
         return error
 
     # ---- internals ---------------------------------------------------------------------------------
-
-    _NO_LOSS = "model DigitsMLP has no loss; add e.g. 'loss CrossEntropy' to the .nn file and recompile"
-
-    def _check_input(self, x):
-        x = np.asarray(x, dtype=DTYPE)
-        if x.shape[1:] != self.input_shape or x.ndim != 2 or x.shape[0] == 0:
-            raise ValueError(f"DigitsMLP: wrong input shape: expected (batch, 64), got {x.shape}")
-        return x
-
-    def _workspace(self, batch):
-        """Arrays for a batch size, made once and reused so steady-state steps allocate almost nothing."""
-        workspace = self._workspaces.get(batch)
-        if workspace is None:
-            if len(self._workspaces) >= 4:
-                self._workspaces.pop(next(iter(self._workspaces)))
-            workspace = {key: _aligned_full((batch, *shape), fill, dtype) for key, shape, dtype, fill in self._buffers}
-            # Σ over the batch as ones · dy: a matrix-vector product is faster than np.sum here.
-            workspace["ones"] = np.ones(batch, DTYPE)
-            self._workspaces[batch] = workspace
-        return workspace
 
     def _forward(self, x):
         # The workspace of this batch size; the loss and backward of this batch use it too.
