@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass, field
 
 from .ir import MODEL_INPUT, Model, Node
-from .registry import INITS, Buffer, format_value
+from .registry import INITS, Buffer
 
 LINE_LENGTH = 120
 
@@ -133,9 +133,6 @@ class LayerView:
     def stacked_g(self, *params: str) -> str:
         """The gradients of adjacent parameters as one matrix, a view of the flat gradient array."""
         return f'self._stacked_grads["{stacked_key(self.node.name, params)}"]'
-
-    def has_param(self, param: str) -> bool:
-        return any(p.name == param for p in self.node.params)
 
 
 @dataclass
@@ -367,4 +364,4 @@ def _buffer(key: str, buffer: Buffer) -> BufferView:
     return BufferView(key, buffer.shape, buffer.kind, buffer.fill)
 
 
-__all__ = ["LayerView", "LossView", "ModelView", "format_value", "lower", "py_literal"]
+__all__ = ["LayerView", "LossView", "ModelView", "lower", "py_literal", "shape_text"]
