@@ -46,24 +46,64 @@ class Call:
     name_span: Span
     args: list[Arg]
     span: Span
+    parenthesized: bool = False
 
 
 @dataclass
 class InputStmt:
-    dims: list[Value]
+    """`input [64]`, `input pixels [64]` or, in a block, `input x`; `dims` is None when no shape is written."""
+
+    name: str | None
+    name_span: Span | None
+    dims: list[Value] | None
+    span: Span
+
+
+@dataclass
+class Step:
+    """A layer or block call in a chain, `* count` times in sequence (count None: once)."""
+
+    call: Call
+    count: Value | None
+    span: Span
+
+    @property
+    def bare_name(self) -> bool:
+        """Written as a bare name (no parentheses, no `* N`): it may name a value instead of a layer."""
+        return self.count is None and not self.call.args and not self.call.parenthesized
+
+
+@dataclass
+class TupleSource:
+    """`(a, b, ...)` at the start of a chain: the values fed to a step that takes several inputs."""
+
+    names: list[tuple[str, Span]]
     span: Span
 
 
 @dataclass
 class LayerStmt:
+    """`[name =] element (-> element)*`; the first element may turn out to be the source value."""
+
     name: str | None
     name_span: Span | None
-    call: Call
+    elements: list
+    span: Span
+
+
+@dataclass
+class OutputStmt:
+    names: list[tuple[str, Span]]
     span: Span
 
 
 @dataclass
 class LossStmt:
+    """`loss Call` or `loss output -> [scale *] Call`."""
+
+    output: str | None
+    output_span: Span | None
+    scale: Value | None
     call: Call
     span: Span
 
@@ -75,6 +115,13 @@ class OptimizerStmt:
 
 
 @dataclass
+class BlockParam:
+    name: str
+    span: Span
+    default: Value | None
+
+
+@dataclass
 class ModelDecl:
     name: str
     name_span: Span
@@ -83,5 +130,17 @@ class ModelDecl:
 
 
 @dataclass
+class BlockDecl:
+    """`block Name(params) { ... }`: a subgraph expanded wherever it is called."""
+
+    name: str
+    name_span: Span
+    params: list[BlockParam]
+    statements: list
+    span: Span
+
+
+@dataclass
 class Program:
     models: list[ModelDecl]
+    blocks: list[BlockDecl] = field(default_factory=list)

@@ -11,8 +11,8 @@ from functools import lru_cache
 import jinja2
 
 from . import __version__
-from .lower import ModelView, py_literal, shape_text
-from .resources import templates_root
+from .lower import ModelView, py_literal, safe_text, shape_text
+from .resources import runtime_source, templates_root
 
 
 class _PackageLoader(jinja2.BaseLoader):
@@ -38,6 +38,7 @@ def environment() -> jinja2.Environment:
         autoescape=False,
     )
     env.globals.update(py_literal=py_literal, shape_text=shape_text, tuple_block=tuple_block)
+    env.filters["shape_text"] = shape_text
     return env
 
 
@@ -52,6 +53,7 @@ def tuple_block(items: list[str], indent: int) -> str:
 
 def render(models: list[ModelView], filename: str, dtype: str) -> str:
     names = ", ".join(m.name for m in models)
+    source_name = safe_text(os.path.basename(filename))
     text = (
         environment()
         .get_template("module.py.j2")
@@ -59,9 +61,10 @@ def render(models: list[ModelView], filename: str, dtype: str) -> str:
             models=models,
             exported=sorted(m.name for m in models),
             version=__version__,
-            source_name=os.path.basename(filename),
+            source_name=source_name,
             dtype=dtype,
-            module_title=f"{names}: neural network{'s' if len(models) > 1 else ''} compiled from {os.path.basename(filename)}.",
+            runtime=runtime_source().strip(),
+            module_title=f"{names}: neural network{'s' if len(models) > 1 else ''} compiled from {source_name}.",
         )
     )
     return _tidy(text)

@@ -47,6 +47,8 @@ class Diagnostic:
     span: Span | None = None
     notes: list[str] = field(default_factory=list)
     helps: list[str] = field(default_factory=list)
+    # "error", or "warning" for legal code that is almost surely a mistake.
+    severity: str = "error"
 
     def sort_key(self) -> tuple[int, int]:
         return (self.span.line, self.span.column) if self.span else (0, 0)
@@ -56,7 +58,13 @@ class Diagnostic:
         span = None
         if self.span:
             span = {k: getattr(self.span, k) for k in ("line", "column", "end_line", "end_column")}
-        return {"message": self.message, "span": span, "helps": list(self.helps), "notes": list(self.notes)}
+        return {
+            "severity": self.severity,
+            "message": self.message,
+            "span": span,
+            "helps": list(self.helps),
+            "notes": list(self.notes),
+        }
 
 
 class CompileError(Exception):
@@ -91,9 +99,21 @@ class Reporter:
         self.filename = filename
         self.source = source
         self.diagnostics: list[Diagnostic] = []
+        self.warnings: list[Diagnostic] = []
 
     def error(self, message: str, span: Span | None = None, *, notes=(), helps=()) -> None:
         self.add(Diagnostic(message, span, list(notes), list(helps)))
+
+    def warning(self, message: str, span: Span | None = None, *, notes=(), helps=()) -> None:
+        """Legal but almost surely a mistake: reported, never fatal. The same warning twice is kept once."""
+        diagnostic = Diagnostic(message, span, list(notes), list(helps), severity="warning")
+        if diagnostic not in self.warnings:
+            self.warnings.append(diagnostic)
+
+    def render_warnings(self) -> str:
+        """The warnings sorted by position, rendered like errors ('' when there are none)."""
+        ordered = sorted(self.warnings, key=Diagnostic.sort_key)
+        return "\n".join(render_diagnostic(d, self.filename, self.source) for d in ordered)
 
     def add(self, diagnostic: Diagnostic) -> None:
         self.diagnostics.append(diagnostic)
@@ -123,10 +143,10 @@ def shorten(text: str, limit: int = 40) -> str:
 def render_diagnostic(diag: Diagnostic, filename: str, source: str) -> str:
     """Format one diagnostic like a compiler: location, message, source line, caret underline, help/notes."""
     if diag.span is None:
-        lines = [f"{filename}: error: {diag.message}"]
+        lines = [f"{filename}: {diag.severity}: {diag.message}"]
     else:
         span = diag.span
-        lines = [f"{filename}:{span.line}:{span.column}: error: {diag.message}"]
+        lines = [f"{filename}:{span.line}:{span.column}: {diag.severity}: {diag.message}"]
         all_lines = source_lines(source)
         if 1 <= span.line <= len(all_lines):
             text = _printable(all_lines[span.line - 1])

@@ -9,11 +9,11 @@ import json
 import math
 
 from .errors import Span
-from .ir import MODEL_INPUT, Model, Node
+from .ir import Model, Node
 from .shapes import show
 
 IR_FORMAT = "nncompile-ir"
-IR_VERSION = 1
+IR_VERSION = 2
 ITEMSIZE = {"float32": 4, "float64": 8}
 
 
@@ -26,8 +26,8 @@ def model_parameter_count(model: Model) -> int:
 
 
 def activation_count(model: Model, batch: int = 1) -> int:
-    """Values held by the forward pass for a batch: the input and every layer's output."""
-    per_sample = math.prod(model.input_shape) + sum(math.prod(n.out_shape) for n in model.nodes)
+    """Values held by the forward pass for a batch: the inputs and every layer's output."""
+    per_sample = sum(math.prod(i.shape) for i in model.inputs) + sum(math.prod(n.out_shape) for n in model.nodes)
     return per_sample * batch
 
 
@@ -59,10 +59,17 @@ def summary(models: list[Model], batch: int = 1, dtype: str = "float32") -> str:
     itemsize = ITEMSIZE[dtype]
     blocks = []
     for model in models:
-        header = ("Layer (type)", "Output shape", "Param #")
-        rows = [(f"{MODEL_INPUT} (Input)", show(model.input_shape), "0")]
+        header = ("Layer (type)", "Output shape", "Param #", "Connected to")
+        rows = [(f"{i.name} (Input)", show(i.shape), "0", "") for i in model.inputs]
         for node in model.nodes:
-            rows.append((f"{node.name} ({node.kind.name})", show(node.out_shape), f"{parameter_count(node):,}"))
+            rows.append(
+                (
+                    f"{node.name} ({node.kind.name})",
+                    show(node.out_shape),
+                    f"{parameter_count(node):,}",
+                    ", ".join(node.inputs),
+                )
+            )
         lines = _table([header, *rows], right={2})
         width = max(len(line) for line in lines)
         params = model_parameter_count(model)
@@ -79,12 +86,30 @@ def summary(models: list[Model], batch: int = 1, dtype: str = "float32") -> str:
             f"Trainable params: {params:,} ({size})",
             "Non-trainable params: 0 (0 B)",
             f"Activations for batch {batch}: {activations:,} values ({human_bytes(activations * itemsize)}), "
-            + "the input and every layer's output",
-            f"Loss: {model.loss.source if model.loss else 'none'}",
+            + f"the input{'s' if len(model.inputs) > 1 else ''} and every layer's output",
+            *_outputs_and_losses(model),
             f"Optimizer: {model.optimizer.source}" + (" (the default)" if model.optimizer.span is None else ""),
         ]
         blocks.append("\n".join(out))
     return "\n\n".join(blocks) + "\n"
+
+
+def _outputs_and_losses(model: Model) -> list[str]:
+    lines = []
+    if len(model.outputs) > 1 or model.outputs[0] != model.output_values[model.outputs[0]]:
+        lines.append(
+            "Outputs: "
+            + ", ".join(
+                f"{name} ({model.output_values[name]})" if name != model.output_values[name] else name
+                for name in model.outputs
+            )
+        )
+    if not model.losses:
+        return [*lines, "Loss: none"]
+    if len(model.losses) == 1 and len(model.outputs) == 1 and model.losses[0].scale == 1:
+        return [*lines, f"Loss: {model.losses[0].component.source}"]
+    terms = [f"{'' if t.scale == 1 else f'{t.scale:g} * '}{t.component.source} on {t.output}" for t in model.losses]
+    return [*lines, "Loss: " + " + ".join(terms)]
 
 
 def _span(span: Span | None) -> dict | None:
@@ -100,7 +125,8 @@ def _node(node: Node) -> dict:
         "source": node.source,
         "args": dict(node.args),
         "inputs": list(node.inputs),
-        "input_shape": list(node.in_shape),
+        "block": node.block,
+        "input_shapes": [list(shape) for shape in node.in_shapes],
         "output_shape": list(node.out_shape),
         "params": [
             {
@@ -140,11 +166,14 @@ def ir_dict(models: list[Model], filename: str = "<string>", dtype: str = "float
             {
                 "name": model.name,
                 "span": _span(model.span),
-                "input_shape": list(model.input_shape),
-                "output_shape": list(model.output_shape),
+                "inputs": [{"name": i.name, "shape": list(i.shape), "span": _span(i.span)} for i in model.inputs],
+                "outputs": [
+                    {"name": name, "value": model.output_values[name], "shape": list(shape)}
+                    for name, shape in model.output_shapes.items()
+                ],
                 "parameter_count": model_parameter_count(model),
                 "nodes": [_node(n) for n in model.nodes],
-                "loss": _component(model.loss),
+                "losses": [{"output": t.output, "scale": t.scale, **_component(t.component)} for t in model.losses],
                 "optimizer": _component(model.optimizer),
             }
             for model in models

@@ -13,9 +13,10 @@ from dataclasses import dataclass, field
 
 from . import ast
 from .errors import Reporter, Span, did_you_mean_help
-from .registry import INITS, LAYERS, LOSSES, OPTIMIZERS, Entry, Layer, Param, format_value
+from .registry import INITS, LAYERS, LOSSES, OPTIMIZERS, Bound, Entry, Layer, Param, format_value
 
-MODEL_INPUT = "input"
+# The name of the one input of a model declared the v1 way, `input [64]`.
+DEFAULT_INPUT = "x"
 MAX_INT = 2**31 - 1
 # Names a model class may not take: they would shadow what the generated module itself defines.
 RESERVED_CLASS_NAMES = frozenset({"np", "DTYPE"})
@@ -24,7 +25,8 @@ DEFAULT_OPTIMIZER = ("SGD", {})
 
 @dataclass
 class Node:
-    """One layer: its registry entry, bound arguments and (after shape inference) shapes and parameters."""
+    """One layer: its registry entry, bound arguments, the values it reads and, after shape inference, its shapes
+    and what its entry declares for them (`bound`)."""
 
     name: str
     kind: type[Layer]
@@ -32,9 +34,26 @@ class Node:
     span: Span
     source: str
     inputs: list[str]
-    in_shape: tuple[int, ...] | None = None
+    # The block instance the layer belongs to ("residual_1", "outer.inner"), or None at model level.
+    block: str | None = None
+    in_shapes: list[tuple[int, ...]] | None = None
     out_shape: tuple[int, ...] | None = None
     params: list[Param] = field(default_factory=list)
+    bound: Bound | None = None
+
+    @property
+    def in_shape(self) -> tuple[int, ...] | None:
+        """The first input's shape (the only one for single-input layers)."""
+        return self.in_shapes[0] if self.in_shapes else None
+
+
+@dataclass
+class Input:
+    """A model input: its name (`x` for the v1 form `input [64]`) and per-sample shape."""
+
+    name: str
+    shape: tuple[int, ...]
+    span: Span
 
 
 @dataclass
@@ -48,18 +67,69 @@ class Component:
 
 
 @dataclass
+class LossTerm:
+    """One term of the total loss: `scale · kind(output)`; `output` is an output's name."""
+
+    output: str
+    scale: float
+    component: Component
+    span: Span | None
+
+
+@dataclass
 class Model:
     name: str
     span: Span
     filename: str
-    input_shape: tuple[int, ...]
+    inputs: list[Input]
     nodes: list[Node]
-    loss: Component | None
+    # Output names as the user wrote them, and the node (or input) whose value each one is.
+    outputs: list[str]
+    output_values: dict[str, str]
+    losses: list[LossTerm]
     optimizer: Component
 
     @property
+    def input_shapes(self) -> dict[str, tuple[int, ...]]:
+        return {i.name: i.shape for i in self.inputs}
+
+    @property
+    def output_shapes(self) -> dict[str, tuple[int, ...]]:
+        return {name: self.value_shape(self.output_values[name]) for name in self.outputs}
+
+    def value_shape(self, value: str) -> tuple[int, ...]:
+        for i in self.inputs:
+            if i.name == value:
+                return i.shape
+        return self.node(value).out_shape
+
+    def node(self, name: str) -> Node:
+        if not hasattr(self, "_by_name") or len(self._by_name) != len(self.nodes):
+            self._by_name = {n.name: n for n in self.nodes}
+        return self._by_name[name]
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """The shape of the only input (models with several inputs use `input_shapes`)."""
+        return self.inputs[0].shape
+
+    @property
     def output_shape(self) -> tuple[int, ...]:
-        return self.nodes[-1].out_shape if self.nodes else self.input_shape
+        """The shape of the first (for most models, the only) output."""
+        return self.value_shape(self.output_values[self.outputs[0]])
+
+    @property
+    def loss(self) -> Component | None:
+        """The loss of a model with one loss term (None without a loss)."""
+        return self.losses[0].component if len(self.losses) == 1 else None
+
+    def consumers(self) -> dict[str, list[Node]]:
+        """value name → the nodes that read it, in order (a node reading a value twice is listed twice)."""
+        found: dict[str, list[Node]] = {}
+        for node in self.nodes:
+            for value in node.inputs:
+                found.setdefault(value, []).append(node)
+        return found
 
 
 def _call_source(call: ast.Call) -> str:
@@ -80,12 +150,13 @@ def _unknown(what: str, plural: str, name: str, span: Span, candidates, listed, 
     reporter.error(f"unknown {what} '{name}'", span, helps=helps, notes=notes)
 
 
-def lookup(table: dict, call: ast.Call, what: str, reporter: Reporter):
+def lookup(table: dict, call: ast.Call, what: str, reporter: Reporter, extra=()):
+    """The entry a call names; an `unknown layer` error (suggesting from the table and `extra`) otherwise."""
     entry = table.get(call.name)
     if entry is None:
         plural = f"{what}es" if what.endswith("s") else f"{what}s"
-        canonical_names = {e.name for e in table.values()}
-        _unknown(what, plural, call.name, call.name_span, table, canonical_names, reporter)
+        canonical_names = {e.name for e in table.values()} | set(extra)
+        _unknown(what, plural, call.name, call.name_span, [*table, *extra], canonical_names, reporter)
     return entry
 
 
@@ -227,17 +298,463 @@ def _check_class_name(name: str, span: Span, reporter: Reporter) -> None:
         )
 
 
-def _auto_name(kind: type[Layer], taken: set[str], counters: dict[str, int]) -> str:
-    """`<type in lower case>_<n>`, counting unnamed layers of that type from 1 and skipping taken names."""
-    stem = kind.name.lower()
-    while True:
-        counters[stem] = counters.get(stem, 0) + 1
-        candidate = f"{stem}_{counters[stem]}"
-        if candidate not in taken:
-            return candidate
+# A value whose definition failed: later uses of it report nothing more.
+_POISONED = ""
+# `* N` repeats a step at most this many times.
+MAX_REPEAT = 10_000
 
 
-def _build_model(decl: ast.ModelDecl, filename: str, reporter: Reporter) -> Model | None:
+@dataclass
+class _Scope:
+    """The names of one model body or block instance while its statements become nodes."""
+
+    prefix: str  # "" in a model, "residual_1." inside that block instance
+    block: str | None  # the instance path, None in a model
+    params: dict[str, ast.Value]  # a block's bound arguments
+    # Every statement and input name of the body with its position, known before the body is walked, so a use
+    # before the definition can say so and automatic names avoid them.
+    declared: dict[str, Span]
+    values: dict[str, str] = field(default_factory=dict)  # name → the node or input it stands for
+    defined_at: dict[str, Span] = field(default_factory=dict)
+    counters: dict[str, int] = field(default_factory=dict)
+    last: str | None = None  # the value of the previous statement
+    # (statement, its value, its name) of each layer statement, for the never-used warnings.
+    results: list = field(default_factory=list)
+
+
+def _declared_names(statements) -> dict[str, Span]:
+    names: dict[str, Span] = {}
+    for stmt in statements:
+        if isinstance(stmt, (ast.LayerStmt, ast.InputStmt)) and stmt.name is not None:
+            names.setdefault(stmt.name, stmt.name_span)
+    return names
+
+
+class _GraphBuilder:
+    """Turns the statements of one model, with every block call expanded, into a flat list of nodes.
+
+    Nodes are appended in statement order, left to right along each chain, so the list is a topological order.
+    """
+
+    def __init__(self, blocks: dict[str, ast.BlockDecl], reporter: Reporter):
+        self.blocks = blocks
+        self.reporter = reporter
+        self.nodes: list[Node] = []
+        self.expanding: list[str] = []  # the block calls being expanded, innermost last, to catch recursion
+        self.used: set[str] = set()  # node and input names read by a node or an output
+        self.input_names: set[str] = set()
+
+    # ---- names ----------------------------------------------------------------------------------------------
+
+    def auto_name(self, stem: str, scope: _Scope) -> str:
+        """`<type in lower case>_<n>`, counting unnamed layers (or block instances) of that type from 1 and
+        skipping names the body gives explicitly."""
+        stem = stem.lower()
+        while True:
+            scope.counters[stem] = scope.counters.get(stem, 0) + 1
+            candidate = f"{stem}_{scope.counters[stem]}"
+            if candidate not in scope.declared:
+                return candidate
+
+    def define(self, name: str, span: Span, value: str, scope: _Scope) -> None:
+        if not _check_identifier(name, span, "name", self.reporter):
+            value = _POISONED
+        if name in scope.defined_at:
+            self.reporter.error(
+                f"'{name}' is defined twice",
+                span,
+                notes=[f"first defined at {scope.defined_at[name]}"],
+                helps=["a name is given once in a model (or block): choose another name for this one"],
+            )
+            return
+        scope.values[name] = value
+        scope.defined_at[name] = span
+
+    def resolve(self, name: str, span: Span, scope: _Scope) -> str | None:
+        """The node or input a value name stands for; None (after an error) when it cannot be used here."""
+        if name in scope.values:
+            value = scope.values[name]
+            if value == _POISONED:
+                return None
+            self.used.add(value)
+            return value
+        if name in scope.declared:
+            self.reporter.error(
+                f"'{name}' is used before its definition",
+                span,
+                notes=[f"'{name}' is defined at {scope.declared[name]}"],
+                helps=["a value can only be used below the statement that defines it"],
+            )
+            return None
+        helps = did_you_mean_help(name, scope.values)
+        where = "this block" if scope.block else "this model"
+        notes = [] if helps else [self._known_values(scope, where)]
+        self.reporter.error(f"undefined name '{name}'", span, helps=helps, notes=notes)
+        return None
+
+    @staticmethod
+    def _known_values(scope: _Scope, where: str) -> str:
+        names = [n for n, v in scope.values.items() if v != _POISONED]
+        if not names:
+            return f"no value is defined before this point in {where}"
+        return f"defined so far in {where}: " + ", ".join(names)
+
+    # ---- statements -----------------------------------------------------------------------------------------
+
+    def body(self, statements, scope: _Scope) -> None:
+        for stmt in statements:
+            if isinstance(stmt, ast.LayerStmt):
+                self.layer_statement(stmt, scope)
+
+    def layer_statement(self, stmt: ast.LayerStmt, scope: _Scope) -> None:
+        elements = list(stmt.elements)
+        for element in elements[1:]:
+            if isinstance(element, ast.TupleSource):
+                self.reporter.error(
+                    "a tuple of values can only start a chain",
+                    element.span,
+                    helps=["start a new statement with it, e.g. '(a, b) -> Concat'"],
+                )
+                return self._poison(stmt, scope)
+        first = elements[0]
+        if isinstance(first, ast.TupleSource):
+            sources = [self.resolve(name, span, scope) for name, span in first.names]
+            steps = elements[1:]
+        elif isinstance(first, ast.Step) and first.bare_name and self._names_value(first.call.name, elements, scope):
+            sources = [self.resolve(first.call.name, first.call.name_span, scope)]
+            steps = elements[1:]
+        else:
+            sources = [self.continuation(stmt, scope)]
+            steps = elements
+        if not steps:
+            written = first.span
+            self.reporter.error(
+                "this statement has no layer",
+                written,
+                helps=["add a layer after the value(s), e.g. '(a, b) -> Add' or 'x -> ReLU'"],
+                notes=["a value has one name: 'h = x' alone would only give x a second name"],
+            )
+            return self._poison(stmt, scope)
+        if any(s is None for s in sources):
+            # Still check the steps, so their own mistakes are reported too.
+            sources = None
+        single = len(steps) == 1 and steps[0].count is None
+        current = sources
+        for step in steps:
+            count = self.repeat_count(step, scope)
+            if count is None:
+                current = None
+                continue
+            for _ in range(count):
+                explicit = stmt.name if single else None
+                value = self.apply(step, current, explicit, stmt.span if single else step.span, scope)
+                current = None if value is None else [value]
+                if value is None:
+                    break
+        value = current[0] if current else _POISONED
+        if stmt.name is not None and not (single and value != _POISONED):
+            # A chain's name stands for its last value (a single step took the name itself).
+            self.define(stmt.name, stmt.name_span, value, scope)
+        elif stmt.name is not None:
+            scope.values.setdefault(stmt.name, value)
+            scope.defined_at.setdefault(stmt.name, stmt.name_span)
+        scope.last = value
+        scope.results.append((stmt, value))
+
+    def _poison(self, stmt: ast.LayerStmt, scope: _Scope) -> None:
+        if stmt.name is not None:
+            self.define(stmt.name, stmt.name_span, _POISONED, scope)
+        scope.last = _POISONED
+
+    def _names_value(self, name: str, elements: list, scope: _Scope) -> bool:
+        """Whether a bare name starting a chain is its source value rather than a layer."""
+        if name in scope.values or name in scope.declared:
+            return True
+        # An unknown bare name followed by '->' reads as a (misspelt or undefined) value, not a layer.
+        return len(elements) > 1 and name not in LAYERS and name not in self.blocks
+
+    def continuation(self, stmt: ast.LayerStmt, scope: _Scope) -> str | None:
+        """The value a statement without a source reads: the previous statement's."""
+        if scope.last == _POISONED:
+            return None
+        if scope.last is None:
+            # Before the first layer statement only the inputs are defined.
+            inputs = list(scope.values)
+            if len(inputs) == 1:
+                self.used.add(scope.values[inputs[0]])
+                return scope.values[inputs[0]]
+            where = "block" if scope.block else "model"
+            if not inputs:
+                return None  # the missing input is reported on its own
+            self.reporter.error(
+                f"this statement has no source, and the {where} has {len(inputs)} inputs",
+                stmt.elements[0].span,
+                helps=[f"say which input it reads, e.g. '{inputs[0]} -> {_step_text(stmt.elements[0])}'"],
+            )
+            return None
+        self.used.add(scope.last)
+        return scope.last
+
+    def repeat_count(self, step: ast.Step, scope: _Scope) -> int | None:
+        if step.count is None:
+            return 1
+        value = step.count
+        raw = value.value
+        if isinstance(raw, ast.Name):
+            if raw.text not in scope.params:
+                self.reporter.error(
+                    f"'{raw.text}' is not a block parameter; '* N' takes a whole number",
+                    value.span,
+                    helps=did_you_mean_help(raw.text, scope.params),
+                )
+                return None
+            raw = scope.params[raw.text].value
+        if isinstance(raw, bool) or not isinstance(raw, int) or not 1 <= raw <= MAX_REPEAT:
+            self.reporter.error(
+                f"a step repeats a whole number of times from 1 to {MAX_REPEAT}, got {format_value(raw)}",
+                value.span,
+            )
+            return None
+        return raw
+
+    def apply(self, step: ast.Step, inputs: list[str] | None, name: str | None, span: Span, scope: _Scope):
+        """Add the node (or expand the block) of one step reading `inputs`; return its value, or None."""
+        call = _substitute(step.call, scope.params)
+        if call.name in self.blocks:
+            return self.instantiate(self.blocks[call.name], call, inputs, name, scope)
+        kind = lookup(LAYERS, call, "layer", self.reporter, extra=self.blocks)
+        if kind is None:
+            return None
+        args = bind_args(kind, call, self.reporter)
+        if args is None or inputs is None:
+            return None
+        low, high = kind.arity
+        if not low <= len(inputs) <= (high or len(inputs)):
+            if low > 1:
+                helps = [f"give it its inputs as a tuple, e.g. '(a, b) -> {kind.name}'"]
+            else:
+                helps = ["join the values first, e.g. with Add or Concat: '(a, b) -> Concat -> ...'"]
+            self.reporter.error(
+                f"{kind.name} takes {kind.arity_text()}, got {len(inputs)}", call.name_span, helps=helps
+            )
+            return None
+        local = name or self.auto_name(kind.name, scope)
+        node = Node(scope.prefix + local, kind, args, span, _call_source(call), list(inputs), scope.block)
+        self.nodes.append(node)
+        return node.name
+
+    def instantiate(self, decl: ast.BlockDecl, call: ast.Call, inputs, name: str | None, scope: _Scope):
+        """Expand a block call: its layers join the graph under the instance's name; returns its output value."""
+        if decl.name in self.expanding:
+            cycle = " → ".join([*self.expanding[self.expanding.index(decl.name) :], decl.name])
+            self.reporter.error(
+                f"block '{decl.name}' uses itself ({cycle})",
+                call.name_span,
+                helps=["a block cannot call itself, directly or through other blocks; repeat a step with '* N'"],
+            )
+            return None
+        params = _bind_block_args(decl, call, self.reporter)
+        block_inputs = [s for s in decl.statements if isinstance(s, ast.InputStmt)]
+        if params is None or inputs is None:
+            return None
+        if len(inputs) != len(block_inputs):
+            names = ", ".join(s.name or "?" for s in block_inputs)
+            self.reporter.error(
+                f"block {decl.name} takes {len(block_inputs)} input{'s' if len(block_inputs) != 1 else ''}"
+                f" ({names}), got {len(inputs)}",
+                call.name_span,
+                notes=[f"block {decl.name} is defined at {decl.name_span}"],
+            )
+            return None
+        local = name or self.auto_name(decl.name, scope)
+        path = f"{scope.block}.{local}" if scope.block else local
+        inner = _Scope(scope.prefix + local + ".", path, params, _declared_names(decl.statements))
+        self.expanding.append(decl.name)
+        try:
+            return self._block_body(decl, inner, inputs)
+        finally:
+            self.expanding.pop()
+
+    def _block_body(self, decl: ast.BlockDecl, scope: _Scope, inputs: list[str]) -> str | None:
+        block_inputs = iter(inputs)
+        output: ast.OutputStmt | None = None
+        for stmt in decl.statements:
+            if isinstance(stmt, ast.InputStmt):
+                if stmt.name is None:
+                    self.reporter.error("a block input needs a name, e.g. 'input x'", stmt.span)
+                    next(block_inputs)
+                    continue
+                if stmt.dims is not None:
+                    self.reporter.error(
+                        "a block input has no shape: it takes the shape of what the block is given",
+                        stmt.span,
+                        helps=[f"write 'input {stmt.name}'"],
+                    )
+                self.define(stmt.name, stmt.name_span, next(block_inputs), scope)
+            elif isinstance(stmt, ast.LayerStmt):
+                self.layer_statement(stmt, scope)
+            elif isinstance(stmt, ast.OutputStmt):
+                if output is not None:
+                    self.reporter.error("a block has one output statement", stmt.span)
+                elif len(stmt.names) != 1:
+                    self.reporter.error(
+                        f"a block has one output, got {len(stmt.names)}",
+                        stmt.span,
+                        helps=["join the values first (Concat, Add) or use separate blocks"],
+                    )
+                output = stmt
+            else:
+                what = "loss" if isinstance(stmt, ast.LossStmt) else "optimizer"
+                self.reporter.error(f"a block has no {what}; it belongs to the model that uses the block", stmt.span)
+        if not scope.results:
+            self.reporter.error(f"block '{decl.name}' has no layers", decl.name_span)
+            return None
+        if output is not None and len(output.names) == 1:
+            name, span = output.names[0]
+            value = self.resolve(name, span, scope)
+            outputs = {value}
+        else:
+            value = scope.last
+            outputs = {value}
+        self.warn_unused(scope, outputs, [s for s in decl.statements if isinstance(s, ast.InputStmt)])
+        return None if value in (None, _POISONED) else value
+
+    def warn_unused(self, scope: _Scope, outputs: set, input_stmts) -> None:
+        """Values computed but never read, and inputs never read: legal, and almost surely a mistake."""
+        for stmt, value in scope.results:
+            if value in (None, _POISONED) or value in self.used or value in outputs:
+                continue
+            what = f"value '{stmt.name}'" if stmt.name else "the value of this statement"
+            self.reporter.warning(
+                f"{what} is computed but never used",
+                stmt.name_span or stmt.span,
+                helps=["use it, list it in 'output (...)', or remove the statement"],
+            )
+        for stmt in input_stmts:
+            value = scope.values.get(stmt.name or DEFAULT_INPUT)
+            if value and value not in self.used and value not in outputs:
+                self.reporter.warning(f"input '{stmt.name or DEFAULT_INPUT}' is never used", stmt.span)
+
+
+def _step_text(element) -> str:
+    return element.call.name if isinstance(element, ast.Step) else "Layer(...)"
+
+
+def _substitute(call: ast.Call, params: dict[str, ast.Value]) -> ast.Call:
+    """The call with every argument that names a block parameter replaced by that parameter's value."""
+    if not params:
+        return call
+    args = []
+    for arg in call.args:
+        raw = arg.value.value
+        if isinstance(raw, ast.Name) and raw.text in params:
+            bound = params[raw.text]
+            arg = ast.Arg(arg.keyword, ast.Value(bound.value, bound.span), arg.span, arg.keyword_span)
+        args.append(arg)
+    return ast.Call(call.name, call.name_span, args, call.span, call.parenthesized)
+
+
+def _bind_block_args(decl: ast.BlockDecl, call: ast.Call, reporter: Reporter) -> dict[str, ast.Value] | None:
+    """Match a block call's arguments to the block's parameters; defaults fill the rest."""
+    before = len(reporter.diagnostics)
+    signature = (
+        f"{decl.name}("
+        + ", ".join(p.name if p.default is None else f"{p.name}={format_value(p.default.value)}" for p in decl.params)
+        + ")"
+    )
+    names = [p.name for p in decl.params]
+    given: dict[str, ast.Arg] = {}
+    positional = [a for a in call.args if a.keyword is None]
+    if any(a.keyword is not None for a in call.args[: len(positional)]) or len(positional) > len(names):
+        if len(positional) > len(names):
+            reporter.error(
+                f"block {decl.name} takes at most {len(names)} argument{'s' if len(names) != 1 else ''}, "
+                f"got {len(positional)}",
+                positional[len(names)].span,
+                notes=[f"signature: {signature}"],
+            )
+        else:
+            reporter.error("positional argument follows a keyword argument", call.span)
+        return None
+    given.update(zip(names, positional))
+    for arg in call.args[len(positional) :]:
+        if arg.keyword is None:
+            reporter.error("positional argument follows a keyword argument", arg.span)
+        elif arg.keyword not in names:
+            reporter.error(
+                f"block {decl.name} has no parameter '{arg.keyword}'",
+                arg.keyword_span,
+                helps=did_you_mean_help(arg.keyword, names),
+                notes=[f"signature: {signature}"],
+            )
+        elif arg.keyword in given:
+            reporter.error(f"argument '{arg.keyword}' of block {decl.name} is given twice", arg.span)
+        else:
+            given[arg.keyword] = arg
+    values = {}
+    for param in decl.params:
+        if param.name in given:
+            values[param.name] = given[param.name].value
+        elif param.default is not None:
+            values[param.name] = param.default
+        else:
+            reporter.error(
+                f"block {decl.name} needs argument '{param.name}'", call.span, notes=[f"signature: {signature}"]
+            )
+    return None if len(reporter.diagnostics) > before else values
+
+
+def _check_inputs(decl: ast.ModelDecl, inputs: list[ast.InputStmt], reporter: Reporter) -> list[Input]:
+    """The model's inputs, named and shaped; every problem with the input statements is reported."""
+    if not inputs:
+        reporter.error(
+            f"model '{decl.name}' has no input statement",
+            decl.name_span,
+            helps=["declare the per-sample shape first, e.g. 'input [64]' or 'input pixels [64]'"],
+        )
+        return []
+    unnamed = [s for s in inputs if s.name is None]
+    if unnamed and len(inputs) > 1:
+        reporter.error(
+            "name every input of a model that has several, e.g. 'input pixels [64]'",
+            unnamed[0].span,
+            notes=[f"this model has {len(inputs)} input statements"],
+        )
+    first_layer = next((s for s in decl.statements if isinstance(s, ast.LayerStmt)), None)
+    result = []
+    for stmt in inputs:
+        if first_layer is not None and (stmt.span.line, stmt.span.column) > (
+            first_layer.span.line,
+            first_layer.span.column,
+        ):
+            reporter.error(
+                "'input' must come before the layers",
+                stmt.span,
+                notes=[f"the first layer is at {first_layer.span}"],
+            )
+        if stmt.dims is None:
+            reporter.error(
+                f"input '{stmt.name or DEFAULT_INPUT}' needs a per-sample shape",
+                stmt.span,
+                helps=[f"write e.g. 'input {stmt.name + ' ' if stmt.name else ''}[64]'"],
+            )
+            continue
+        dims = []
+        for dim in stmt.dims:
+            raw = dim.value
+            if isinstance(raw, bool) or not isinstance(raw, int) or raw <= 0:
+                reporter.error(f"input dimensions must be positive integers, got {format_value(raw)}", dim.span)
+            elif raw > MAX_INT:
+                reporter.error(f"input dimension is too large: {raw}", dim.span)
+            else:
+                dims.append(raw)
+        if not stmt.dims:
+            reporter.error("input needs at least one dimension, e.g. 'input [64]'", stmt.span)
+        result.append(Input(stmt.name or DEFAULT_INPUT, tuple(dims), stmt.span))
+    return result
+
+
+def _build_model(decl: ast.ModelDecl, blocks: dict[str, ast.BlockDecl], filename: str, reporter: Reporter):
     before = len(reporter.diagnostics)
     _check_class_name(decl.name, decl.name_span, reporter)
     if not decl.statements:
@@ -247,51 +764,24 @@ def _build_model(decl: ast.ModelDecl, filename: str, reporter: Reporter) -> Mode
             helps=["a model needs an input shape and at least one layer, e.g. 'input [64]' then 'Linear(10)'"],
         )
         return None
-    inputs = [s for s in decl.statements if isinstance(s, ast.InputStmt)]
+    input_stmts = [s for s in decl.statements if isinstance(s, ast.InputStmt)]
     layers = [s for s in decl.statements if isinstance(s, ast.LayerStmt)]
+    output_stmts = [s for s in decl.statements if isinstance(s, ast.OutputStmt)]
     losses = [s for s in decl.statements if isinstance(s, ast.LossStmt)]
     optimizers = [s for s in decl.statements if isinstance(s, ast.OptimizerStmt)]
 
-    input_shape: tuple[int, ...] = ()
-    if not inputs:
-        reporter.error(
-            f"model '{decl.name}' has no input statement",
-            decl.name_span,
-            helps=["declare the per-sample shape first, e.g. 'input [64]'"],
-        )
-    else:
-        for extra in inputs[1:]:
-            reporter.error(
-                "a model has exactly one input statement",
-                extra.span,
-                notes=[f"the first input is at {inputs[0].span}"],
-                helps=["remove this one; a layer's input is the previous layer's output"],
-            )
-        if decl.statements[0] is not inputs[0]:
-            reporter.error(
-                "'input' must be the first statement of a model",
-                inputs[0].span,
-                notes=[f"the model starts at {decl.statements[0].span}"],
-            )
-        dims = []
-        for dim in inputs[0].dims:
-            raw = dim.value
-            if isinstance(raw, bool) or not isinstance(raw, int) or raw <= 0:
-                reporter.error(f"input dimensions must be positive integers, got {format_value(raw)}", dim.span)
-            elif raw > MAX_INT:
-                reporter.error(f"input dimension is too large: {raw}", dim.span)
-            else:
-                dims.append(raw)
-        if not inputs[0].dims:
-            reporter.error("input needs at least one dimension, e.g. 'input [64]'", inputs[0].span)
-        input_shape = tuple(dims)
-
+    inputs = _check_inputs(decl, input_stmts, reporter)
     if not layers:
         reporter.error(f"model '{decl.name}' has no layers", decl.name_span)
-
-    for group, what in ((losses, "loss"), (optimizers, "optimizer")):
-        for extra in group[1:]:
-            reporter.error(f"a model has at most one {what} statement", extra.span)
+    for extra in optimizers[1:]:
+        reporter.error("a model has at most one optimizer statement", extra.span)
+    for extra in output_stmts[1:]:
+        reporter.error(
+            "a model has at most one output statement",
+            extra.span,
+            notes=[f"the first is at {output_stmts[0].span}"],
+            helps=["list every output in one statement: 'output (a, b)'"],
+        )
     for group, what in ((losses, "loss"), (optimizers, "optimizer")):
         for stmt in group[:1]:
             later_layers = [s for s in layers if (s.span.line, s.span.column) > (stmt.span.line, stmt.span.column)]
@@ -300,47 +790,40 @@ def _build_model(decl: ast.ModelDecl, filename: str, reporter: Reporter) -> Mode
                 reporter.error(
                     f"the {what} must come after every layer",
                     stmt.span,
-                    notes=[f"layer '{later.name or later.call.name}' comes after it, at {later.span}"],
+                    notes=[f"layer '{later.name or _step_text(later.elements[0])}' comes after it, at {later.span}"],
                     helps=[f"move the {what} below the last layer"],
                 )
 
-    explicit = {}
-    for stmt in layers:
-        if stmt.name is None:
-            continue
-        _check_identifier(stmt.name, stmt.name_span, "layer name", reporter)
-        if stmt.name in explicit:
-            reporter.error(
-                f"duplicate layer name '{stmt.name}'",
-                stmt.name_span,
-                notes=[f"first defined at {explicit[stmt.name]}"],
-                helps=["layer names must be unique within a model"],
-            )
-        else:
-            explicit[stmt.name] = stmt.name_span
+    builder = _GraphBuilder(blocks, reporter)
+    builder.input_names = {i.name for i in inputs}
+    scope = _Scope("", None, {}, _declared_names(decl.statements))
+    for stmt, model_input in zip([s for s in input_stmts if s.dims is not None], inputs):
+        builder.define(model_input.name, stmt.name_span or stmt.span, model_input.name, scope)
+    output_names: list[str] = []
+    output_values: dict[str, str] = {}
+    for stmt in decl.statements:
+        if isinstance(stmt, ast.LayerStmt):
+            builder.layer_statement(stmt, scope)
+        elif isinstance(stmt, ast.OutputStmt) and stmt is output_stmts[0]:
+            for name, span in stmt.names:
+                if name in output_values:
+                    reporter.error(f"'{name}' is listed twice as an output", span)
+                    continue
+                value = builder.resolve(name, span, scope)
+                if value is not None and value in builder.input_names:
+                    reporter.error(f"output '{name}' is an input of the model; an output is computed by a layer", span)
+                elif value is not None:
+                    output_names.append(name)
+                    output_values[name] = value
+    if not output_stmts and scope.results:
+        stmt, value = scope.results[-1]
+        if value not in (None, _POISONED):
+            name = stmt.name or value
+            output_names.append(name)
+            output_values[name] = value
+    builder.warn_unused(scope, set(output_values.values()), input_stmts)
 
-    nodes: list[Node] = []
-    counters: dict[str, int] = {}
-    previous = MODEL_INPUT
-    for stmt in layers:
-        kind = lookup(LAYERS, stmt.call, "layer", reporter)
-        if kind is None:
-            continue
-        args = bind_args(kind, stmt.call, reporter)
-        if args is None:
-            continue
-        name = stmt.name or _auto_name(kind, set(explicit), counters)
-        source = _call_source(stmt.call)
-        nodes.append(Node(name, kind, args, stmt.span, source, [previous]))
-        previous = name
-
-    loss = None
-    if losses:
-        call = losses[0].call
-        kind = lookup(LOSSES, call, "loss", reporter)
-        args = bind_args(kind, call, reporter) if kind else None
-        if args is not None:
-            loss = Component(kind, args, losses[0].span, _call_source(call))
+    terms = _loss_terms(losses, output_names, output_values, scope, builder, reporter)
 
     if optimizers:
         call = optimizers[0].call
@@ -353,15 +836,100 @@ def _build_model(decl: ast.ModelDecl, filename: str, reporter: Reporter) -> Mode
         args = {a.name: given.get(a.name, a.default) for a in kind.args}
         optimizer = Component(kind, args, None, kind.signature())
 
-    if len(reporter.diagnostics) > before:
+    if len(reporter.diagnostics) > before or not output_names:
         return None
-    return Model(decl.name, decl.span, filename, input_shape, nodes, loss, optimizer)
+    return Model(decl.name, decl.span, filename, inputs, builder.nodes, output_names, output_values, terms, optimizer)
+
+
+def _loss_terms(losses, output_names, output_values, scope, builder, reporter) -> list[LossTerm]:
+    terms: list[LossTerm] = []
+    seen: dict[str, Span] = {}
+    for stmt in losses:
+        if stmt.output is None:
+            if len(output_names) > 1:
+                reporter.error(
+                    f"this model has {len(output_names)} outputs; say which one the loss is on",
+                    stmt.span,
+                    helps=[
+                        f"write one 'loss OUTPUT -> Loss' per output, e.g. 'loss {output_names[0]} -> {stmt.call.name}'"
+                    ],
+                )
+                continue
+            if not output_names:
+                continue
+            output = output_names[0]
+        else:
+            output = stmt.output
+            if output not in output_values:
+                if output in scope.values or output in scope.declared:
+                    reporter.error(
+                        f"a loss on '{output}', which is not an output of the model",
+                        stmt.output_span,
+                        helps=[f"list it in the output statement: 'output ({', '.join([*output_names, output])})'"],
+                        notes=["outputs: " + ", ".join(output_names)] if output_names else [],
+                    )
+                else:
+                    builder.resolve(output, stmt.output_span, scope)
+                continue
+        if output in seen:
+            if len(output_names) == 1 and stmt.output is None:
+                reporter.error("a model has at most one loss statement", stmt.span)
+            else:
+                reporter.error(
+                    f"output '{output}' already has a loss", stmt.span, notes=[f"the first is at {seen[output]}"]
+                )
+            continue
+        seen[output] = stmt.span
+        scale = 1.0
+        if stmt.scale is not None:
+            raw = stmt.scale.value
+            if isinstance(raw, bool) or not isinstance(raw, (int, float)) or not math.isfinite(raw) or raw <= 0:
+                reporter.error(f"a loss scale must be a positive number, got {format_value(raw)}", stmt.scale.span)
+                continue
+            scale = float(raw)
+        kind = lookup(LOSSES, stmt.call, "loss", reporter)
+        args = bind_args(kind, stmt.call, reporter) if kind else None
+        if args is not None:
+            terms.append(LossTerm(output, scale, Component(kind, args, stmt.span, _call_source(stmt.call)), stmt.span))
+    return terms
+
+
+def _check_blocks(program: ast.Program, reporter: Reporter) -> dict[str, ast.BlockDecl]:
+    blocks: dict[str, ast.BlockDecl] = {}
+    for decl in program.blocks:
+        if decl.name in blocks:
+            reporter.error(
+                f"two blocks are named '{decl.name}'",
+                decl.name_span,
+                notes=[f"the first is at {blocks[decl.name].name_span}"],
+            )
+            continue
+        if decl.name in LAYERS:
+            reporter.error(
+                f"block '{decl.name}' has the name of a layer", decl.name_span, helps=["choose another name"]
+            )
+            continue
+        seen: set[str] = set()
+        for param in decl.params:
+            if param.name in seen:
+                reporter.error(f"block parameter '{param.name}' is given twice", param.span)
+            seen.add(param.name)
+        defaults = [p for p in decl.params if p.default is not None]
+        if defaults:
+            later = [p for p in decl.params[decl.params.index(defaults[0]) :] if p.default is None]
+            for param in later:
+                reporter.error(f"parameter '{param.name}' without a default follows one with a default", param.span)
+        if not any(isinstance(s, ast.InputStmt) for s in decl.statements):
+            reporter.error(f"block '{decl.name}' has no input", decl.name_span, helps=["declare one, e.g. 'input x'"])
+        blocks[decl.name] = decl
+    return blocks
 
 
 def build(program: ast.Program, reporter: Reporter) -> list[Model]:
     """Check every model of a program; raise CompileError (via the reporter) if any problem was found."""
     if not program.models:
         reporter.error("no model in this file", None, helps=["a file holds one or more 'model Name { ... }' blocks"])
+    blocks = _check_blocks(program, reporter)
     models = []
     first_seen: dict[str, Span] = {}
     for decl in program.models:
@@ -373,7 +941,7 @@ def build(program: ast.Program, reporter: Reporter) -> list[Model]:
                 helps=["each model becomes a class of the generated module; give each a unique name"],
             )
         first_seen.setdefault(decl.name, decl.name_span)
-        model = _build_model(decl, reporter.filename, reporter)
+        model = _build_model(decl, blocks, reporter.filename, reporter)
         if model is not None:
             models.append(model)
     reporter.raise_if_any()

@@ -8,9 +8,11 @@ from __future__ import annotations
 import itertools
 import math
 import os
+import re
+import unicodedata
 from dataclasses import dataclass, field
 
-from .ir import MODEL_INPUT, Model, Node
+from .ir import DEFAULT_INPUT, Model, Node
 from .registry import INITS, Buffer
 
 LINE_LENGTH = 120
@@ -48,6 +50,20 @@ def _flat_literal(value) -> str:
     return repr(value)
 
 
+def safe_text(text: str) -> str:
+    """Text from outside (a file name) made safe to write into generated code, in a comment or a docstring: every
+    character that is not printable, could end a line or a string, or reorders text (bidi controls) becomes
+    `<U+XXXX>`, so nothing a user names a file can change what the module does."""
+    out = []
+    for char in text:
+        category = unicodedata.category(char)
+        if char in "\\\"'" or category[0] in "CZ" and char != " ":
+            out.append(f"<U+{ord(char):04X}>")
+        else:
+            out.append(char)
+    return "".join(out)
+
+
 def stacked_key(layer: str, params) -> str:
     return f"{layer}.{'+'.join(params)}"
 
@@ -75,20 +91,50 @@ class ParamView:
 
 
 @dataclass
+class InputGradient:
+    """How one input of a layer gets its share of the gradient in backward.
+
+    The template writes the share to `var`, or adds it there when `add` (another consumer of the same value
+    wrote it first). Single-input templates always write: in add mode they write to `temp`, and the lowering
+    adds `temp` to `var`. `alias` allows handing over dy itself (Add, when no later share can change it);
+    `guarded` marks a model input, whose gradient is computed only when asked for.
+    """
+
+    index: int
+    value: str
+    var: str
+    add: bool
+    alias: bool
+    guarded: bool
+    temp: str | None = None
+    note: str = ""
+
+
+@dataclass
 class LayerView:
     """What a layer template needs: its node, the names of its variables, and accessors for arrays."""
 
     node: Node
     location: str
-    x: str
+    xs: list[str]
     y: str
     dy: str
-    dx: str
-    first: bool
     inplace: bool
+    live: bool
+    grads: list[InputGradient] = field(default_factory=list)
     buffers: list[BufferView] = field(default_factory=list)
-    # Numbers the template writes out, from the entry's `constants` hook.
+    # Numbers the template writes out, from the entry's bind().
     const: dict = field(default_factory=dict)
+
+    @property
+    def x(self) -> str:
+        return self.xs[0]
+
+    @property
+    def dx(self) -> str:
+        """Where a single-input template writes its input gradient."""
+        grad = self.grads[0]
+        return grad.temp or grad.var
 
     @property
     def name(self):
@@ -107,12 +153,29 @@ class LayerView:
         return self.node.in_shape
 
     @property
+    def in_shapes(self):
+        return self.node.in_shapes
+
+    @property
     def out_shape(self):
         return self.node.out_shape
 
     @property
+    def forward_formula(self) -> str:
+        return self.node.bound.forward_formula
+
+    @property
+    def backward_formulas(self) -> tuple[str, ...]:
+        return self.node.bound.backward_formulas
+
+    @property
     def header(self) -> str:
-        return f"{self.node.name} = {self.node.source}  ({self.location})  {shape_text(self.in_shape)} -> {shape_text(self.out_shape)}"
+        shapes = ", ".join(shape_text(s) for s in self.in_shapes)
+        inputs = "" if len(self.node.inputs) == 1 else f"({', '.join(self.node.inputs)}) -> "
+        return (
+            f"{self.node.name} = {inputs}{self.node.source}  ({self.location})  {shapes} -> "
+            f"{shape_text(self.out_shape)}"
+        )
 
     def p(self, param: str) -> str:
         return f'p["{self.node.name}.{param}"]'
@@ -137,18 +200,34 @@ class LayerView:
 
 @dataclass
 class LossView:
+    """One loss term: the loss on `output` (variable `z`), times `scale`; `suffix` names its methods."""
+
     kind: type
     args: dict
     source: str
     location: str
+    output: str
+    index: int
+    suffix: str
+    scale: float
     z: str
-    dz: str
     shape: tuple[int, ...]
     buffers: list[BufferView]
     const: dict = field(default_factory=dict)
 
+    def key(self, buffer: str) -> str:
+        return f"loss.{self.output}.{buffer}"
+
     def buf(self, buffer: str) -> str:
-        return f'ws["loss.{buffer}"]'
+        return f'ws["{self.key(buffer)}"]'
+
+    # Whether this is the model's only output (then the term is written as in the .nn file: `loss MSE`).
+    only: bool = False
+
+    @property
+    def statement(self) -> str:
+        scale = "" if self.scale == 1 else f"{py_literal(self.scale)} * "
+        return f"{scale}{self.source}" if self.only else f"{self.output} -> {scale}{self.source}"
 
 
 @dataclass
@@ -160,17 +239,39 @@ class OptimizerView:
 
 
 @dataclass
+class InputView:
+    name: str
+    shape: tuple[int, ...]
+    var: str
+    grad: str
+    # False when no live layer reads it: its gradient is zeros.
+    reached: bool = True
+
+
+@dataclass
+class OutputView:
+    name: str
+    shape: tuple[int, ...]
+    var: str
+    grad: str
+
+
+@dataclass
 class ModelView:
     model: Model
     layers: list[LayerView]
+    inputs: list[InputView]
+    outputs: list[OutputView]
     params: list[ParamView]
     buffers: list[BufferView]
-    loss: LossView | None
+    losses: list[LossView]
     optimizer: OptimizerView
     saved: list[str]
-    output: str
     config: str
     param_count: int
+    # Where backward may stop when the caller needs no input gradient: "end" (every input gradient is
+    # computed last, so one early return covers them) or "each" (each is guarded on its own).
+    need_dx_style: str
     # (key, matrix shape, start, stop) of parameters that layers use together, as "fc1.weight+bias".
     stacked: list = field(default_factory=list)
 
@@ -199,16 +300,34 @@ class ModelView:
         return rows
 
     @property
-    def input_shape(self):
-        return self.model.input_shape
+    def loss_term_rows(self) -> list[str]:
+        rows = []
+        for term in self.losses:
+            metric = py_literal(term.kind.metric)
+            rows.append(f'("{term.output}", {py_literal(term.scale)}, {metric})')
+        return rows
 
     @property
-    def output_shape(self):
-        return self.model.output_shape
+    def input_shapes(self) -> str:
+        return py_literal({i.name: i.shape for i in self.inputs})
+
+    @property
+    def output_shapes(self) -> str:
+        return py_literal({o.name: o.shape for o in self.outputs})
+
+    @property
+    def first_guarded(self) -> InputGradient | None:
+        """The first model-input gradient backward computes (where an early return spares all of them)."""
+        return next((g for view in reversed(self.live_layers) for g in view.grads if g.guarded), None)
+
+    @property
+    def live_layers(self) -> list[LayerView]:
+        return [view for view in self.layers if view.live]
 
 
 def _location(model: Model, span) -> str:
-    return f"{os.path.basename(model.filename)}:{span.line}" if span else os.path.basename(model.filename)
+    name = safe_text(os.path.basename(model.filename))
+    return f"{name}:{span.line}" if span else name
 
 
 def _config(model: Model) -> dict:
@@ -219,41 +338,97 @@ def _config(model: Model) -> dict:
                 "name": node.name,
                 "type": node.kind.name,
                 "args": dict(node.args),
-                "input_shape": list(node.in_shape),
+                "inputs": list(node.inputs),
+                "block": node.block,
+                "input_shapes": [list(s) for s in node.in_shapes],
                 "output_shape": list(node.out_shape),
                 "params": {f"{node.name}.{p.name}": list(p.shape) for p in node.params},
             }
         )
-    config = {
+    return {
         "name": model.name,
-        "input_shape": list(model.input_shape),
-        "output_shape": list(model.output_shape),
+        "inputs": {i.name: list(i.shape) for i in model.inputs},
+        "outputs": {name: list(shape) for name, shape in model.output_shapes.items()},
+        "output_layers": dict(model.output_values),
         "layers": layers,
-        "loss": {"type": model.loss.kind.name, "args": dict(model.loss.args)} if model.loss else None,
+        "losses": [
+            {"output": t.output, "scale": t.scale, "type": t.component.kind.name, "args": dict(t.component.args)}
+            for t in model.losses
+        ],
         "optimizer": {"type": model.optimizer.kind.name, "args": dict(model.optimizer.args)},
     }
-    return config
 
 
-def _may_overwrite(source: str, by_name: dict[str, Node], consumers: dict[str, int]) -> bool:
-    """Whether the array named `source` may be overwritten by its one consumer: it must be a layer's own buffer
-    (not the model input, which is the caller's array) that its producer's backward does not read. A view layer
-    (Flatten) aliases its input, so the check continues through it to the array it aliases."""
+class _Names:
+    """Variable names of the generated code, each given once. Layer values are `<stem>_y` (gradient `<stem>_dy`,
+    scratch `<stem>_dx`) and inputs `x`/`x_<name>` (gradient `dx`/`dx_<name>`); template temporaries use none
+    of these forms, so they never collide with a value."""
+
+    def __init__(self):
+        self.taken: set[str] = set()
+
+    def stem(self, name: str) -> str:
+        base = re.sub(r"\W", "_", name)
+        stem, n = base, 1
+        while {f"{stem}_y", f"{stem}_dy", f"{stem}_dx"} & self.taken:
+            n += 1
+            stem = f"{base}_{n}"
+        self.taken |= {f"{stem}_y", f"{stem}_dy", f"{stem}_dx"}
+        return stem
+
+    def pair(self, var: str, grad: str) -> tuple[str, str]:
+        base_var, base_grad, n = var, grad, 1
+        while var in self.taken or grad in self.taken:
+            n += 1
+            var, grad = f"{base_var}_{n}", f"{base_grad}_{n}"
+        self.taken |= {var, grad}
+        return var, grad
+
+
+def _live_nodes(model: Model) -> set[str]:
+    """The nodes whose value reaches an output: only they take part in backward."""
+    live = set(model.output_values.values())
+    for node in reversed(model.nodes):
+        if node.name in live:
+            live.update(node.inputs)
+    return {n.name for n in model.nodes if n.name in live}
+
+
+def _may_overwrite(value: str, model: Model, consumers: dict, outputs: set) -> bool:
+    """Whether the array of `value` may be overwritten by its one consumer: a layer's own buffer (not a model
+    input, which is the caller's array, nor an output) that no one else reads and that its producer's backward
+    does not read. A view layer (Flatten) aliases its input, so the check continues to the array it aliases."""
     while True:
-        producer = by_name.get(source)
-        if producer is None or consumers.get(source, 0) != 1 or "output" in producer.kind.saves_for(producer.args):
+        if value in model.input_shapes or value in outputs or len(consumers.get(value, ())) != 1:
+            return False
+        producer = model.node(value)
+        if "output" in producer.bound.saves:
             return False
         if not producer.kind.view:
             return True
-        source = producer.inputs[0]
+        value = producer.inputs[0]
+
+
+def _join(names: list[str]) -> str:
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
 
 
 def lower(model: Model, dtype: str = "float32") -> ModelView:
-    consumers: dict[str, int] = {}
-    for node in model.nodes:
-        for source in node.inputs:
-            consumers[source] = consumers.get(source, 0) + 1
-    by_name = {node.name: node for node in model.nodes}
+    consumers = model.consumers()
+    outputs = set(model.output_values.values())
+    live = _live_nodes(model)
+    names = _Names()
+
+    var_of: dict[str, str] = {}
+    grad_of: dict[str, str] = {}
+    inputs = []
+    for item in model.inputs:
+        if item.name == DEFAULT_INPUT:
+            var, grad = names.pair("x", "dx")
+        else:
+            var, grad = names.pair(f"x_{item.name}", f"dx_{item.name}")
+        var_of[item.name], grad_of[item.name] = var, grad
+        inputs.append(InputView(item.name, item.shape, var, grad))
 
     offsets: dict[str, dict[str, tuple[int, int]]] = {}
     start = 0
@@ -264,61 +439,122 @@ def lower(model: Model, dtype: str = "float32") -> ModelView:
             start = stop
 
     views: list[LayerView] = []
-    var_of = {MODEL_INPUT: "x"}
-    for index, node in enumerate(model.nodes):
-        source = node.inputs[0]
-        # An elementwise layer overwrites its input only if its own backward does not read that input either.
+    by_name: dict[str, LayerView] = {}
+    for node in model.nodes:
+        stem = names.stem(node.name)
+        bound = node.bound
+        single = node.kind.arity == (1, 1)
         inplace = (
-            node.kind.elementwise
-            and "input" not in node.kind.saves_for(node.args)
-            and _may_overwrite(source, by_name, consumers)
+            single
+            and node.kind.elementwise
+            and "input" not in bound.saves
+            and _may_overwrite(node.inputs[0], model, consumers, outputs)
         )
-        first = index == 0
         view = LayerView(
             node=node,
             location=_location(model, node.span),
-            x=var_of[source],
-            y=f"{node.name}_y",
-            dy=f"{node.name}_dy",
-            dx="dx" if first else f"{source}_dy",
-            first=first,
+            xs=[var_of[v] for v in node.inputs],
+            y=f"{stem}_y",
+            dy=f"{stem}_dy",
             inplace=inplace,
-            const=node.kind.constants(node.in_shape, node.out_shape, node.args),
+            live=node.name in live,
+            const=dict(bound.constants),
         )
         if not inplace and not node.kind.view:
             view.buffers.append(BufferView(view.key("y"), node.out_shape, "float"))
-        if not node.kind.elementwise and not node.kind.view:
+        if single and view.live and not node.kind.elementwise and not node.kind.view:
             view.buffers.append(BufferView(view.key("dx"), node.in_shape, "float"))
-        for extra in node.kind.buffers(node.in_shape, node.out_shape, node.args):
+        for extra in bound.buffers:
             view.buffers.append(_buffer(view.key(extra.name), extra))
         var_of[node.name] = view.y
+        grad_of[node.name] = view.dy
         views.append(view)
+        by_name[node.name] = view
+
+    # Backward, in reverse graph order: the first share of a value's gradient is written, later ones added.
+    written = {model.output_values[name] for name in model.outputs}
+    for view in reversed(views):
+        if not view.live:
+            continue
+        node = view.node
+        distinct = len(set(node.inputs)) == len(node.inputs)
+        alias_given = False
+        for index, value in enumerate(node.inputs):
+            add = value in written
+            written.add(value)
+            grad = InputGradient(
+                index=index,
+                value=value,
+                var=grad_of[value],
+                add=add,
+                alias=distinct and not add and not alias_given,
+                guarded=value in model.input_shapes,
+            )
+            alias_given = alias_given or grad.alias
+            if add:
+                readers = [c.name for c in consumers[value] if c.name in live]
+                if value in outputs:
+                    readers = ["the loss", *readers]
+                grad.note = f"{value} feeds {_join(list(dict.fromkeys(readers)))}: their gradients add up"
+                if node.kind.arity == (1, 1):
+                    grad.temp = f"{view.y.removesuffix('_y')}_dx"
+            view.grads.append(grad)
+    for item in inputs:
+        item.reached = item.name in written
+
+    # The input gradients are last in backward for most graphs: then one early return spares them all.
+    emitted = [g for view in reversed(views) if view.live for g in view.grads]
+    first_guarded = next((i for i, g in enumerate(emitted) if g.guarded), len(emitted))
+    need_dx_style = "end" if all(g.guarded for g in emitted[first_guarded:]) else "each"
 
     saved: list[str] = []
     for view in views:
-        saves = view.kind.saves_for(view.args)
-        if "input" in saves and view.x not in saved:
-            saved.append(view.x)
+        if not view.live:
+            continue
+        saves = view.node.bound.saves
+        if "input" in saves:
+            saved.extend(x for x in view.xs if x not in saved)
         if "output" in saves and view.y not in saved:
             saved.append(view.y)
 
-    output = views[-1].y if views else "x"
-    loss = None
-    if model.loss is not None:
-        kind = model.loss.kind
-        shape = model.output_shape
+    output_views = [
+        OutputView(
+            name,
+            model.value_shape(model.output_values[name]),
+            var_of[model.output_values[name]],
+            grad_of[model.output_values[name]],
+        )
+        for name in model.outputs
+    ]
+    losses = []
+    suffixes: set[str] = set()
+    for term in model.losses:
+        kind, args = term.component.kind, term.component.args
+        index = model.outputs.index(term.output)
+        shape = output_views[index].shape
+        suffix = re.sub(r"\W", "_", term.output)
+        while suffix in suffixes:
+            suffix += "_"
+        suffixes.add(suffix)
         loss = LossView(
             kind=kind,
-            args=model.loss.args,
-            source=model.loss.source,
-            location=_location(model, model.loss.span),
-            z=output,
-            dz=views[-1].dy if views else "dz",
+            args=args,
+            source=term.component.source,
+            location=_location(model, term.span),
+            output=term.output,
+            index=index,
+            suffix=suffix,
+            scale=term.scale,
+            z=output_views[index].var,
             shape=shape,
-            buffers=[BufferView("loss.dz", shape, "float")]
-            + [_buffer(f"loss.{b.name}", b) for b in kind.buffers(shape, model.loss.args)],
-            const=kind.constants(shape, model.loss.args, dtype),
+            buffers=[],
+            const=kind.constants(shape, args, dtype),
+            only=len(model.outputs) == 1,
         )
+        loss.buffers = [BufferView(loss.key("dz"), shape, "float")] + [
+            _buffer(loss.key(b.name), b) for b in kind.buffers(shape, args)
+        ]
+        losses.append(loss)
 
     params = []
     for node in model.nodes:
@@ -339,23 +575,25 @@ def lower(model: Model, dtype: str = "float32") -> ModelView:
     )
     stacked = []
     for node in model.nodes:
-        for group, shape in node.kind.stacked(node.in_shape, node.out_shape, node.args).items():
+        for group, shape in node.bound.stacked.items():
             spans = [offsets[node.name][name] for name in group]
             if any(a[1] != b[0] for a, b in itertools.pairwise(spans)):
                 raise ValueError(f"parameters {group} of {node.name} are not adjacent in the flat arrays")
             stacked.append((stacked_key(node.name, group), shape, spans[0][0], spans[-1][1]))
-    buffers = [b for v in views for b in v.buffers] + (loss.buffers if loss else [])
+    buffers = [b for v in views for b in v.buffers] + [b for loss in losses for b in loss.buffers]
     return ModelView(
         model=model,
         layers=views,
+        inputs=inputs,
+        outputs=output_views,
         params=params,
         buffers=buffers,
-        loss=loss,
+        losses=losses,
         optimizer=optimizer,
         saved=saved,
-        output=output,
         config=py_literal(_config(model), indent=8),
         param_count=start,
+        need_dx_style=need_dx_style,
         stacked=stacked,
     )
 
@@ -364,4 +602,4 @@ def _buffer(key: str, buffer: Buffer) -> BufferView:
     return BufferView(key, buffer.shape, buffer.kind, buffer.fill)
 
 
-__all__ = ["LayerView", "LossView", "ModelView", "lower", "py_literal", "shape_text"]
+__all__ = ["LayerView", "LossView", "ModelView", "lower", "py_literal", "safe_text", "shape_text"]

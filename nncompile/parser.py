@@ -10,6 +10,7 @@ parser's value stack to name what is open and where. After a syntax error, parsi
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,13 +25,13 @@ from .resources import grammar_text
 
 # Integer literals longer than this are refused while parsing (no argument or dimension is anywhere near it).
 MAX_LITERAL_DIGITS = 100
-RESERVED_WORDS = ("model", "input", "loss", "optimizer", "true", "false")
-_RESERVED_TYPES = {"MODEL", "INPUT", "LOSS", "OPTIMIZER", "BOOL"}
+RESERVED_WORDS = ("model", "block", "input", "output", "loss", "optimizer", "true", "false")
+_RESERVED_TYPES = {"MODEL", "INPUT", "LOSS", "OPTIMIZER", "BOOL", "OUTPUT", "BLOCK"}
 _OPENERS = {"LPAR": "RPAR", "LSQB": "RSQB", "LBRACE": "RBRACE"}
 _CLOSERS = {v: k for k, v in _OPENERS.items()}
 _VALUE_TYPES = {"NAME", "NUMBER", "BOOL"}
 # Tokens that can only begin a new statement or model, or end one.
-_STATEMENT_START = {"MODEL", "INPUT", "LOSS", "OPTIMIZER", "RBRACE"}
+_STATEMENT_START = {"MODEL", "BLOCK", "INPUT", "OUTPUT", "LOSS", "OPTIMIZER", "RBRACE"}
 
 
 @lru_cache(maxsize=1)
@@ -63,27 +64,84 @@ class _ToAst(Transformer):
         super().__init__()
         self.diagnostics: list[Diagnostic] = []
 
-    def start(self, meta, models):
-        return ast.Program(list(models))
+    def start(self, meta, definitions):
+        models = [d for d in definitions if isinstance(d, ast.ModelDecl)]
+        blocks = [d for d in definitions if isinstance(d, ast.BlockDecl)]
+        return ast.Program(models, blocks)
 
     def model(self, meta, children):
         name, *statements = children
+        self._check_glued_sources(statements)
         return ast.ModelDecl(str(name), Span.of(name), list(statements), Span.of(meta))
 
-    def input_stmt(self, meta, dims):
-        return ast.InputStmt([d for d in dims if d is not None], Span.of(meta))
+    def _check_glued_sources(self, statements) -> None:
+        """`h = Linear(64)(x)` parses as two statements, `h = Linear(64)` and `(x)`: say how inputs are written."""
+        for before, stmt in itertools.pairwise(statements):
+            if not isinstance(stmt, ast.LayerStmt) or stmt.name is not None:
+                continue
+            first = stmt.elements[0]
+            if not isinstance(first, ast.TupleSource):
+                continue
+            if (before.span.end_line, before.span.end_column) != (first.span.line, first.span.column):
+                continue
+            names = [n for n, _ in first.names]
+            source = names[0] if len(names) == 1 else "(" + ", ".join(names) + ")"
+            self.diagnostics.append(
+                Diagnostic(
+                    "a layer's input is written before it, with '->'",
+                    first.span,
+                    helps=[f"write '{shorten(source)} -> Layer(...)', e.g. 'h = {shorten(source)} -> Linear(64)'"],
+                    notes=["a statement without a source continues from the previous statement's value"],
+                )
+            )
+
+    def block(self, meta, children):
+        _keyword, name, *rest = children
+        params = [c for c in rest if isinstance(c, ast.BlockParam)]
+        statements = [c for c in rest if c is not None and not isinstance(c, ast.BlockParam)]
+        self._check_glued_sources(statements)
+        return ast.BlockDecl(str(name), Span.of(name), params, statements, Span.of(meta))
+
+    def block_param(self, meta, children):
+        name, _equal, default = children
+        return ast.BlockParam(str(name), Span.of(name), default)
+
+    def input_stmt(self, meta, children):
+        name, shape = children
+        return ast.InputStmt(
+            None if name is None else str(name), None if name is None else Span.of(name), shape, Span.of(meta)
+        )
+
+    def shape(self, meta, dims):
+        return [d for d in dims if d is not None]
 
     def layer_stmt(self, meta, children):
-        name, equal, call = children
+        name, equal, *rest = children
+        elements = [c for c in rest if not isinstance(c, Token)]
         if name is None:
-            return ast.LayerStmt(None, None, call, Span.of(meta))
-        if call.name_span.line != equal.end_line:
+            return ast.LayerStmt(None, None, elements, Span.of(meta))
+        first = elements[0]
+        if first.span.line != equal.end_line:
             # `fc1 =` ending a line would otherwise silently name the next statement's layer.
             self.diagnostics.append(missing_layer(name, equal))
-        return ast.LayerStmt(str(name), Span.of(name), call, Span.of(meta))
+        return ast.LayerStmt(str(name), Span.of(name), elements, Span.of(meta))
+
+    def step(self, meta, children):
+        call, _star, count = children
+        return ast.Step(call, count, Span.of(meta))
+
+    def tuple_source(self, meta, names):
+        return ast.TupleSource([(str(n), Span.of(n)) for n in names], Span.of(meta))
+
+    def output_stmt(self, meta, children):
+        _keyword, *names = children
+        return ast.OutputStmt([(str(n), Span.of(n)) for n in names], Span.of(meta))
 
     def loss_stmt(self, meta, children):
-        return ast.LossStmt(children[0], Span.of(meta))
+        output, _arrow, scale, _star, call = children
+        scale_value = None if scale is None else ast.Value(self._number(scale), Span.of(scale))
+        output_span = None if output is None else Span.of(output)
+        return ast.LossStmt(None if output is None else str(output), output_span, scale_value, call, Span.of(meta))
 
     def optimizer_stmt(self, meta, children):
         return ast.OptimizerStmt(children[0], Span.of(meta))
@@ -91,7 +149,9 @@ class _ToAst(Transformer):
     def call(self, meta, children):
         name, *args = children
         args = [_as_arg(a) for a in args if a is not None]
-        return ast.Call(str(name), Span.of(name), args, Span.of(meta))
+        span = Span.of(meta)
+        parenthesized = (span.end_line, span.end_column) != (name.end_line, name.end_column)
+        return ast.Call(str(name), Span.of(name), args, span, parenthesized)
 
     def keyword_arg(self, meta, children):
         keyword, value = children
@@ -121,8 +181,8 @@ class _ToAst(Transformer):
         return int(text)
 
 
-# A line that starts a model: where parsing resumes after a syntax error.
-_MODEL_START = re.compile(r"^[ \t]*model\b", re.MULTILINE)
+# A line that starts a model or a block: where parsing resumes after a syntax error.
+_MODEL_START = re.compile(r"^[ \t]*(model|block)\b", re.MULTILINE)
 
 
 def _blank(text: str) -> str:
@@ -185,6 +245,10 @@ _TOKEN_WORDS = {
     "INPUT": "'input'",
     "LOSS": "'loss'",
     "OPTIMIZER": "'optimizer'",
+    "OUTPUT": "'output'",
+    "BLOCK": "'block'",
+    "ARROW": "'->'",
+    "STAR": "'*'",
     "$END": "end of file",
 }
 
@@ -341,8 +405,31 @@ def _value_after_equal(f: Failure) -> Diagnostic | None:
     return None
 
 
+def _statement_as_value(f: Failure) -> Diagnostic | None:
+    """`loss = CrossEntropy`, `optimizer = SGD` and `image = input [64]`: statements written as assignments."""
+    if f.token.type == "EQUAL" and f.top_is("LOSS", "OPTIMIZER"):
+        word = str(f.top())
+        example = "loss CrossEntropy" if word == "loss" else "optimizer SGD(lr=0.1)"
+        return Diagnostic(
+            f"'{word}' is a statement, not a name to assign",
+            Span.of(f.top()).to(Span.of(f.token)),
+            helps=[f"write '{example}', without '='"],
+        )
+    if f.token.type == "INPUT" and f.top_is("EQUAL") and f.top_is("NAME", offset=2):
+        name = shorten(str(f.top(2)))
+        return Diagnostic(
+            "an input is declared with 'input NAME [shape]', not assigned",
+            Span.of(f.top(2)).to(Span.of(f.token)),
+            helps=[f"write 'input {name} [64]' (with its own shape)"],
+        )
+    return None
+
+
 def _reserved_word(f: Failure) -> Diagnostic | None:
     """`input = Linear(2)`, `model input {`, `Linear(loss=1)`: a reserved word where a name must go."""
+    special = _statement_as_value(f)
+    if special is not None:
+        return special
     if f.token.type == "EQUAL" and f.top_is(*_RESERVED_TYPES):
         word = f.top()
     elif f.token.type in _RESERVED_TYPES:
@@ -505,6 +592,7 @@ SYNTAX_EXAMPLES: list[tuple[Callable[[Failure], Diagnostic | None], list[str]]] 
             _M + "fc = input }",
         ],
     ),
+    (_statement_as_value, [_M + "loss = CrossEntropy }", _M + "optimizer = SGD }", "model M { image = input [4] }"]),
     (
         _stray_comma,
         [
@@ -702,6 +790,10 @@ _CHARACTER_HELP = {
 }
 
 
+# `model M` or `block B(...)` right before the offending character.
+_HEADER_BEFORE = re.compile(r"((?:model|block)\s+[A-Za-z_][A-Za-z0-9_]*\s*(?:\([^()]*\))?)\s*\Z")
+
+
 def _character_diagnostic(err: UnexpectedCharacters, source: str) -> Diagnostic:
     char = source[err.pos_in_stream] if err.pos_in_stream < len(source) else "?"
     glued = _bad_word(source, err.pos_in_stream, err.line, err.column) if char.isalnum() else None
@@ -711,6 +803,14 @@ def _character_diagnostic(err: UnexpectedCharacters, source: str) -> Diagnostic:
     if not char.isascii() and char.isprintable():
         shown += f" (U+{ord(char):04X})"
     helps = [_CHARACTER_HELP[char]] if char in _CHARACTER_HELP else []
+    header = _HEADER_BEFORE.search(source, 0, err.pos_in_stream) if char == ":" else None
+    if header is not None:
+        # `model M:` in the style of Python: the body of a model or block goes in braces.
+        return Diagnostic(
+            f"expected '{{' after '{shorten(header.group(1).strip())}', found ':'",
+            Span.point(err.line, err.column),
+            helps=[f"write '{shorten(header.group(1).strip())} {{ ... }}': a body goes in braces"],
+        )
     return Diagnostic(f"unexpected character {shown}", Span.point(err.line, err.column), helps=helps)
 
 

@@ -97,8 +97,34 @@ class Entry:
         return f"{cls.name}({', '.join(parts)})" if parts else cls.name
 
 
+@dataclass(frozen=True)
+class Bound:
+    """A layer entry bound to its actual arguments and input shapes: everything later stages need from it.
+
+    `saves` says what backward reads from the forward pass ('input', 'output'); `constants` are numbers the
+    template writes out (read as `L.const`); `stacked` maps groups of adjacent parameters used as one matrix
+    (e.g. [W; b]) to that matrix's shape; the formulas are those of these arguments.
+    """
+
+    out_shape: tuple[int, ...]
+    params: tuple[Param, ...]
+    buffers: tuple[Buffer, ...]
+    stacked: dict
+    constants: dict
+    saves: frozenset
+    forward_formula: str
+    backward_formulas: tuple[str, ...]
+
+
 class Layer(Entry):
-    """A layer: maps a per-sample input shape to an output shape, maybe with parameters."""
+    """A layer: maps its per-sample input shapes to an output shape, maybe with parameters.
+
+    `bind(args, in_shapes)` is what the compiler calls. Single-input layers implement it through the hooks below,
+    which receive their one input shape; layers with several inputs (`arity` above 1) override `bind`.
+    """
+
+    # (fewest, most) inputs the layer takes; most None: any number.
+    arity: ClassVar[tuple[int, int | None]] = (1, 1)
 
     # Forward may overwrite its input and backward may overwrite dy (elementwise layers).
     elementwise: ClassVar[bool] = False
@@ -110,6 +136,37 @@ class Layer(Entry):
     # For the reference docs: the shape rule and the parameter layout, in words.
     shape_rule: ClassVar[str] = ""
     param_layout: ClassVar[str] = ""
+
+    @classmethod
+    def bind(cls, args: dict, in_shapes: list[tuple[int, ...]]) -> Bound:
+        """Output shape, parameters, buffers, constants and formulas for these arguments and input shapes.
+
+        Raises ShapeError when the inputs do not fit."""
+        (in_shape,) = in_shapes
+        out_shape = tuple(cls.output_shape(in_shape, args))
+        forward, backward = cls.formulas(args)
+        return Bound(
+            out_shape=out_shape,
+            params=tuple(cls.params(in_shape, out_shape, args)),
+            buffers=tuple(cls.buffers(in_shape, out_shape, args)),
+            stacked=cls.stacked(in_shape, out_shape, args),
+            constants=cls.constants(in_shape, out_shape, args),
+            saves=cls.saves_for(args),
+            forward_formula=forward,
+            backward_formulas=backward,
+        )
+
+    @classmethod
+    def formulas(cls, args: dict) -> tuple[str, tuple[str, ...]]:
+        """The forward formula and the backward formulas for these arguments (e.g. without a bias term)."""
+        return cls.forward_formula, cls.backward_formulas
+
+    @classmethod
+    def arity_text(cls) -> str:
+        low, high = cls.arity
+        if low == high:
+            return f"{low} input" + ("s" if low != 1 else "")
+        return f"{low} or more inputs" if high is None else f"{low} to {high} inputs"
 
     @classmethod
     def saves_for(cls, args: dict) -> frozenset[str]:

@@ -1,4 +1,4 @@
-"""Shape inference: run each layer's shape rule along the graph and attach shapes and parameters to the nodes.
+"""Shape inference: bind each layer to its input shapes in graph order and attach shapes and parameters to the nodes.
 
 A shape error names the layer, what it received, and a note with the chain of shapes that led there, ending with
 what the layer expects: `[64] → fc1 Linear → [128] → conv Conv1D expects [length, channels]`.
@@ -6,10 +6,11 @@ what the layer expects: `[64] → fc1 Linear → [128] → conv Conv1D expects [
 
 from __future__ import annotations
 
+import math
 import re
 
 from .errors import Reporter
-from .ir import MODEL_INPUT, Model, Node
+from .ir import Model, Node
 from .registry import ShapeError, format_value
 
 # Chains through more layers than this show their start and end around a '…'.
@@ -47,31 +48,69 @@ def _chain(steps: list[str], last: str) -> str:
     return " → ".join(steps + [last])
 
 
+def _steps_to(value: str, model: Model, inputs: dict[str, tuple[int, ...]]) -> list[str]:
+    """The shapes and layers that led to a value, following each layer's first input back to a model input."""
+    steps: list[str] = []
+    # Enough layers for the chain shown (its start is the model input, found by walking the whole way back).
+    while value not in inputs:
+        node = model.node(value)
+        steps[:0] = [f"{node.name} {node.kind.name}", show(node.out_shape)]
+        value = node.inputs[0]
+    return [show(inputs[value]), *steps]
+
+
+# A model whose parameters or per-sample activations exceed these cannot be allocated on any machine we target.
+MAX_PARAMETERS = 2**34
+MAX_SAMPLE_VALUES = 2**32
+
+
 def infer(model: Model, reporter: Reporter) -> None:
-    """Fill in_shape, out_shape and params of every node; report the first shape error of the model."""
-    shapes = {MODEL_INPUT: model.input_shape}
-    steps = [show(model.input_shape)]
+    """Fill in_shapes, out_shape, params and bound of every node; report the first shape error of the model."""
+    inputs = dict(model.input_shapes)
+    shapes = dict(inputs)
+    parameters = 0
+    activations = sum(math.prod(s) for s in inputs.values())
     for node in model.nodes:
-        in_shape = shapes[node.inputs[0]]
+        in_shapes = [shapes[v] for v in node.inputs]
         try:
-            out_shape = node.kind.output_shape(in_shape, node.args)
+            bound = node.kind.bind(node.args, in_shapes)
         except ShapeError as err:
-            expects = expectation(node)
-            last = f"{node.name} {node.kind.name} " + (
-                f"expects {expects}" if expects else f"receives {show(in_shape)}"
-            )
-            reporter.error(f"shape error in layer '{node.name}': {err}", node.span, notes=[_chain(steps, last)])
+            if len(node.inputs) == 1:
+                expects = expectation(node)
+                last = f"{node.name} {node.kind.name} " + (
+                    f"expects {expects}" if expects else f"receives {show(in_shapes[0])}"
+                )
+                notes = [_chain(_steps_to(node.inputs[0], model, inputs), last)]
+            else:
+                notes = [
+                    f"input {i + 1}, {value}: {_chain(_steps_to(value, model, inputs)[:-1], show(shapes[value]))}"
+                    for i, value in enumerate(node.inputs)
+                ]
+            reporter.error(f"shape error in layer '{node.name}': {err}", node.span, notes=notes)
             return
-        node.in_shape, node.out_shape = tuple(in_shape), tuple(out_shape)
-        node.params = node.kind.params(node.in_shape, node.out_shape, node.args)
+        node.in_shapes = [tuple(s) for s in in_shapes]
+        node.out_shape = tuple(bound.out_shape)
+        node.params = list(bound.params)
+        node.bound = bound
         shapes[node.name] = node.out_shape
-        steps += [f"{node.name} {node.kind.name}", show(out_shape)]
-    if model.loss is not None:
-        try:
-            model.loss.kind.check_input(model.output_shape)
-        except ShapeError as err:
+        parameters += sum(math.prod(p.shape) for p in node.params)
+        activations += math.prod(node.out_shape)
+        if parameters > MAX_PARAMETERS or activations > MAX_SAMPLE_VALUES:
+            what = "parameters" if parameters > MAX_PARAMETERS else "per-sample activation values"
+            count = parameters if parameters > MAX_PARAMETERS else activations
+            limit = MAX_PARAMETERS if parameters > MAX_PARAMETERS else MAX_SAMPLE_VALUES
             reporter.error(
-                f"shape error in the loss: {err}",
-                model.loss.span,
-                notes=[_chain(steps, f"loss {model.loss.kind.name}")],
+                f"layer '{node.name}' brings the model to {count:,} {what}, more than can be allocated",
+                node.span,
+                notes=[f"the limit is {limit:,}; shapes so far: {_chain(_steps_to(node.name, model, inputs), '')}"],
             )
+            return
+    for term in model.losses:
+        shape = shapes[model.output_values[term.output]]
+        try:
+            term.component.kind.check_input(shape)
+        except ShapeError as err:
+            chain = _chain(
+                _steps_to(model.output_values[term.output], model, inputs), f"loss {term.component.kind.name}"
+            )
+            reporter.error(f"shape error in the loss: {err}", term.span, notes=[chain])

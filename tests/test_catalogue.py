@@ -33,8 +33,9 @@ def _used(name: str, text: str) -> bool:
 def test_every_entry_has_its_template_golden_case_and_gradient_test(entry):
     template = (ROOT / "templates" / entry.template).read_text(encoding="utf-8")
     if entry in canonical(LAYERS):
-        for macro in ("forward", "backward_params", "backward_input"):
-            assert f"{{% macro {macro}(L) %}}" in template, macro
+        single = entry.arity == (1, 1)
+        for macro in ("forward(L)", "backward_params(L)", "backward_input(L)" if single else "backward_input_at(L, I)"):
+            assert f"{{% macro {macro} %}}" in template, macro
         assert entry.summary and entry.shape_rule and entry.forward_formula and entry.backward_formulas
         assert all(arg.doc for arg in entry.args), entry.name
         assert _used(entry.name, GRADIENT_CASES), f"{entry.name} has no finite-difference case"

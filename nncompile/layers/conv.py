@@ -43,6 +43,13 @@ class Conv1D(Layer):
     )
 
     @classmethod
+    def formulas(cls, args):
+        if args["bias"]:
+            return cls.forward_formula, cls.backward_formulas
+        forward = cls.forward_formula.removesuffix(" + bias[o]")
+        return forward, tuple(f for f in cls.backward_formulas if not f.startswith("db"))
+
+    @classmethod
     def output_shape(cls, in_shape, args):
         length = check_signal("Conv1D", in_shape, args["k"])
         return (window_count(length, args["k"], args["stride"]), args["out"])

@@ -23,6 +23,12 @@ class Linear(Layer):
     backward_formulas = ("dW = xᵀ · dy", "db = Σ_batch dy", "dx = dy · Wᵀ")
 
     @classmethod
+    def formulas(cls, args):
+        if args["bias"]:
+            return cls.forward_formula, cls.backward_formulas
+        return "y = x · W", ("dW = xᵀ · dy", "dx = dy · Wᵀ")
+
+    @classmethod
     def output_shape(cls, in_shape, args):
         if len(in_shape) != 1:
             raise ShapeError(f"Linear expects a flat vector [features], got {list(in_shape)}; add Flatten before it")
