@@ -70,9 +70,82 @@ def render(models: list[ModelView], filename: str, dtype: str) -> str:
     return _tidy(text)
 
 
+LINE_LENGTH = 120
+_CLOSING = {")": "(", "]": "["}
+
+
+def _final_bracket(line: str) -> int | None:
+    """Index of the bracket that opens the one closing the line, skipping string literals; None if unbalanced."""
+    depth = 0
+    quote = None
+    for index in range(len(line) - 1, -1, -1):
+        char = line[index]
+        if quote:
+            if char == quote:
+                quote = None
+            continue
+        if char in "\"'":
+            quote = char
+        elif char in ")]":
+            depth += 1
+        elif char in "([":
+            depth -= 1
+            if depth == 0:
+                return index
+    return None
+
+
+def _top_level_parts(text: str) -> list[str]:
+    """`text` split at the commas outside brackets and strings."""
+    parts, depth, quote, start = [], 0, None, 0
+    for index, char in enumerate(text):
+        if quote:
+            quote = None if char == quote else quote
+        elif char in "\"'":
+            quote = char
+        elif char in "([{":
+            depth += 1
+        elif char in ")]}":
+            depth -= 1
+        elif char == "," and depth == 0:
+            parts.append(text[start:index].strip())
+            start = index + 1
+    if text[start:].strip():
+        parts.append(text[start:].strip())
+    return parts
+
+
+def wrap_line(line: str) -> list[str]:
+    """A too-long statement split the way the formatter splits it: at the brackets that close the line, their
+    contents on one indented line if they fit, else one item per line with a trailing comma."""
+    if len(line) <= LINE_LENGTH or line.lstrip().startswith("#") or not line.endswith((")", "]")):
+        return [line]
+    opener = _final_bracket(line)
+    if opener is None or opener + 1 > LINE_LENGTH:
+        return [line]
+    indent = " " * (len(line) - len(line.lstrip()))
+    head, body, closer = line[: opener + 1], line[opener + 1 : -1], line[-1]
+    inner = indent + "    "
+    if len(inner) + len(body.strip()) <= LINE_LENGTH and not body.rstrip().endswith(","):
+        return [head, inner + body.strip(), indent + closer]
+    lines = [head]
+    for part in _top_level_parts(body):
+        lines += wrap_line(inner + part + ",")
+    return [*lines, indent + closer]
+
+
 def _tidy(text: str) -> str:
-    """Strip trailing spaces and collapse runs of blank lines left by template control flow."""
-    lines = [line.rstrip() for line in text.splitlines()]
+    """Strip trailing spaces, collapse runs of blank lines left by template control flow, and split statements
+    that long names made too long."""
+    lines = []
+    in_docstring = False
+    for line in text.splitlines():
+        line = line.rstrip()
+        if line.count('"""') == 1:
+            in_docstring = not in_docstring
+            lines.append(line)
+        else:
+            lines += [line] if in_docstring else wrap_line(line)
     out: list[str] = []
     for line in lines:
         if not line and len(out) >= 2 and not out[-1] and not out[-2]:

@@ -43,7 +43,11 @@ def render() -> str:
         "",
     ]
     for layer in canonical(LAYERS):
-        extra = []
+        extra = [
+            f"Inputs: {layer.arity_text()}"
+            + (", written as a tuple: `(a, b) -> " + layer.name + "`" if layer.arity[0] > 1 else ""),
+            "",
+        ]
         if layer.shape_rule:
             extra += [f"Shape: {layer.shape_rule}", ""]
         if layer.param_layout:

@@ -439,6 +439,9 @@ class _GraphBuilder:
             # Still check the steps, so their own mistakes are reported too.
             sources = None
         single = len(steps) == 1 and steps[0].count is None
+        duplicate = stmt.name is not None and stmt.name in scope.defined_at
+        if duplicate:
+            self.define(stmt.name, stmt.name_span, _POISONED, scope)  # reports it
         current = sources
         for step in steps:
             count = self.repeat_count(step, scope)
@@ -446,18 +449,15 @@ class _GraphBuilder:
                 current = None
                 continue
             for _ in range(count):
-                explicit = stmt.name if single else None
+                explicit = stmt.name if single and not duplicate else None
                 value = self.apply(step, current, explicit, stmt.span if single else step.span, scope)
                 current = None if value is None else [value]
                 if value is None:
                     break
         value = current[0] if current else _POISONED
-        if stmt.name is not None and not (single and value != _POISONED):
-            # A chain's name stands for its last value (a single step took the name itself).
+        if stmt.name is not None and not duplicate:
+            # The statement's name stands for its value (a single step also gave its layer that name).
             self.define(stmt.name, stmt.name_span, value, scope)
-        elif stmt.name is not None:
-            scope.values.setdefault(stmt.name, value)
-            scope.defined_at.setdefault(stmt.name, stmt.name_span)
         scope.last = value
         scope.results.append((stmt, value))
 
@@ -714,11 +714,13 @@ def _check_inputs(decl: ast.ModelDecl, inputs: list[ast.InputStmt], reporter: Re
         )
         return []
     unnamed = [s for s in inputs if s.name is None]
-    if unnamed and len(inputs) > 1:
+    if len(inputs) > 1 and unnamed:
+        stmt = unnamed[1] if len(unnamed) > 1 else unnamed[0]
+        other = inputs[0] if stmt is not inputs[0] else inputs[1]
         reporter.error(
-            "name every input of a model that has several, e.g. 'input pixels [64]'",
-            unnamed[0].span,
-            notes=[f"this model has {len(inputs)} input statements"],
+            "each input of a model with several inputs needs a name, e.g. 'input pixels [64]'",
+            stmt.span,
+            notes=[f"{'the first' if other is inputs[0] else 'another'} input is at {other.span}"],
         )
     first_layer = next((s for s in decl.statements if isinstance(s, ast.LayerStmt)), None)
     result = []
@@ -798,7 +800,8 @@ def _build_model(decl: ast.ModelDecl, blocks: dict[str, ast.BlockDecl], filename
     builder.input_names = {i.name for i in inputs}
     scope = _Scope("", None, {}, _declared_names(decl.statements))
     for stmt, model_input in zip([s for s in input_stmts if s.dims is not None], inputs):
-        builder.define(model_input.name, stmt.name_span or stmt.span, model_input.name, scope)
+        if model_input.name not in scope.defined_at or stmt.name is not None:  # unnamed twice: reported above
+            builder.define(model_input.name, stmt.name_span or stmt.span, model_input.name, scope)
     output_names: list[str] = []
     output_values: dict[str, str] = {}
     for stmt in decl.statements:
@@ -856,6 +859,10 @@ def _loss_terms(losses, output_names, output_values, scope, builder, reporter) -
                 )
                 continue
             if not output_names:
+                # The output failed to build; still check the loss itself.
+                kind = lookup(LOSSES, stmt.call, "loss", reporter)
+                if kind:
+                    bind_args(kind, stmt.call, reporter)
                 continue
             output = output_names[0]
         else:

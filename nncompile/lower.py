@@ -280,6 +280,19 @@ class ModelView:
         return self.model.name
 
     @property
+    def title(self) -> str:
+        """`Net: input [64] -> output [10].`, or with the names when there are several inputs or outputs."""
+        if len(self.inputs) == 1:
+            inputs = f"input {shape_text(self.inputs[0].shape)}"
+        else:
+            inputs = "inputs " + ", ".join(f"{i.name} {shape_text(i.shape)}" for i in self.inputs)
+        if len(self.outputs) == 1:
+            outputs = f"output {shape_text(self.outputs[0].shape)}"
+        else:
+            outputs = "outputs " + ", ".join(f"{o.name} {shape_text(o.shape)}" for o in self.outputs)
+        return f"{self.name}: {inputs} -> {outputs}."
+
+    @property
     def hyperparameters(self) -> str:
         return py_literal(tuple(self.optimizer.args))
 

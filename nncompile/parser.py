@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from lark import Lark, Token, Transformer, Tree, v_args
+from lark.lark import PostLex
 from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken, VisitError
 
 from . import ast
@@ -27,16 +28,38 @@ from .resources import grammar_text
 MAX_LITERAL_DIGITS = 100
 RESERVED_WORDS = ("model", "block", "input", "output", "loss", "optimizer", "true", "false")
 _RESERVED_TYPES = {"MODEL", "INPUT", "LOSS", "OPTIMIZER", "BOOL", "OUTPUT", "BLOCK"}
-_OPENERS = {"LPAR": "RPAR", "LSQB": "RSQB", "LBRACE": "RBRACE"}
-_CLOSERS = {v: k for k, v in _OPENERS.items()}
+_OPENERS = {"LPAR": "RPAR", "LINE_LPAR": "RPAR", "LSQB": "RSQB", "LBRACE": "RBRACE"}
+_CLOSERS = {"RPAR": "LPAR", "RSQB": "LSQB", "RBRACE": "LBRACE"}
 _VALUE_TYPES = {"NAME", "NUMBER", "BOOL"}
 # Tokens that can only begin a new statement or model, or end one.
 _STATEMENT_START = {"MODEL", "BLOCK", "INPUT", "OUTPUT", "LOSS", "OPTIMIZER", "RBRACE"}
 
 
+class _LineStartParen(PostLex):
+    """Retype a '(' that starts a line as LINE_LPAR, so `ReLU` above `(a, b) -> Add` stays a bare call: the two
+    lines are two statements, not `ReLU(a, b)`."""
+
+    always_accept = ()
+
+    def process(self, stream):
+        last_line = 0
+        for token in stream:
+            if token.type == "LPAR" and token.line != last_line:
+                token = Token.new_borrow_pos("LINE_LPAR", token.value, token)
+            last_line = token.end_line
+            yield token
+
+
 @lru_cache(maxsize=1)
 def _lark() -> Lark:
-    return Lark(grammar_text(), parser="lalr", lexer="basic", propagate_positions=True, maybe_placeholders=True)
+    return Lark(
+        grammar_text(),
+        parser="lalr",
+        lexer="basic",
+        propagate_positions=True,
+        maybe_placeholders=True,
+        postlex=_LineStartParen(),
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -130,7 +153,8 @@ class _ToAst(Transformer):
         call, _star, count = children
         return ast.Step(call, count, Span.of(meta))
 
-    def tuple_source(self, meta, names):
+    def tuple_source(self, meta, children):
+        names = [c for c in children if c.type != "LINE_LPAR"]
         return ast.TupleSource([(str(n), Span.of(n)) for n in names], Span.of(meta))
 
     def output_stmt(self, meta, children):
@@ -233,6 +257,7 @@ _TOKEN_WORDS = {
     "LBRACE": "'{'",
     "RBRACE": "'}'",
     "LPAR": "'('",
+    "LINE_LPAR": "'('",
     "RPAR": "')'",
     "LSQB": "'['",
     "RSQB": "']'",
@@ -411,9 +436,12 @@ def _statement_as_value(f: Failure) -> Diagnostic | None:
         word = str(f.top())
         example = "loss CrossEntropy" if word == "loss" else "optimizer SGD(lr=0.1)"
         return Diagnostic(
-            f"'{word}' is a statement, not a name to assign",
+            f"'{word}' is a reserved word: the {word} is a statement, not a value to assign",
             Span.of(f.top()).to(Span.of(f.token)),
-            helps=[f"write '{example}', without '='"],
+            helps=[
+                f"to set the {word}, write '{example}' without '='",
+                f"to name a layer, choose another name, e.g. '{word}_'",
+            ],
         )
     if f.token.type == "INPUT" and f.top_is("EQUAL") and f.top_is("NAME", offset=2):
         name = shorten(str(f.top(2)))
@@ -458,10 +486,14 @@ def _parenthesize(f: Failure) -> Diagnostic | None:
 
 def _input_brackets(f: Failure) -> Diagnostic | None:
     """`input 64` or `input (64)`."""
-    if not f.top_is("INPUT"):
+    parenthesized = not f.at_end and re.search(r"\binput\s*\(\s*\Z", f.source[: f.token.start_pos])
+    if not f.top_is("INPUT") and not parenthesized:
         return None
     example = f"input [{f.token}]" if f.token.type == "NUMBER" else "input [64]"
-    return Diagnostic("the input shape goes in brackets", f.span, helps=[f"write '{example}'"])
+    span = f.span
+    if parenthesized:
+        span = Span.of(f.top()) if f.top_is("LPAR", "LINE_LPAR") else span
+    return Diagnostic("the input shape goes in brackets", span, helps=[f"write '{example}'"])
 
 
 def _dimension_numbers(f: Failure) -> Diagnostic | None:
@@ -549,6 +581,18 @@ def _keyword_name(f: Failure, keyword: str, example: str) -> Diagnostic | None:
     return None
 
 
+def _loss_scale(f: Failure) -> Diagnostic | None:
+    """`loss 1` or `loss out -> 0.5 MSE`: a number after 'loss' scales a loss, with '*'."""
+    if f.top_is("NUMBER") and (f.top_is("LOSS", offset=2) or f.top_is("ARROW", offset=2)):
+        number = shorten(str(f.top()))
+        return Diagnostic(
+            f"a number after 'loss' is a scale: write '{number} * ' and the loss after it",
+            f.span,
+            helps=[f"e.g. 'loss {number} * MSE' or, per output, 'loss out -> {number} * MSE'"],
+        )
+    return None
+
+
 def _loss_name(f: Failure) -> Diagnostic | None:
     return _keyword_name(f, "loss", "loss CrossEntropy")
 
@@ -609,7 +653,7 @@ SYNTAX_EXAMPLES: list[tuple[Callable[[Failure], Diagnostic | None], list[str]]] 
     ),
     (
         _layer_after_equal,
-        [_M + "fc1 = }", _M + "fc1 = 1 }", _M + "fc1 = (", _M + "fc1 = ", _M + "fc1 = = }", _M + "fc1 = model"],
+        [_M + "fc1 = }", _M + "fc1 = 1 }", _M + "fc1 = ", _M + "fc1 = = }", _M + "fc1 = model"],
     ),
     (
         _value_after_equal,
@@ -676,7 +720,7 @@ SYNTAX_EXAMPLES: list[tuple[Callable[[Failure], Diagnostic | None], list[str]]] 
         _parenthesize,
         [_M + "Linear 10 }", _M + "ReLU 1 }", _M + "Linear true }", _M + "fc = Linear 10 }", _M + "loss MSE 1 }"],
     ),
-    (_input_brackets, ["model M { input 64 }", "model M { input (64) }", "model M { input }", "model M { input"]),
+    (_input_brackets, ["model M { input 64 }", "model M { input (64) }", "model M { input"]),
     (_dimension_numbers, ["model M { input [n] }", "model M { input [true] }", "model M { input [1, n] }"]),
     (_model_name, ["model { }", "model 1 { }", "model", "model ("]),
     (_model_brace, ["model M input [1] }", "model M ( }", "model M", "model M }", "model M [", "model M N {"]),
@@ -698,7 +742,8 @@ SYNTAX_EXAMPLES: list[tuple[Callable[[Failure], Diagnostic | None], list[str]]] 
             _M + "Linear(2) } loss MSE",
         ],
     ),
-    (_loss_name, [_M + "Linear(2) loss }", _M + "Linear(2) loss 1 }", _M + "Linear(2) loss", _M + "loss ("]),
+    (_loss_name, [_M + "Linear(2) loss }", _M + "Linear(2) loss", _M + "loss ("]),
+    (_loss_scale, [_M + "Linear(2) loss 1 }", _M + "Linear(2) loss 0.5 MSE }", _M + "h = Linear(2) loss h -> 2 }"]),
     (
         _optimizer_name,
         [_M + "Linear(2) optimizer }", _M + "Linear(2) optimizer 1 }", _M + "optimizer", _M + "optimizer ("],

@@ -83,7 +83,7 @@ def _assert_located_error(result, path, line, col, message):
         ("model A {\n  input [4]\n  Linear(2, bais=true)\n}\n", 3, 13, "Linear has no argument 'bais'"),
         ("model A {\n  input [4]\n  Linear(-2)\n}\n", 3, 10, "argument 'out' of Linear must be positive, got -2"),
         ("model A {\n  Linear(2)\n}\n", 1, 7, "model 'A' has no input statement"),
-        ("model A {\n  input [4]\n  a = Linear(2)\n  a = ReLU\n}\n", 4, 3, "duplicate layer name 'a'"),
+        ("model A {\n  input [4]\n  a = Linear(2)\n  a = ReLU\n}\n", 4, 3, "'a' is defined twice"),
         (
             "model A {\n  input [64]\n  fc = Linear(10, in=32)\n}\n",
             3,
@@ -353,9 +353,9 @@ def test_summary_table(tmp_path):
     lines = out.splitlines()
     assert lines[0] == "Model: Net (float32)"
     rows = {line.split()[0]: line for line in lines[4:9]}
-    assert rows["conv"].split()[-1] == "28"  # 3·2·4 weights + 4 biases
-    assert rows["fc"].split()[-1] == "75"  # 24·3 + 3
-    assert rows["flatten_1"].split()[-2:] == ["[24]", "0"]
+    assert rows["conv"].split()[-2:] == ["28", "x"]  # 3·2·4 weights + 4 biases; connected to the input x
+    assert rows["fc"].split()[-2:] == ["75", "flatten_1"]  # 24·3 + 3
+    assert rows["flatten_1"].split()[-3:] == ["[24]", "0", "relu_1"]
     assert "Total params: 103 (412 B)" in lines
     assert "Trainable params: 103 (412 B)" in lines
     # input 16 + conv 24 + relu 24 + flatten 24 + fc 3 = 91 values per sample; 32 samples of 4 bytes
@@ -370,12 +370,12 @@ def test_summary_exact_layout(good_file):
     assert (code, err) == (0, "")
     assert out.splitlines() == [
         "Model: Tiny (float32)",
-        "─" * 40,
-        "Layer (type)       Output shape  Param #",
-        "═" * 40,
-        "input (Input)      [4]                 0",
-        "linear_1 (Linear)  [2]                10",
-        "═" * 40,
+        "─" * 54,
+        "Layer (type)       Output shape  Param #  Connected to",
+        "═" * 54,
+        "x (Input)          [4]                 0",
+        "linear_1 (Linear)  [2]                10  x",
+        "═" * 54,
         "Total params: 10 (40 B)",
         "Trainable params: 10 (40 B)",
         "Non-trainable params: 0 (0 B)",
@@ -399,10 +399,14 @@ def test_emit_ir(tmp_path, good_file):
     code, out, err = run_here(good_file, "--emit", "ir")
     assert (code, err) == (0, "")
     ir = json.loads(out)
-    assert ir["format"] == "nncompile-ir" and ir["version"] == 1
+    assert ir["format"] == "nncompile-ir" and ir["version"] == 2
     assert ir["file"] == str(good_file) and ir["dtype"] == "float32"
     (model,) = ir["models"]
-    assert model["name"] == "Tiny" and model["input_shape"] == [4] and model["output_shape"] == [2]
+    assert model["name"] == "Tiny"
+    assert model["inputs"] == [
+        {"name": "x", "shape": [4], "span": {"line": 2, "column": 5, "end_line": 2, "end_column": 14}}
+    ]
+    assert model["outputs"] == [{"name": "linear_1", "value": "linear_1", "shape": [2]}]
     assert model["parameter_count"] == 10
     (node,) = model["nodes"]
     assert node == {
@@ -410,8 +414,9 @@ def test_emit_ir(tmp_path, good_file):
         "type": "Linear",
         "source": "Linear(2)",
         "args": {"out": 2, "in": None, "bias": True, "init": "he_normal"},
-        "inputs": ["input"],
-        "input_shape": [4],
+        "inputs": ["x"],
+        "block": None,
+        "input_shapes": [[4]],
         "output_shape": [2],
         "params": [
             {"name": "linear_1.weight", "shape": [4, 2], "count": 8, "init": "he_normal", "fan_in": 4, "fan_out": 2},
@@ -420,12 +425,16 @@ def test_emit_ir(tmp_path, good_file):
         "parameter_count": 10,
         "span": {"line": 3, "column": 5, "end_line": 3, "end_column": 14},
     }
-    assert model["loss"] == {
-        "type": "MSE",
-        "source": "MSE",
-        "args": {},
-        "span": {"line": 4, "column": 5, "end_line": 4, "end_column": 13},
-    }
+    assert model["losses"] == [
+        {
+            "output": "linear_1",
+            "scale": 1.0,
+            "type": "MSE",
+            "source": "MSE",
+            "args": {},
+            "span": {"line": 4, "column": 5, "end_line": 4, "end_column": 13},
+        }
+    ]
     assert model["optimizer"]["type"] == "SGD" and model["optimizer"]["span"] is None
     out_file = tmp_path / "tiny.json"
     assert run_here(good_file, "--emit", "ir", "-o", out_file)[0] == 0

@@ -177,7 +177,7 @@ SYNTAX = {
         (3, 3, 8),
         "'input' is a reserved word and cannot be used as a name",
         ["choose another name, e.g. 'input_'"],
-        ["reserved words: model, input, loss, optimizer, true, false"],
+        ["reserved words: model, block, input, output, loss, optimizer, true, false"],
     ),
     "reserved_word_model_as_layer_name": (
         m("model = Linear(2)"),
@@ -622,13 +622,17 @@ def test_each_model_reports_its_own_shape_error():
 
 MODEL_LEVEL = {
     "no_input": ("model A {\n  Linear(2)\n}\n", (1, 7, 8), "model 'A' has no input statement"),
-    "two_inputs": (m("input [5]", "Linear(2)"), (3, 3, 12), "a model has exactly one input statement"),
+    "two_inputs": (
+        m("input [5]", "Linear(2)"),
+        (3, 3, 12),
+        "each input of a model with several inputs needs a name, e.g. 'input pixels [64]'",
+    ),
     "input_not_first": (
         "model A {\n  Linear(2)\n  input [4]\n}\n",
         (3, 3, 12),
-        "'input' must be the first statement of a model",
+        "'input' must come before the layers",
     ),
-    "duplicate_layer_names": (m("a = Linear(2)", "a = ReLU"), (4, 3, 4), "duplicate layer name 'a'"),
+    "duplicate_layer_names": (m("a = Linear(2)", "a = ReLU"), (4, 3, 4), "'a' is defined twice"),
     "empty_model": ("model A {}\n", (1, 7, 8), "model 'A' is empty"),
     "no_layers": (m(), (1, 7, 8), "model 'A' has no layers"),
     "loss_not_last": (m("loss MSE", "Linear(2)"), (3, 3, 11), "the loss must come after every layer"),
@@ -644,8 +648,8 @@ MODEL_LEVEL = {
         "a model has at most one optimizer statement",
     ),
     "same_class_name": (m("Linear(2)") + m("Linear(2)"), (5, 7, 8), "two models are named 'A'"),
-    "layer_name_keyword": (m("class = Linear(2)"), (3, 3, 8), "layer name 'class' is a Python keyword"),
-    "layer_name_soft_keyword": (m("match = Linear(2)"), (3, 3, 8), "layer name 'match' is a Python keyword"),
+    "layer_name_keyword": (m("class = Linear(2)"), (3, 3, 8), "name 'class' is a Python keyword"),
+    "layer_name_soft_keyword": (m("match = Linear(2)"), (3, 3, 8), "name 'match' is a Python keyword"),
     "model_name_keyword": (m("Linear(2)", name="lambda"), (1, 7, 13), "model name 'lambda' is a Python keyword"),
     "model_name_soft_keyword": (m("Linear(2)", name="case"), (1, 7, 11), "model name 'case' is a Python keyword"),
     "model_name_np": (m("Linear(2)", name="np"), (1, 7, 9), "model name 'np' is reserved by the generated module"),
@@ -738,7 +742,7 @@ def test_independent_errors_are_all_reported_in_source_order():
         (3, "unknown layer 'Relu'"),
         (4, "argument 'out' of Linear must be positive, got 0"),
         (5, "unknown layer 'Tanhh'"),
-        (6, "duplicate layer name 'a'"),
+        (6, "'a' is defined twice"),
         (7, "Linear has no argument 'bais'"),
         (8, "unknown loss 'Cross'"),
     ]
@@ -801,6 +805,7 @@ def test_rendering_a_huge_line_shows_a_window_around_the_span():
 def test_diagnostics_are_structured_data():
     diag = first(m("Relu"))
     assert diag.to_dict() == {
+        "severity": "error",
         "message": "unknown layer 'Relu'",
         "span": {"line": 3, "column": 3, "end_line": 3, "end_column": 7},
         "helps": ["did you mean 'ReLU'?"],

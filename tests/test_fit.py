@@ -327,8 +327,10 @@ def test_a_wrong_feature_shape_is_named_exactly(digits_net, call):
 def test_other_wrong_shapes_are_errors_not_broadcasts(digits_net):
     with pytest.raises(ValueError, match=re.escape("expected (batch, 64), got (64,)")):
         digits_net.predict(np.zeros(64))
-    with pytest.raises(ValueError, match=re.escape("expected (batch, 64), got (0, 64)")):
-        digits_net.predict(np.zeros((0, 64)))
+    with pytest.raises(ValueError, match=re.escape("for one sample add the batch axis: x[None] has shape (1, 64)")):
+        digits_net.predict(np.zeros(64))
+    # An empty batch is no mistake for predict: it has an empty answer.
+    assert digits_net.predict(np.zeros((0, 64))).shape == (0, 10)
     with pytest.raises(ValueError, match=re.escape("expected (batch, 64), got (8, 64, 1)")):
         digits_net.fit(np.zeros((8, 64, 1)), np.zeros(8, int))
     with pytest.raises(ValueError, match=re.escape("expected (batch, 64), got (5, 63)")):

@@ -18,6 +18,12 @@ CASES = {
     "sigmoid_first": ("Sigmoid\n Linear(3)", [4]),
     "relu_first": ("ReLU\n Linear(3)", [4]),
     "mlp": ("Linear(8)\n ReLU\n Linear(6)\n Tanh\n Linear(5)\n Sigmoid\n Linear(3)", [4]),
+    # Graphs: the input x (the v1 form names it x) and values read by several layers.
+    "residual_add": ("h = x -> Linear(4) -> Tanh\n (x, h) -> Add -> Linear(3)", [4]),
+    "concat_three": ("a = x -> Linear(3) -> ReLU\n b = x -> Linear(2)\n (a, b, x) -> Concat -> Linear(3)", [4]),
+    "multiply_gate": ("g = x -> Linear(4) -> Sigmoid\n (x, g) -> Multiply -> Linear(3)", [4]),
+    "fan_out_three": ("h = Linear(5)\n a = h -> Tanh\n b = h -> Sigmoid\n (a, b, h) -> Add -> Linear(3)", [4]),
+    "same_value_twice": ("h = Linear(4)\n s = (h, h) -> Multiply\n (s, h, h) -> Add -> Linear(3)", [4]),
 }
 LOSSES = ["CrossEntropy", "MSE"]
 

@@ -151,7 +151,8 @@ def test_get_config_is_json_and_describes_the_model():
     assert json.loads(json.dumps(config)) == config
     assert [layer["name"] for layer in config["layers"]] == ["fc1", "relu_1", "fc2"]
     assert config["layers"][0]["output_shape"] == [8]
-    assert config["loss"]["type"] == "CrossEntropy"
+    assert config["losses"] == [{"output": "fc2", "scale": 1.0, "type": "CrossEntropy", "args": {}}]
+    assert [layer["inputs"] for layer in config["layers"]] == [["x"], ["fc1"], ["relu_1"]]
     assert config["optimizer"]["args"] == {"lr": 0.1, "momentum": 0.9, "weight_decay": 0.01}
 
 

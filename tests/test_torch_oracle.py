@@ -82,7 +82,7 @@ def torch_twin(net):
     config = net.get_config()
     layers, mapping = [], {}
     for layer in config["layers"]:
-        module = _torch_layer(layer, layer["input_shape"]).double()
+        module = _torch_layer(layer, layer["input_shapes"][0]).double()
         mapping.update(_copy_params(layer, module, net.params))
         layers.append(module)
     model = nn.Sequential(*layers)
@@ -91,7 +91,7 @@ def torch_twin(net):
 
 
 def _torch_loss(config):
-    return {"MSE": nn.MSELoss, "CrossEntropy": nn.CrossEntropyLoss, "BCE": nn.BCELoss}[config["loss"]["type"]]()
+    return {"MSE": nn.MSELoss, "CrossEntropy": nn.CrossEntropyLoss, "BCE": nn.BCELoss}[config["losses"][0]["type"]]()
 
 
 def _torch_optimizer(config, parameters):

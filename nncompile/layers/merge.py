@@ -56,8 +56,8 @@ class Add(Elementwise2):
     @classmethod
     def bind(cls, args, in_shapes):
         shape = cls._same_shape(in_shapes)
-        # Inputs after the first may need their own copy of dy (see the template).
-        buffers = [Buffer(f"dx{i}", shape) for i in range(1, len(in_shapes))]
+        # An input may need its own copy of dy (see the template).
+        buffers = [Buffer(f"dx{i}", shape) for i in range(len(in_shapes))]
         return cls._bound(args, in_shapes, shape, buffers)
 
 

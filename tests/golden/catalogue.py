@@ -6,6 +6,7 @@ Imports only NumPy and the standard library. Every array is float32; arrays are 
 
 import sys
 import time
+from types import MappingProxyType
 
 import numpy as np
 
@@ -42,6 +43,10 @@ def _check_int(name, value, minimum):
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
     return int(value)
+
+
+def _shape_text(shape):
+    return "(batch, " + ", ".join(str(d) for d in shape) + ")"
 
 
 class _Progress:
@@ -98,42 +103,82 @@ class _Progress:
 
 
 class _CompiledModel:
-    """What every compiled model shares: the public forward/loss/backward/train_step wrappers, gradient
-    clearing, state dicts, files and workspaces. Each model class below adds its layers, loss and optimizer."""
+    """What every compiled model shares. A model class of the generated module adds:
+
+    input_shapes, output_shapes  dicts name → per-sample shape, in declaration order
+    has_loss, _loss_terms        whether it has a loss; (output, scale, metric or None) per loss term
+    _hyperparameters, _param_layout, _buffers   optimizer hyperparameter names, parameter and workspace layouts
+    __init__(seed)               parameters, then self._init_runtime()
+    step()                       the optimizer update
+    _forward(*inputs)            a tuple of the outputs; keeps what backward reads in self._saved
+    _backward(douts, need_dx)    douts: one gradient per output; returns the input gradients (or None)
+    _check_target_<output>(y, batch), _loss_value_<output>(z, target), _loss_gradient_<output>(target) and,
+    for a term with a metric, _correct_<output>(z, target) → (correct, compared): one set per loss term.
+    """
+
+    def _init_runtime(self):
+        self.step_count = 0
+        self._workspaces = {}
+        self._saved = None
+        self._ws = None
+        self._targets = None
+        # False right after zero_grad(): backward then writes gradients instead of adding to them.
+        self._accumulate = False
+        self._input_names = tuple(self.input_shapes)
+        self._output_names = tuple(self.output_shapes)
+        self._terms = []
+        for output, scale, metric in self._loss_terms:
+            suffix = output.replace(".", "_")
+            self._terms.append(
+                (
+                    output,
+                    self._output_names.index(output),
+                    scale,
+                    metric,
+                    getattr(self, "_check_target_" + suffix),
+                    getattr(self, "_loss_value_" + suffix),
+                    getattr(self, "_loss_gradient_" + suffix),
+                    getattr(self, "_correct_" + suffix) if metric else None,
+                )
+            )
+
+    # ---- the public API ---------------------------------------------------------------------------------
 
     def forward(self, x):
-        """Output of the last layer for a batch x; keeps what backward() needs."""
-        self._target = None
-        return self._forward(self._check_input(x)).copy()
+        """The model's output for a batch x (a dict {output name: array} when it has several outputs); keeps
+        what backward() needs."""
+        self._targets = None
+        outputs = self._forward(*self._check_inputs(x))
+        return self._as_outputs(tuple(z.copy() for z in outputs))
 
     def loss(self, x, y):
-        """The loss on a batch (a Python float); runs forward and keeps y for backward()."""
+        """The loss on a batch (a Python float; with several loss terms their scaled sum); runs forward and keeps
+        y for backward()."""
         self._require_loss()
-        x = self._check_input(x)
-        target = self._check_target(y, x.shape[0])
-        z = self._forward(x)
-        self._target = target
-        return self._loss_value(z, target)
+        inputs = self._check_inputs(x)
+        targets = self._check_targets(y, len(inputs[0]))
+        outputs = self._forward(*inputs)
+        self._targets = targets
+        return self._total(self._loss_values(outputs, targets))
 
     def backward(self, dout=None):
-        """Gradient of the loss w.r.t. the input x; adds parameter gradients into self.grads.
+        """Gradient of the loss w.r.t. the input (a dict {input name: array} when there are several); adds
+        parameter gradients into self.grads.
 
-        With no dout, starts from the loss of the last loss() call; otherwise dout is dL/d(output).
+        With no dout, starts from the loss of the last loss() call; otherwise dout is dL/d(output) (a dict
+        {output name: array} when there are several outputs).
         """
         if self._saved is None:
             raise RuntimeError("backward() needs a forward() or loss() call first")
         if dout is None:
             self._require_loss("; pass dout, the gradient w.r.t. the output")
-            if self._target is None:
+            if self._targets is None:
                 raise RuntimeError("backward() without dout needs a loss(x, y) call after the last forward()")
-            dy = self._loss_gradient()
+            douts = self._loss_gradients(self._targets)
         else:
-            # A copy: backward works in place on its gradient arrays.
-            dy = np.array(dout, dtype=DTYPE)
-            expected = (self._ws["ones"].shape[0], *self.output_shape)
-            if dy.shape != expected:
-                raise ValueError(f"dout must have shape {expected}, got {dy.shape}")
-        return self._backward(dy, need_dx=True).copy()
+            douts = self._check_douts(dout)
+        grads = self._backward(douts, True)
+        return self._as_inputs(tuple(g.copy() for g in grads))
 
     def zero_grad(self):
         self._flat_grads.fill(0)
@@ -142,14 +187,14 @@ class _CompiledModel:
     def train_step(self, x, y):
         """zero_grad, loss, backward and step on one batch; returns the loss before the update."""
         self._require_loss()
-        x = self._check_input(x)
-        target = self._check_target(y, x.shape[0])
-        z = self._forward(x)
-        self._target = target
-        loss = self._loss_value(z, target)
+        inputs = self._check_inputs(x)
+        targets = self._check_targets(y, len(inputs[0]))
+        outputs = self._forward(*inputs)
+        self._targets = targets
+        loss = self._total(self._loss_values(outputs, targets))
         # Backward overwrites every gradient when not accumulating: a zero_grad without the memset.
         self._accumulate = False
-        self._backward(self._loss_gradient(), need_dx=False)
+        self._backward(self._loss_gradients(targets), False)
         self.step()
         return loss
 
@@ -204,7 +249,163 @@ class _CompiledModel:
         self.__init__()
         self.load_state_dict(state)
 
-    # ---- internals ---------------------------------------------------------------------------------
+    def fit(
+        self,
+        x,
+        y,
+        epochs=1,
+        batch_size=32,
+        shuffle=True,
+        seed=None,
+        validation_data=None,
+        validation_split=0.0,
+        patience=None,
+        restore_best=True,
+        verbose=True,
+        initial_epoch=0,
+    ):
+        """Train on (x, y) with mini-batch steps of the optimizer; returns the history, a dict of per-epoch lists.
+
+        History: per-epoch lists of "loss" and the metrics (means over the epoch's batches, each taken before its
+        step) and, when validating, of the same with "val_" in front (after the epoch). With several loss terms,
+        "loss" is their scaled sum and each term adds "<output>_loss" (and "<output>_accuracy" where it has one).
+        Each epoch runs train_step() on batches of batch_size samples, the last batch partial, in shuffled order
+        when shuffle. With a seed, epoch e (counted from 0) is shuffled by np.random.default_rng([seed, e]), so a
+        run is reproducible; to resume one, load() its saved state and call fit again with the same seed and
+        initial_epoch=e (epochs still counts all of them, as in Keras): it continues exactly as without the break.
+        validation_data=(x_val, y_val) is evaluated after every epoch; or validation_split=f holds out the last
+        fraction f of x and y (taken before shuffling, as Keras does).
+        patience: stop when val_loss has not improved for that many epochs; then, with restore_best, the
+        parameters of the epoch with the lowest val_loss are put back (the optimizer state is kept).
+        verbose: a progress line per epoch on stdout, redrawn in place while the epoch runs on a terminal.
+
+        A non-finite loss stops training with FloatingPointError naming the epoch and batch, after restoring the
+        parameters and optimizer state from before the step that produced it. Ctrl-C (KeyboardInterrupt) stops
+        training too; fit then keeps the state after the last completed step and returns the history so far.
+        Afterwards there is no forward pass for backward() to use: call loss() first.
+        """
+        self._require_loss()
+        inputs, targets = self._check_data(x, y, "x", "y")
+        batch_size = _check_int("batch_size", batch_size, 1)
+        epochs, initial_epoch = _check_int("epochs", epochs, 0), _check_int("initial_epoch", initial_epoch, 0)
+        patience = None if patience is None else _check_int("patience", patience, 0)
+        samples = len(inputs[0])
+        validation = None
+        if validation_data is not None:
+            if validation_split:
+                raise ValueError("pass validation_data or validation_split, not both")
+            if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+                raise ValueError("validation_data must be a pair (x_val, y_val)")
+            validation = self._check_data(*validation_data, "x_val", "y_val")
+        elif validation_split:
+            if not 0 < validation_split < 1:
+                raise ValueError(f"validation_split must be in [0, 1), got {validation_split!r}")
+            keep = int(samples * (1 - validation_split))
+            if keep == 0 or keep == samples:
+                raise ValueError(f"validation_split={validation_split} of {samples} samples leaves a part empty")
+            validation = (tuple(a[keep:] for a in inputs), tuple(t[keep:] for t in targets))
+            inputs, targets = tuple(a[:keep] for a in inputs), tuple(t[:keep] for t in targets)
+            samples = keep
+        if patience is not None and validation is None:
+            raise ValueError("patience needs validation: pass validation_data or validation_split")
+
+        names = self._metric_names()
+        history = {name: [] for name in names}
+        if validation is not None:
+            history.update({"val_" + name: [] for name in names})
+        batches = -(-samples // batch_size)
+        progress = _Progress(verbose, epochs, batches)
+        unseeded = np.random.default_rng() if seed is None else None
+        best_loss, best_epoch, best_params, waited = np.inf, None, None, 0
+        before_step = None  # state_dict() before the latest step: restored on a non-finite loss
+        stepping = False  # True only while step() runs: an interrupt then restores before_step
+        epoch = initial_epoch
+        try:
+            for epoch in range(initial_epoch, epochs):
+                started = time.perf_counter()
+                if shuffle:
+                    rng = unseeded if seed is None else np.random.default_rng([seed, epoch])
+                    order = rng.permutation(samples)
+                totals = _Totals(len(self._terms))
+                for batch, start in enumerate(range(0, samples, batch_size), 1):
+                    rows = order[start : start + batch_size] if shuffle else slice(start, start + batch_size)
+                    batch_targets = tuple(t[rows] for t in targets)
+                    values, counts = self._fit_batch(tuple(a[rows] for a in inputs), batch_targets)
+                    loss = self._total(values)
+                    if not np.isfinite(loss):
+                        raise self._non_finite(loss, epoch, batch, batches, before_step, history)
+                    before_step = self.state_dict()
+                    stepping = True
+                    self.step()
+                    stepping = False
+                    totals.add(len(batch_targets[0]), loss, values, counts)
+                    if progress.due(batch):
+                        progress.show(epoch, batch, self._metrics(totals), started)
+                metrics = self._metrics(totals)
+                if validation is not None:
+                    for name, value in self._evaluate_checked(*validation, batch_size).items():
+                        metrics["val_" + name] = value
+                for name, value in metrics.items():
+                    history[name].append(value)
+                progress.end_epoch(epoch, metrics, started)
+                if patience is not None:
+                    if metrics["val_loss"] < best_loss:
+                        best_loss, best_epoch, waited = metrics["val_loss"], epoch, 0
+                        if restore_best:
+                            best_params = {name: value.copy() for name, value in self.params.items()}
+                    else:
+                        waited += 1
+                        if waited >= patience:
+                            break
+        except KeyboardInterrupt:
+            if stepping:
+                self._restore(before_step)
+            progress.note(f"interrupted in epoch {epoch + 1}; kept the last completed step ({self.step_count})")
+            return history
+        finally:
+            progress.close()
+            self._saved = self._targets = None
+        if best_params is not None and best_epoch != epoch:
+            for name, value in best_params.items():
+                np.copyto(self.params[name], value)
+            progress.note(f"restored the parameters of epoch {best_epoch + 1}, the lowest val_loss ({best_loss:.4f})")
+        return history
+
+    def evaluate(self, x, y, batch_size=None):
+        """The loss and metrics on (x, y) as a dict, computed in batches (of 256 when batch_size is None).
+
+        Changes no parameters, gradients or optimizer state. Its forward passes replace the one backward() would
+        use, so that is cleared: backward() afterwards raises until the next loss().
+        """
+        self._require_loss()
+        inputs, targets = self._check_data(x, y, "x", "y")
+        batch_size = 256 if batch_size is None else _check_int("batch_size", batch_size, 1)
+        try:
+            return self._evaluate_checked(inputs, targets, batch_size)
+        finally:
+            self._saved = self._targets = None
+
+    def predict(self, x, batch_size=None):
+        """The model's output for every sample of x (a dict {output name: array} when it has several outputs),
+        computed in batches (of 256 when batch_size is None).
+
+        Changes no parameters, gradients or optimizer state. Its forward passes replace the one backward() would
+        use, so that is cleared: backward() afterwards raises until the next forward() or loss().
+        """
+        inputs = self._check_inputs(x, allow_empty=True)
+        batch_size = 256 if batch_size is None else _check_int("batch_size", batch_size, 1)
+        samples = len(inputs[0])
+        results = tuple(np.empty((samples, *shape), DTYPE) for shape in self.output_shapes.values())
+        try:
+            for start in range(0, samples, batch_size):
+                outputs = self._forward(*(a[start : start + batch_size] for a in inputs))
+                for result, output in zip(results, outputs):
+                    result[start : start + batch_size] = output
+        finally:
+            self._saved = self._targets = None
+        return self._as_outputs(results)
+
+    # ---- checks -----------------------------------------------------------------------------------------
 
     def _require_loss(self, advice=""):
         if not self.has_loss:
@@ -212,12 +413,164 @@ class _CompiledModel:
             message = f"model {name} has no loss; add e.g. 'loss CrossEntropy' to the .nn file and recompile"
             raise RuntimeError(message + advice)
 
-    def _check_input(self, x):
-        x = np.asarray(x, dtype=DTYPE)
-        if x.shape[1:] != self.input_shape or x.ndim != len(self.input_shape) + 1 or x.shape[0] == 0:
-            expected = ", ".join(str(d) for d in self.input_shape)
-            raise ValueError(f"{type(self).__name__}: wrong input shape: expected (batch, {expected}), got {x.shape}")
-        return x
+    def _by_name(self, value, names, what, plural):
+        """A dict keyed by `names`, or a tuple/list in their order, as a tuple; one value when there is one name."""
+        model = type(self).__name__
+        if len(names) == 1 and not isinstance(value, dict):
+            return (value,)
+        if isinstance(value, dict):
+            missing = [n for n in names if n not in value]
+            unexpected = [k for k in value if k not in names]
+            if missing:
+                raise ValueError(f"{model}: {what} '{missing[0]}' is missing; expected {plural} for {list(names)}")
+            if unexpected:
+                raise ValueError(f"{model}: unexpected {what} {unexpected[0]!r}; expected {plural} for {list(names)}")
+            return tuple(value[n] for n in names)
+        if isinstance(value, (tuple, list)) and len(value) == len(names):
+            return tuple(value)
+        raise ValueError(
+            f"{model}: {len(names)} {plural} are needed ({', '.join(names)}): pass a dict {{name: array}} "
+            f"or a tuple in that order"
+        )
+
+    def _check_inputs(self, x, allow_empty=False):
+        """The input arrays as a tuple in declaration order, each converted to DTYPE and shape-checked."""
+        arrays = self._by_name(x, self._input_names, "input", "inputs")
+        model = type(self).__name__
+        checked = []
+        for name, array in zip(self._input_names, arrays):
+            shape = self.input_shapes[name]
+            which = f"input '{name}'" if len(self._input_names) > 1 else "input"
+            if np.iscomplexobj(array):
+                raise ValueError(f"{model}: {which} is complex; the model takes real numbers")
+            array = np.asarray(array, dtype=DTYPE)
+            if array.shape[1:] != shape or array.ndim != len(shape) + 1:
+                hint = ""
+                if array.shape == shape:
+                    hint = f"; for one sample add the batch axis: x[None] has shape {(1, *shape)}"
+                raise ValueError(
+                    f"{model}: wrong {which} shape: expected {_shape_text(shape)}, got {array.shape}{hint}"
+                )
+            if array.shape[0] == 0 and not allow_empty:
+                raise ValueError(f"{model}: {which} is an empty batch")
+            checked.append(array)
+        if len({len(a) for a in checked}) > 1:
+            sizes = ", ".join(f"{n}: {len(a)}" for n, a in zip(self._input_names, checked))
+            raise ValueError(f"{model}: the inputs must have the same batch size, got {sizes}")
+        return tuple(checked)
+
+    def _check_targets(self, y, batch):
+        """The targets of every loss term as a tuple in the order of _loss_terms, each checked by its loss."""
+        outputs = tuple(term[0] for term in self._terms)
+        arrays = self._by_name(y, outputs, "target", "targets")
+        targets = []
+        for (output, _, _, _, check, *_), array in zip(self._terms, arrays):
+            if np.iscomplexobj(array):
+                raise ValueError(f"{type(self).__name__}: targets are complex; the losses take real numbers")
+            try:
+                targets.append(check(array, batch))
+            except ValueError as err:
+                if len(self._terms) == 1:
+                    raise
+                raise ValueError(f"targets of output '{output}': {err}") from None
+        return tuple(targets)
+
+    def _check_douts(self, dout):
+        """backward(dout): one gradient per output, each of that output's shape for the current batch."""
+        arrays = self._by_name(dout, self._output_names, "gradient", "gradients")
+        batch = len(self._ws["ones"])
+        douts = []
+        for name, array in zip(self._output_names, arrays):
+            # A copy: backward works in place on its gradient arrays.
+            array = np.array(array, dtype=DTYPE)
+            expected = (batch, *self.output_shapes[name])
+            if array.shape != expected:
+                which = f"dout['{name}']" if len(self._output_names) > 1 else "dout"
+                raise ValueError(f"{which} must have shape {expected}, got {array.shape}")
+            douts.append(array)
+        return tuple(douts)
+
+    def _check_data(self, x, y, x_name, y_name):
+        """x and y checked as a whole: shapes, equal lengths, finite values, valid targets."""
+        inputs = self._check_inputs(x)
+        samples = len(inputs[0])
+        model = type(self).__name__
+        outputs = tuple(term[0] for term in self._terms)
+        for array in self._by_name(y, outputs, "target", "targets"):
+            array = np.asarray(array)
+            if array.ndim == 0 or len(array) != samples:
+                raise ValueError(
+                    f"{model}: {x_name} and {y_name} must have the same length, got {samples} samples in {x_name}"
+                    f" and {len(array) if array.ndim else 'a scalar'} in {y_name}"
+                )
+        targets = self._check_targets(y, samples)
+        named = [(x_name if len(inputs) == 1 else f"{x_name}['{n}']", a) for n, a in zip(self._input_names, inputs)]
+        named += [(y_name if len(targets) == 1 else f"{y_name}['{o}']", t) for o, t in zip(outputs, targets)]
+        for name, array in named:
+            finite = np.isfinite(array).reshape(len(array), -1).all(axis=1)
+            if not finite.all():
+                raise ValueError(f"{model}: {name} has a NaN or infinite value in sample {np.argmin(finite)}")
+        return inputs, targets
+
+    def _as_inputs(self, arrays):
+        return arrays[0] if len(arrays) == 1 else dict(zip(self._input_names, arrays))
+
+    def _as_outputs(self, arrays):
+        return arrays[0] if len(arrays) == 1 else dict(zip(self._output_names, arrays))
+
+    # ---- losses -----------------------------------------------------------------------------------------
+
+    def _loss_values(self, outputs, targets):
+        """Each loss term's value (unscaled), in the order of _loss_terms."""
+        return tuple(term[5](outputs[term[1]], target) for term, target in zip(self._terms, targets))
+
+    def _total(self, values):
+        """The loss: Σ scale · term."""
+        return float(sum(term[2] * value for term, value in zip(self._terms, values)))
+
+    def _loss_gradients(self, targets):
+        """dL/d(output) for every output: each term's gradient times its scale; zeros for an output without a
+        loss term."""
+        douts = [None] * len(self._output_names)
+        for (_, index, scale, _, _, _, gradient, _), target in zip(self._terms, targets):
+            dz = gradient(target)
+            if scale != 1:
+                dz *= scale
+            douts[index] = dz
+        for index, dz in enumerate(douts):
+            if dz is None:
+                shape = self.output_shapes[self._output_names[index]]
+                douts[index] = np.zeros((len(self._ws["ones"]), *shape), DTYPE)
+        return tuple(douts)
+
+    def _counts(self, outputs, targets):
+        """(correct, compared) for each loss term with a metric, None for the others."""
+        return tuple(
+            None if term[7] is None else term[7](outputs[term[1]], target) for term, target in zip(self._terms, targets)
+        )
+
+    def _metric_names(self):
+        if len(self._terms) == 1:
+            return ["loss"] + ([self._terms[0][3]] if self._terms[0][3] else [])
+        names = ["loss"]
+        for output, _, _, metric, *_ in self._terms:
+            names.append(f"{output}_loss")
+            if metric:
+                names.append(f"{output}_{metric}")
+        return names
+
+    def _metrics(self, totals):
+        """The mean loss and metrics of the samples seen, keyed as in the history."""
+        values = {"loss": totals.loss / totals.samples}
+        for i, (output, _, _, metric, *_) in enumerate(self._terms):
+            prefix = "" if len(self._terms) == 1 else output + "_"
+            if prefix:
+                values[prefix + "loss"] = totals.terms[i] / totals.samples
+            if metric:
+                values[prefix + metric] = totals.correct[i] / max(totals.compared[i], 1)
+        return values
+
+    # ---- training internals -----------------------------------------------------------------------------
 
     def _workspace(self, batch):
         """Arrays for a batch size, made once and reused so steady-state steps allocate almost nothing."""
@@ -231,10 +584,78 @@ class _CompiledModel:
             self._workspaces[batch] = workspace
         return workspace
 
+    def _fit_batch(self, inputs, targets):
+        """train_step() up to the update, on checked arrays: forward, loss and, if the loss is finite, backward.
+
+        Returns the loss terms' values and metric counts."""
+        outputs = self._forward(*inputs)
+        counts = self._counts(outputs, targets)
+        self._targets = targets
+        values = self._loss_values(outputs, targets)
+        if np.isfinite(self._total(values)):
+            self._accumulate = False
+            self._backward(self._loss_gradients(targets), False)
+        return values, counts
+
+    def _evaluate_checked(self, inputs, targets, batch_size):
+        """Metrics over checked arrays, batch by batch; losses are means over samples."""
+        totals = _Totals(len(self._terms))
+        for start in range(0, len(inputs[0]), batch_size):
+            outputs = self._forward(*(a[start : start + batch_size] for a in inputs))
+            batch_targets = tuple(t[start : start + batch_size] for t in targets)
+            counts = self._counts(outputs, batch_targets)
+            values = self._loss_values(outputs, batch_targets)
+            totals.add(len(batch_targets[0]), self._total(values), values, counts)
+        return self._metrics(totals)
+
+    def _restore(self, state):
+        """load_state_dict(state), carried through to the end even if Ctrl-C is pressed again meanwhile."""
+        while True:
+            try:
+                self.load_state_dict(state)
+                return
+            except KeyboardInterrupt:
+                continue
+
+    def _non_finite(self, loss, epoch, batch, batches, before_step, history):
+        """The error for a non-finite loss in fit(), after restoring the state from before the step that caused
+        it."""
+        message = f"the loss is {loss} at epoch {epoch + 1}, batch {batch} of {batches}; training stopped"
+        if before_step is None:
+            message += " before any step of this fit(), so the parameters are as fit() found them"
+        else:
+            self._restore(before_step)
+            message += f"; parameters and optimizer state restored to before step {self.step_count + 1}, its cause"
+        error = FloatingPointError(f"{type(self).__name__}.fit: {message}")
+        error.history = history
+        return error
+
+
+class _Totals:
+    """Running sums over the batches of an epoch: samples, total loss, each term's loss and metric counts."""
+
+    def __init__(self, terms):
+        self.samples = 0
+        self.loss = 0.0
+        self.terms = [0.0] * terms
+        self.correct = [0] * terms
+        self.compared = [0] * terms
+
+    def add(self, samples, loss, values, counts):
+        self.samples += samples
+        self.loss += loss * samples
+        for i, value in enumerate(values):
+            self.terms[i] += value * samples
+            if counts[i] is not None:
+                self.correct[i] += counts[i][0]
+                self.compared[i] += counts[i][1]
+
 
 class SignalNet(_CompiledModel):
     """SignalNet: input [32, 2] -> output [4].
 
+    Inputs:
+        x: [32, 2]
     Layers:
         conv1: Conv1D  [32, 2] -> [28, 8]
         leakyrelu_1: LeakyReLU  [28, 8] -> [28, 8]
@@ -244,13 +665,20 @@ class SignalNet(_CompiledModel):
         avgpool1d_1: AvgPool1D  [6, 8] -> [2, 8]
         flatten_1: Flatten  [2, 8] -> [16]
         head: Linear  [16] -> [4]
+    Outputs:
+        head: [4]
     Loss: CrossEntropy
     Optimizer: Adam(lr=0.003, weight_decay=0.0001)
     """
 
+    # Per-sample shapes by name, in declaration order (read-only: they describe the compiled code).
+    input_shapes = MappingProxyType({"x": (32, 2)})
+    output_shapes = MappingProxyType({"head": (4,)})
     input_shape = (32, 2)
     output_shape = (4,)
     has_loss = True
+    # Loss terms: (output, scale, metric); the loss is Σ scale · term.
+    _loss_terms = (("head", 1.0, "accuracy"),)
     # Optimizer hyperparameters: attributes of the model, saved with its state.
     _hyperparameters = ("lr", "beta1", "beta2", "eps", "weight_decay")
     # Parameters: (name, shape, start, stop) in the flat parameter, gradient and optimizer-state arrays.
@@ -288,13 +716,13 @@ class SignalNet(_CompiledModel):
         ("head.y", (4,), DTYPE, 0),
         ("head.dx", (16,), DTYPE, 0),
         ("head.x1", (17,), DTYPE, 1),
-        ("loss.dz", (4,), DTYPE, 0),
-        ("loss.exps", (4,), DTYPE, 0),
-        ("loss.shifted", (4,), DTYPE, 0),
-        ("loss.ones", (4,), DTYPE, 1),
-        ("loss.row_max", (1,), DTYPE, 0),
-        ("loss.row_sums", (1,), DTYPE, 0),
-        ("loss.scale", (1,), DTYPE, 0),
+        ("loss.head.dz", (4,), DTYPE, 0),
+        ("loss.head.exps", (4,), DTYPE, 0),
+        ("loss.head.shifted", (4,), DTYPE, 0),
+        ("loss.head.ones", (4,), DTYPE, 1),
+        ("loss.head.row_max", (1,), DTYPE, 0),
+        ("loss.head.row_sums", (1,), DTYPE, 0),
+        ("loss.head.scale", (1,), DTYPE, 0),
     )
 
     def __init__(self, seed=None):
@@ -330,13 +758,7 @@ class SignalNet(_CompiledModel):
         self.beta2 = 0.999
         self.eps = 1e-08
         self.weight_decay = 0.0001
-        self.step_count = 0
-        self._workspaces = {}
-        self._saved = None
-        self._ws = None
-        self._target = None
-        # False right after zero_grad(): backward then writes gradients instead of adding to them.
-        self._accumulate = False
+        self._init_runtime()
 
     def step(self):
         """Adam(lr=0.003, weight_decay=0.0001): torch.optim.Adam's rule, in place on all parameters at once, with no temporary arrays.
@@ -372,17 +794,21 @@ class SignalNet(_CompiledModel):
         param -= work
 
     def get_config(self):
-        """A JSON-serialisable description of the model: layers, arguments, shapes, loss and optimizer."""
+        """A JSON-serialisable description of the model: inputs, layers (with their inputs), outputs, losses and
+        optimizer."""
         return {
             "name": "SignalNet",
-            "input_shape": [32, 2],
-            "output_shape": [4],
+            "inputs": {"x": [32, 2]},
+            "outputs": {"head": [4]},
+            "output_layers": {"head": "head"},
             "layers": [
                 {
                     "name": "conv1",
                     "type": "Conv1D",
                     "args": {"out": 8, "k": 5, "stride": 1, "bias": True, "init": "he_normal"},
-                    "input_shape": [32, 2],
+                    "inputs": ["x"],
+                    "block": None,
+                    "input_shapes": [[32, 2]],
                     "output_shape": [28, 8],
                     "params": {"conv1.weight": [5, 2, 8], "conv1.bias": [8]},
                 },
@@ -390,7 +816,9 @@ class SignalNet(_CompiledModel):
                     "name": "leakyrelu_1",
                     "type": "LeakyReLU",
                     "args": {"alpha": 0.05},
-                    "input_shape": [28, 8],
+                    "inputs": ["conv1"],
+                    "block": None,
+                    "input_shapes": [[28, 8]],
                     "output_shape": [28, 8],
                     "params": {},
                 },
@@ -398,7 +826,9 @@ class SignalNet(_CompiledModel):
                     "name": "maxpool1d_1",
                     "type": "MaxPool1D",
                     "args": {"k": 2, "stride": None},
-                    "input_shape": [28, 8],
+                    "inputs": ["leakyrelu_1"],
+                    "block": None,
+                    "input_shapes": [[28, 8]],
                     "output_shape": [14, 8],
                     "params": {},
                 },
@@ -406,7 +836,9 @@ class SignalNet(_CompiledModel):
                     "name": "conv2",
                     "type": "Conv1D",
                     "args": {"out": 8, "k": 3, "stride": 2, "bias": False, "init": "xavier_normal"},
-                    "input_shape": [14, 8],
+                    "inputs": ["maxpool1d_1"],
+                    "block": None,
+                    "input_shapes": [[14, 8]],
                     "output_shape": [6, 8],
                     "params": {"conv2.weight": [3, 8, 8]},
                 },
@@ -414,7 +846,9 @@ class SignalNet(_CompiledModel):
                     "name": "softplus_1",
                     "type": "Softplus",
                     "args": {},
-                    "input_shape": [6, 8],
+                    "inputs": ["conv2"],
+                    "block": None,
+                    "input_shapes": [[6, 8]],
                     "output_shape": [6, 8],
                     "params": {},
                 },
@@ -422,7 +856,9 @@ class SignalNet(_CompiledModel):
                     "name": "avgpool1d_1",
                     "type": "AvgPool1D",
                     "args": {"k": 3, "stride": 2},
-                    "input_shape": [6, 8],
+                    "inputs": ["softplus_1"],
+                    "block": None,
+                    "input_shapes": [[6, 8]],
                     "output_shape": [2, 8],
                     "params": {},
                 },
@@ -430,7 +866,9 @@ class SignalNet(_CompiledModel):
                     "name": "flatten_1",
                     "type": "Flatten",
                     "args": {},
-                    "input_shape": [2, 8],
+                    "inputs": ["avgpool1d_1"],
+                    "block": None,
+                    "input_shapes": [[2, 8]],
                     "output_shape": [16],
                     "params": {},
                 },
@@ -438,239 +876,19 @@ class SignalNet(_CompiledModel):
                     "name": "head",
                     "type": "Linear",
                     "args": {"out": 4, "in": None, "bias": True, "init": "xavier_uniform"},
-                    "input_shape": [16],
+                    "inputs": ["flatten_1"],
+                    "block": None,
+                    "input_shapes": [[16]],
                     "output_shape": [4],
                     "params": {"head.weight": [16, 4], "head.bias": [4]},
                 },
             ],
-            "loss": {"type": "CrossEntropy", "args": {}},
+            "losses": [{"output": "head", "scale": 1.0, "type": "CrossEntropy", "args": {}}],
             "optimizer": {
                 "type": "Adam",
                 "args": {"lr": 0.003, "beta1": 0.9, "beta2": 0.999, "eps": 1e-08, "weight_decay": 0.0001},
             },
         }
-
-    def fit(
-        self,
-        x,
-        y,
-        epochs=1,
-        batch_size=32,
-        shuffle=True,
-        seed=None,
-        validation_data=None,
-        validation_split=0.0,
-        patience=None,
-        restore_best=True,
-        verbose=True,
-        initial_epoch=0,
-    ):
-        """Train on (x, y) with mini-batch steps of the optimizer; returns the history, a dict of per-epoch lists.
-
-        History: per-epoch lists of "loss" and "accuracy" (means over the epoch's batches, each taken before its
-        step) and, when validating, of "val_loss" and "val_accuracy" (after the epoch).
-        Each epoch runs train_step() on batches of batch_size samples, the last batch partial, in shuffled order when
-        shuffle. With a seed, epoch e (counted from 0) is shuffled by np.random.default_rng([seed, e]), so a run is
-        reproducible; to resume one, load() its saved state and call fit again with the same seed and
-        initial_epoch=e (epochs still counts all of them, as in Keras): it continues exactly as without the break.
-        validation_data=(x_val, y_val) is evaluated after every epoch; or validation_split=f holds out the last
-        fraction f of x and y (taken before shuffling, as Keras does).
-        patience: stop when val_loss has not improved for that many epochs; then, with restore_best, the parameters
-        of the epoch with the lowest val_loss are put back (the optimizer state is kept).
-        verbose: a progress line per epoch on stdout, redrawn in place while the epoch runs on a terminal.
-
-        A non-finite loss stops training with FloatingPointError naming the epoch and batch, after restoring the
-        parameters and optimizer state from before the step that produced it. Ctrl-C (KeyboardInterrupt) stops
-        training too; fit then keeps the state after the last completed step and returns the history so far.
-        Afterwards there is no forward pass for backward() to use: call loss() first.
-        """
-        x, target = self._check_data(x, y, "x", "y")
-        batch_size = _check_int("batch_size", batch_size, 1)
-        epochs, initial_epoch = _check_int("epochs", epochs, 0), _check_int("initial_epoch", initial_epoch, 0)
-        patience = None if patience is None else _check_int("patience", patience, 0)
-        x_val = target_val = None
-        if validation_data is not None:
-            if validation_split:
-                raise ValueError("pass validation_data or validation_split, not both")
-            if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
-                raise ValueError("validation_data must be a pair (x_val, y_val)")
-            x_val, target_val = self._check_data(*validation_data, "x_val", "y_val")
-        elif validation_split:
-            if not 0 < validation_split < 1:
-                raise ValueError(f"validation_split must be in [0, 1), got {validation_split!r}")
-            keep = int(len(x) * (1 - validation_split))
-            if keep == 0 or keep == len(x):
-                raise ValueError(f"validation_split={validation_split} of {len(x)} samples leaves a part empty")
-            x, x_val, target, target_val = x[:keep], x[keep:], target[:keep], target[keep:]
-        if patience is not None and x_val is None:
-            raise ValueError("patience needs validation: pass validation_data or validation_split")
-
-        history = {"loss": [], "accuracy": []}
-        if x_val is not None:
-            history.update(val_loss=[], val_accuracy=[])
-        samples = len(x)
-        batches = -(-samples // batch_size)
-        progress = _Progress(verbose, epochs, batches)
-        unseeded = np.random.default_rng() if seed is None else None
-        best_loss, best_epoch, best_params, waited = np.inf, None, None, 0
-        before_step = None  # state_dict() before the latest step: restored on a non-finite loss
-        stepping = False  # True only while step() runs: an interrupt then restores before_step
-        epoch = initial_epoch
-        try:
-            for epoch in range(initial_epoch, epochs):
-                started = time.perf_counter()
-                if shuffle:
-                    rng = unseeded if seed is None else np.random.default_rng([seed, epoch])
-                    order = rng.permutation(samples)
-                loss_sum = 0.0
-                correct = compared = 0
-                for batch, start in enumerate(range(0, samples, batch_size), 1):
-                    rows = order[start : start + batch_size] if shuffle else slice(start, start + batch_size)
-                    batch_target = target[rows]
-                    loss, batch_correct, batch_compared = self._fit_batch(x[rows], batch_target)
-                    if not np.isfinite(loss):
-                        raise self._non_finite(loss, epoch, batch, batches, before_step, history)
-                    before_step = self.state_dict()
-                    stepping = True
-                    self.step()
-                    stepping = False
-                    loss_sum += loss * len(batch_target)
-                    correct += batch_correct
-                    compared += batch_compared
-                    if progress.due(batch):
-                        seen = min(start + batch_size, samples)
-                        progress.show(epoch, batch, {"loss": loss_sum / seen, "accuracy": correct / compared}, started)
-                metrics = {"loss": loss_sum / samples, "accuracy": correct / compared}
-                if x_val is not None:
-                    for name, value in self._evaluate_checked(x_val, target_val, batch_size).items():
-                        metrics["val_" + name] = value
-                for name, value in metrics.items():
-                    history[name].append(value)
-                progress.end_epoch(epoch, metrics, started)
-                if patience is not None:
-                    if metrics["val_loss"] < best_loss:
-                        best_loss, best_epoch, waited = metrics["val_loss"], epoch, 0
-                        if restore_best:
-                            best_params = {name: value.copy() for name, value in self.params.items()}
-                    else:
-                        waited += 1
-                        if waited >= patience:
-                            break
-        except KeyboardInterrupt:
-            if stepping:
-                self._restore(before_step)
-            progress.note(f"interrupted in epoch {epoch + 1}; kept the last completed step ({self.step_count})")
-            return history
-        finally:
-            progress.close()
-            self._saved = self._target = None
-        if best_params is not None and best_epoch != epoch:
-            for name, value in best_params.items():
-                np.copyto(self.params[name], value)
-            progress.note(f"restored the parameters of epoch {best_epoch + 1}, the lowest val_loss ({best_loss:.4f})")
-        return history
-
-    def evaluate(self, x, y, batch_size=None):
-        """The loss and accuracy on (x, y) as a dict, computed in batches (of 256 when batch_size is None).
-
-        Changes no parameters, gradients or optimizer state. Its forward passes replace the one backward() would
-        use, so that is cleared: backward() afterwards raises until the next loss().
-        """
-        x, target = self._check_data(x, y, "x", "y")
-        batch_size = 256 if batch_size is None else _check_int("batch_size", batch_size, 1)
-        try:
-            return self._evaluate_checked(x, target, batch_size)
-        finally:
-            self._saved = self._target = None
-
-    def predict(self, x, batch_size=None):
-        """The output of the last layer for every sample of x, computed in batches (of 256 when batch_size is None).
-
-        Changes no parameters, gradients or optimizer state. Its forward passes replace the one backward() would
-        use, so that is cleared: backward() afterwards raises until the next forward() or loss().
-        """
-        x = self._check_input(x)
-        batch_size = 256 if batch_size is None else _check_int("batch_size", batch_size, 1)
-        outputs = np.empty((len(x), *self.output_shape), DTYPE)
-        try:
-            for start in range(0, len(x), batch_size):
-                outputs[start : start + batch_size] = self._forward(x[start : start + batch_size])
-        finally:
-            self._saved = self._target = None
-        return outputs
-
-    # ---- training internals --------------------------------------------------------------------------
-
-    def _check_data(self, x, y, x_name, y_name):
-        """x and y checked as a whole: x's shape, equal lengths, finite values, valid targets."""
-        x = self._check_input(x)
-        y = np.asarray(y)
-        if y.ndim == 0 or len(y) != len(x):
-            raise ValueError(
-                f"SignalNet: {x_name} and {y_name} must have the same length, got {len(x)} samples in {x_name}"
-                f" and {len(y) if y.ndim else 'a scalar'} in {y_name}"
-            )
-        target = self._check_target(y, len(x))
-        for name, array in ((x_name, x), (y_name, target)):
-            finite = np.isfinite(array).reshape(len(array), -1).all(axis=1)
-            if not finite.all():
-                raise ValueError(f"SignalNet: {name} has a NaN or infinite value in sample {np.argmin(finite)}")
-        return x, target
-
-    def _fit_batch(self, x, target):
-        """train_step() up to the update, on checked arrays: forward, loss and, if the loss is finite, backward.
-
-        Returns the loss and the accuracy counts.
-        """
-        z = self._forward(x)
-        counts = self._count_correct(z, target)
-        self._target = target
-        loss = self._loss_value(z, target)
-        if np.isfinite(loss):
-            self._accumulate = False
-            self._backward(self._loss_gradient(), need_dx=False)
-        return (loss, *counts)
-
-    def _evaluate_checked(self, x, target, batch_size):
-        """Metrics over checked arrays, batch by batch; the loss is the mean over samples."""
-        loss_sum = 0.0
-        correct = compared = 0
-        for start in range(0, len(x), batch_size):
-            z = self._forward(x[start : start + batch_size])
-            batch_target = target[start : start + batch_size]
-            batch_correct, batch_compared = self._count_correct(z, batch_target)
-            correct += batch_correct
-            compared += batch_compared
-            loss_sum += self._loss_value(z, batch_target) * len(batch_target)
-        return {"loss": loss_sum / len(x), "accuracy": correct / compared}
-
-    def _count_correct(self, z, target):
-        """Accuracy counts for a batch: how many predicted classes equal the true ones, of how many."""
-        predicted = z.argmax(axis=1)
-        true = target if target.ndim == 1 else target.argmax(axis=1)
-        hits = predicted == true
-        return int(np.count_nonzero(hits)), hits.size
-
-    def _restore(self, state):
-        """load_state_dict(state), carried through to the end even if Ctrl-C is pressed again meanwhile."""
-        while True:
-            try:
-                self.load_state_dict(state)
-                return
-            except KeyboardInterrupt:
-                continue
-
-    def _non_finite(self, loss, epoch, batch, batches, before_step, history):
-        """The error for a non-finite loss in fit(), after restoring the state from before the step that caused it."""
-        message = f"the loss is {loss} at epoch {epoch + 1}, batch {batch} of {batches}; training stopped"
-        if before_step is None:
-            message += " before any step of this fit(), so the parameters are as fit() found them"
-        else:
-            self._restore(before_step)
-            message += f"; parameters and optimizer state restored to before step {self.step_count + 1}, its cause"
-        error = FloatingPointError(f"SignalNet.fit: {message}")
-        error.history = history
-        return error
 
     # ---- internals ---------------------------------------------------------------------------------
 
@@ -708,7 +926,7 @@ class SignalNet(_CompiledModel):
         maxpool1d_1_y = np.maximum(first, second, out=ws["maxpool1d_1.y"])
 
         # conv2 = Conv1D(8, 3, stride=2)  (catalogue.nn:8)  [14, 8] -> [6, 8]
-        # y[b, t, o] = Σ_{j, c} x[b, t·stride + j, c] · W[j, c, o] + bias[o]
+        # y[b, t, o] = Σ_{j, c} x[b, t·stride + j, c] · W[j, c, o]
         # im2col: row t of cols[b] is window t of sample b, x[b, t·stride : t·stride + k, :] flattened
         signal = np.ascontiguousarray(maxpool1d_1_y)
         step_batch, step_position, step_channel = signal.strides
@@ -753,16 +971,18 @@ class SignalNet(_CompiledModel):
 
         # What backward reads from this pass (the workspace keeps the rest).
         self._saved = (leakyrelu_1_y, softplus_1_y)
-        return head_y
+        return (head_y,)
 
-    def _backward(self, head_dy, need_dx):
-        """Backpropagate dL/d(output) through every layer; returns dL/dx when need_dx."""
+    def _backward(self, douts, need_dx):
+        """Backpropagate dL/d(output) for every output through every layer, in reverse graph order; returns the
+        input gradients when need_dx."""
         leakyrelu_1_y, softplus_1_y = self._saved
         ws = self._ws
         p = self.params
         g = self.grads
         accumulate = self._accumulate
         self._accumulate = True
+        (head_dy,) = douts
 
         # backward of head = Linear(4, init=xavier_uniform)  (catalogue.nn:12)  [16] -> [4]
         # dW = xᵀ · dy
@@ -795,7 +1015,6 @@ class SignalNet(_CompiledModel):
 
         # backward of conv2 = Conv1D(8, 3, stride=2)  (catalogue.nn:8)  [14, 8] -> [6, 8]
         # dW[j, c, o] = Σ_{b, t} x[b, t·stride + j, c] · dy[b, t, o]
-        # db[o] = Σ_{b, t} dy[b, t, o]
         # dx[b, t·stride + j, c] += Σ_o dy[b, t, o] · W[j, c, o]  (for every window t and tap j)
         dy_rows = conv2_dy.reshape(-1, 8)
         cols = ws["conv2.cols"].reshape(-1, 24)
@@ -854,12 +1073,12 @@ class SignalNet(_CompiledModel):
             np.matmul(dy_rows, weight[j].T, out=tap_rows)
             dx[:, j : j + 28] += tap_grad
 
-        return dx
+        return (dx,)
 
-    # CrossEntropy  (catalogue.nn:13)
+    # loss CrossEntropy  (catalogue.nn:13)
     # L = mean_b( logsumexp(z_b) - Σ_c t_bc z_bc ),  t = one-hot of the label
     # dz = (softmax(z) - t) / batch
-    def _check_target(self, y, batch):
+    def _check_target_head(self, y, batch):
         y = np.asarray(y)
         classes = 4
         if y.ndim == 1:
@@ -878,40 +1097,46 @@ class SignalNet(_CompiledModel):
             raise ValueError(f"targets must be labels ({batch},) or probabilities ({batch}, {classes}), got {y.shape}")
         return y.astype(DTYPE, copy=False)
 
-    def _loss_value(self, head_y, target):
+    def _loss_value_head(self, head_y, target):
         ws = self._ws
         batch = head_y.shape[0]
         # Subtract each row's maximum before exponentiating, so exp never overflows.
-        row_max = np.maximum.reduce(head_y, axis=1, keepdims=True, out=ws["loss.row_max"])
-        shifted = np.subtract(head_y, row_max, out=ws["loss.shifted"])
-        exps = np.exp(shifted, out=ws["loss.exps"])
+        row_max = np.maximum.reduce(head_y, axis=1, keepdims=True, out=ws["loss.head.row_max"])
+        shifted = np.subtract(head_y, row_max, out=ws["loss.head.shifted"])
+        exps = np.exp(shifted, out=ws["loss.head.exps"])
         # Row sums as exps · 1 (a matrix-vector product is faster than a reduction here); softmax = exps / row_sums.
-        row_sums = np.matmul(exps, ws["loss.ones"][0], out=ws["loss.row_sums"][:, 0])
+        row_sums = np.matmul(exps, ws["loss.head.ones"][0], out=ws["loss.head.row_sums"][:, 0])
         # log softmax(z)_bc = shifted_bc - log(row_sum_b)
         log_row_sums = np.log(row_sums)
         if target.ndim == 1:
             # Flat positions of each row's true-class entry, kept for the gradient: b·classes + target[b].
-            label_index = ws["loss.label_index"] = np.arange(0, batch * 4, 4) + target
+            label_index = ws["loss.head.label_index"] = np.arange(0, batch * 4, 4) + target
             return float((log_row_sums.sum() - shifted.take(label_index).sum()) / batch)
         return float((np.vdot(target.sum(axis=1), log_row_sums) - np.vdot(target, shifted)) / batch)
 
-    def _loss_gradient(self):
+    def _loss_gradient_head(self, target):
         ws = self._ws
-        target = self._target
         batch = target.shape[0]
         # dz = (softmax(z) - t) / batch = exps / (batch · row_sums) - t / batch
-        scale = np.multiply(ws["loss.row_sums"], batch, out=ws["loss.scale"])
-        dz = np.divide(ws["loss.exps"], scale, out=ws["loss.dz"])
+        scale = np.multiply(ws["loss.head.row_sums"], batch, out=ws["loss.head.scale"])
+        dz = np.divide(ws["loss.head.exps"], scale, out=ws["loss.head.dz"])
         if target.ndim == 1:
-            dz.reshape(-1)[ws["loss.label_index"]] -= 1 / batch
+            dz.reshape(-1)[ws["loss.head.label_index"]] -= 1 / batch
         else:
             dz -= target * (1 / batch)
         return dz
+
+    def _correct_head(self, z, target):
+        """Accuracy counts for a batch: how many predicted classes equal the true ones, of how many."""
+        hits = (z.argmax(axis=1)) == (target if target.ndim == 1 else target.argmax(axis=1))
+        return int(np.count_nonzero(hits)), hits.size
 
 
 class Tagger(_CompiledModel):
     """Tagger: input [6] -> output [3].
 
+    Inputs:
+        x: [6]
     Layers:
         linear_1: Linear  [6] -> [8]
         logsoftmax_1: LogSoftmax  [8] -> [8]
@@ -919,13 +1144,20 @@ class Tagger(_CompiledModel):
         sigmoid_1: Sigmoid  [8] -> [8]
         linear_3: Linear  [8] -> [3]
         softmax_1: Softmax  [3] -> [3]
+    Outputs:
+        softmax_1: [3]
     Loss: BCE
     Optimizer: Adam
     """
 
+    # Per-sample shapes by name, in declaration order (read-only: they describe the compiled code).
+    input_shapes = MappingProxyType({"x": (6,)})
+    output_shapes = MappingProxyType({"softmax_1": (3,)})
     input_shape = (6,)
     output_shape = (3,)
     has_loss = True
+    # Loss terms: (output, scale, metric); the loss is Σ scale · term.
+    _loss_terms = (("softmax_1", 1.0, "accuracy"),)
     # Optimizer hyperparameters: attributes of the model, saved with its state.
     _hyperparameters = ("lr", "beta1", "beta2", "eps", "weight_decay")
     # Parameters: (name, shape, start, stop) in the flat parameter, gradient and optimizer-state arrays.
@@ -959,11 +1191,11 @@ class Tagger(_CompiledModel):
         ("softmax_1.y", (3,), DTYPE, 0),
         ("softmax_1.dx", (3,), DTYPE, 0),
         ("softmax_1.row", (1,), DTYPE, 0),
-        ("loss.dz", (3,), DTYPE, 0),
-        ("loss.p", (3,), DTYPE, 0),
-        ("loss.q", (3,), DTYPE, 0),
-        ("loss.log_p", (3,), DTYPE, 0),
-        ("loss.log_q", (3,), DTYPE, 0),
+        ("loss.softmax_1.dz", (3,), DTYPE, 0),
+        ("loss.softmax_1.p", (3,), DTYPE, 0),
+        ("loss.softmax_1.q", (3,), DTYPE, 0),
+        ("loss.softmax_1.log_p", (3,), DTYPE, 0),
+        ("loss.softmax_1.log_q", (3,), DTYPE, 0),
     )
 
     def __init__(self, seed=None):
@@ -999,13 +1231,7 @@ class Tagger(_CompiledModel):
         self.beta2 = 0.999
         self.eps = 1e-08
         self.weight_decay = 0.0
-        self.step_count = 0
-        self._workspaces = {}
-        self._saved = None
-        self._ws = None
-        self._target = None
-        # False right after zero_grad(): backward then writes gradients instead of adding to them.
-        self._accumulate = False
+        self._init_runtime()
 
     def step(self):
         """Adam: torch.optim.Adam's rule, in place on all parameters at once, with no temporary arrays.
@@ -1041,17 +1267,21 @@ class Tagger(_CompiledModel):
         param -= work
 
     def get_config(self):
-        """A JSON-serialisable description of the model: layers, arguments, shapes, loss and optimizer."""
+        """A JSON-serialisable description of the model: inputs, layers (with their inputs), outputs, losses and
+        optimizer."""
         return {
             "name": "Tagger",
-            "input_shape": [6],
-            "output_shape": [3],
+            "inputs": {"x": [6]},
+            "outputs": {"softmax_1": [3]},
+            "output_layers": {"softmax_1": "softmax_1"},
             "layers": [
                 {
                     "name": "linear_1",
                     "type": "Linear",
                     "args": {"out": 8, "in": None, "bias": True, "init": "he_uniform"},
-                    "input_shape": [6],
+                    "inputs": ["x"],
+                    "block": None,
+                    "input_shapes": [[6]],
                     "output_shape": [8],
                     "params": {"linear_1.weight": [6, 8], "linear_1.bias": [8]},
                 },
@@ -1059,7 +1289,9 @@ class Tagger(_CompiledModel):
                     "name": "logsoftmax_1",
                     "type": "LogSoftmax",
                     "args": {},
-                    "input_shape": [8],
+                    "inputs": ["linear_1"],
+                    "block": None,
+                    "input_shapes": [[8]],
                     "output_shape": [8],
                     "params": {},
                 },
@@ -1067,7 +1299,9 @@ class Tagger(_CompiledModel):
                     "name": "linear_2",
                     "type": "Linear",
                     "args": {"out": 8, "in": None, "bias": False, "init": "uniform"},
-                    "input_shape": [8],
+                    "inputs": ["logsoftmax_1"],
+                    "block": None,
+                    "input_shapes": [[8]],
                     "output_shape": [8],
                     "params": {"linear_2.weight": [8, 8]},
                 },
@@ -1075,7 +1309,9 @@ class Tagger(_CompiledModel):
                     "name": "sigmoid_1",
                     "type": "Sigmoid",
                     "args": {},
-                    "input_shape": [8],
+                    "inputs": ["linear_2"],
+                    "block": None,
+                    "input_shapes": [[8]],
                     "output_shape": [8],
                     "params": {},
                 },
@@ -1083,7 +1319,9 @@ class Tagger(_CompiledModel):
                     "name": "linear_3",
                     "type": "Linear",
                     "args": {"out": 3, "in": None, "bias": True, "init": "normal"},
-                    "input_shape": [8],
+                    "inputs": ["sigmoid_1"],
+                    "block": None,
+                    "input_shapes": [[8]],
                     "output_shape": [3],
                     "params": {"linear_3.weight": [8, 3], "linear_3.bias": [3]},
                 },
@@ -1091,239 +1329,19 @@ class Tagger(_CompiledModel):
                     "name": "softmax_1",
                     "type": "Softmax",
                     "args": {},
-                    "input_shape": [3],
+                    "inputs": ["linear_3"],
+                    "block": None,
+                    "input_shapes": [[3]],
                     "output_shape": [3],
                     "params": {},
                 },
             ],
-            "loss": {"type": "BCE", "args": {}},
+            "losses": [{"output": "softmax_1", "scale": 1.0, "type": "BCE", "args": {}}],
             "optimizer": {
                 "type": "Adam",
                 "args": {"lr": 0.001, "beta1": 0.9, "beta2": 0.999, "eps": 1e-08, "weight_decay": 0.0},
             },
         }
-
-    def fit(
-        self,
-        x,
-        y,
-        epochs=1,
-        batch_size=32,
-        shuffle=True,
-        seed=None,
-        validation_data=None,
-        validation_split=0.0,
-        patience=None,
-        restore_best=True,
-        verbose=True,
-        initial_epoch=0,
-    ):
-        """Train on (x, y) with mini-batch steps of the optimizer; returns the history, a dict of per-epoch lists.
-
-        History: per-epoch lists of "loss" and "accuracy" (means over the epoch's batches, each taken before its
-        step) and, when validating, of "val_loss" and "val_accuracy" (after the epoch).
-        Each epoch runs train_step() on batches of batch_size samples, the last batch partial, in shuffled order when
-        shuffle. With a seed, epoch e (counted from 0) is shuffled by np.random.default_rng([seed, e]), so a run is
-        reproducible; to resume one, load() its saved state and call fit again with the same seed and
-        initial_epoch=e (epochs still counts all of them, as in Keras): it continues exactly as without the break.
-        validation_data=(x_val, y_val) is evaluated after every epoch; or validation_split=f holds out the last
-        fraction f of x and y (taken before shuffling, as Keras does).
-        patience: stop when val_loss has not improved for that many epochs; then, with restore_best, the parameters
-        of the epoch with the lowest val_loss are put back (the optimizer state is kept).
-        verbose: a progress line per epoch on stdout, redrawn in place while the epoch runs on a terminal.
-
-        A non-finite loss stops training with FloatingPointError naming the epoch and batch, after restoring the
-        parameters and optimizer state from before the step that produced it. Ctrl-C (KeyboardInterrupt) stops
-        training too; fit then keeps the state after the last completed step and returns the history so far.
-        Afterwards there is no forward pass for backward() to use: call loss() first.
-        """
-        x, target = self._check_data(x, y, "x", "y")
-        batch_size = _check_int("batch_size", batch_size, 1)
-        epochs, initial_epoch = _check_int("epochs", epochs, 0), _check_int("initial_epoch", initial_epoch, 0)
-        patience = None if patience is None else _check_int("patience", patience, 0)
-        x_val = target_val = None
-        if validation_data is not None:
-            if validation_split:
-                raise ValueError("pass validation_data or validation_split, not both")
-            if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
-                raise ValueError("validation_data must be a pair (x_val, y_val)")
-            x_val, target_val = self._check_data(*validation_data, "x_val", "y_val")
-        elif validation_split:
-            if not 0 < validation_split < 1:
-                raise ValueError(f"validation_split must be in [0, 1), got {validation_split!r}")
-            keep = int(len(x) * (1 - validation_split))
-            if keep == 0 or keep == len(x):
-                raise ValueError(f"validation_split={validation_split} of {len(x)} samples leaves a part empty")
-            x, x_val, target, target_val = x[:keep], x[keep:], target[:keep], target[keep:]
-        if patience is not None and x_val is None:
-            raise ValueError("patience needs validation: pass validation_data or validation_split")
-
-        history = {"loss": [], "accuracy": []}
-        if x_val is not None:
-            history.update(val_loss=[], val_accuracy=[])
-        samples = len(x)
-        batches = -(-samples // batch_size)
-        progress = _Progress(verbose, epochs, batches)
-        unseeded = np.random.default_rng() if seed is None else None
-        best_loss, best_epoch, best_params, waited = np.inf, None, None, 0
-        before_step = None  # state_dict() before the latest step: restored on a non-finite loss
-        stepping = False  # True only while step() runs: an interrupt then restores before_step
-        epoch = initial_epoch
-        try:
-            for epoch in range(initial_epoch, epochs):
-                started = time.perf_counter()
-                if shuffle:
-                    rng = unseeded if seed is None else np.random.default_rng([seed, epoch])
-                    order = rng.permutation(samples)
-                loss_sum = 0.0
-                correct = compared = 0
-                for batch, start in enumerate(range(0, samples, batch_size), 1):
-                    rows = order[start : start + batch_size] if shuffle else slice(start, start + batch_size)
-                    batch_target = target[rows]
-                    loss, batch_correct, batch_compared = self._fit_batch(x[rows], batch_target)
-                    if not np.isfinite(loss):
-                        raise self._non_finite(loss, epoch, batch, batches, before_step, history)
-                    before_step = self.state_dict()
-                    stepping = True
-                    self.step()
-                    stepping = False
-                    loss_sum += loss * len(batch_target)
-                    correct += batch_correct
-                    compared += batch_compared
-                    if progress.due(batch):
-                        seen = min(start + batch_size, samples)
-                        progress.show(epoch, batch, {"loss": loss_sum / seen, "accuracy": correct / compared}, started)
-                metrics = {"loss": loss_sum / samples, "accuracy": correct / compared}
-                if x_val is not None:
-                    for name, value in self._evaluate_checked(x_val, target_val, batch_size).items():
-                        metrics["val_" + name] = value
-                for name, value in metrics.items():
-                    history[name].append(value)
-                progress.end_epoch(epoch, metrics, started)
-                if patience is not None:
-                    if metrics["val_loss"] < best_loss:
-                        best_loss, best_epoch, waited = metrics["val_loss"], epoch, 0
-                        if restore_best:
-                            best_params = {name: value.copy() for name, value in self.params.items()}
-                    else:
-                        waited += 1
-                        if waited >= patience:
-                            break
-        except KeyboardInterrupt:
-            if stepping:
-                self._restore(before_step)
-            progress.note(f"interrupted in epoch {epoch + 1}; kept the last completed step ({self.step_count})")
-            return history
-        finally:
-            progress.close()
-            self._saved = self._target = None
-        if best_params is not None and best_epoch != epoch:
-            for name, value in best_params.items():
-                np.copyto(self.params[name], value)
-            progress.note(f"restored the parameters of epoch {best_epoch + 1}, the lowest val_loss ({best_loss:.4f})")
-        return history
-
-    def evaluate(self, x, y, batch_size=None):
-        """The loss and accuracy on (x, y) as a dict, computed in batches (of 256 when batch_size is None).
-
-        Changes no parameters, gradients or optimizer state. Its forward passes replace the one backward() would
-        use, so that is cleared: backward() afterwards raises until the next loss().
-        """
-        x, target = self._check_data(x, y, "x", "y")
-        batch_size = 256 if batch_size is None else _check_int("batch_size", batch_size, 1)
-        try:
-            return self._evaluate_checked(x, target, batch_size)
-        finally:
-            self._saved = self._target = None
-
-    def predict(self, x, batch_size=None):
-        """The output of the last layer for every sample of x, computed in batches (of 256 when batch_size is None).
-
-        Changes no parameters, gradients or optimizer state. Its forward passes replace the one backward() would
-        use, so that is cleared: backward() afterwards raises until the next forward() or loss().
-        """
-        x = self._check_input(x)
-        batch_size = 256 if batch_size is None else _check_int("batch_size", batch_size, 1)
-        outputs = np.empty((len(x), *self.output_shape), DTYPE)
-        try:
-            for start in range(0, len(x), batch_size):
-                outputs[start : start + batch_size] = self._forward(x[start : start + batch_size])
-        finally:
-            self._saved = self._target = None
-        return outputs
-
-    # ---- training internals --------------------------------------------------------------------------
-
-    def _check_data(self, x, y, x_name, y_name):
-        """x and y checked as a whole: x's shape, equal lengths, finite values, valid targets."""
-        x = self._check_input(x)
-        y = np.asarray(y)
-        if y.ndim == 0 or len(y) != len(x):
-            raise ValueError(
-                f"Tagger: {x_name} and {y_name} must have the same length, got {len(x)} samples in {x_name}"
-                f" and {len(y) if y.ndim else 'a scalar'} in {y_name}"
-            )
-        target = self._check_target(y, len(x))
-        for name, array in ((x_name, x), (y_name, target)):
-            finite = np.isfinite(array).reshape(len(array), -1).all(axis=1)
-            if not finite.all():
-                raise ValueError(f"Tagger: {name} has a NaN or infinite value in sample {np.argmin(finite)}")
-        return x, target
-
-    def _fit_batch(self, x, target):
-        """train_step() up to the update, on checked arrays: forward, loss and, if the loss is finite, backward.
-
-        Returns the loss and the accuracy counts.
-        """
-        z = self._forward(x)
-        counts = self._count_correct(z, target)
-        self._target = target
-        loss = self._loss_value(z, target)
-        if np.isfinite(loss):
-            self._accumulate = False
-            self._backward(self._loss_gradient(), need_dx=False)
-        return (loss, *counts)
-
-    def _evaluate_checked(self, x, target, batch_size):
-        """Metrics over checked arrays, batch by batch; the loss is the mean over samples."""
-        loss_sum = 0.0
-        correct = compared = 0
-        for start in range(0, len(x), batch_size):
-            z = self._forward(x[start : start + batch_size])
-            batch_target = target[start : start + batch_size]
-            batch_correct, batch_compared = self._count_correct(z, batch_target)
-            correct += batch_correct
-            compared += batch_compared
-            loss_sum += self._loss_value(z, batch_target) * len(batch_target)
-        return {"loss": loss_sum / len(x), "accuracy": correct / compared}
-
-    def _count_correct(self, z, target):
-        """Accuracy counts for a batch: how many predicted classes equal the true ones, of how many."""
-        predicted = z > 0.5
-        true = target > 0.5
-        hits = predicted == true
-        return int(np.count_nonzero(hits)), hits.size
-
-    def _restore(self, state):
-        """load_state_dict(state), carried through to the end even if Ctrl-C is pressed again meanwhile."""
-        while True:
-            try:
-                self.load_state_dict(state)
-                return
-            except KeyboardInterrupt:
-                continue
-
-    def _non_finite(self, loss, epoch, batch, batches, before_step, history):
-        """The error for a non-finite loss in fit(), after restoring the state from before the step that caused it."""
-        message = f"the loss is {loss} at epoch {epoch + 1}, batch {batch} of {batches}; training stopped"
-        if before_step is None:
-            message += " before any step of this fit(), so the parameters are as fit() found them"
-        else:
-            self._restore(before_step)
-            message += f"; parameters and optimizer state restored to before step {self.step_count + 1}, its cause"
-        error = FloatingPointError(f"Tagger.fit: {message}")
-        error.history = history
-        return error
 
     # ---- internals ---------------------------------------------------------------------------------
 
@@ -1349,7 +1367,7 @@ class Tagger(_CompiledModel):
         logsoftmax_1_y -= np.log(row_sum, out=row_sum)
 
         # linear_2 = Linear(8, bias=false, init=uniform)  (catalogue.nn:21)  [8] -> [8]
-        # y = x · W + b
+        # y = x · W
         linear_2_y = np.matmul(logsoftmax_1_y, p["linear_2.weight"], out=ws["linear_2.y"])
 
         # sigmoid_1 = StableSigmoid  (catalogue.nn:22)  [8] -> [8]
@@ -1376,16 +1394,18 @@ class Tagger(_CompiledModel):
 
         # What backward reads from this pass (the workspace keeps the rest).
         self._saved = (logsoftmax_1_y, sigmoid_1_y, softmax_1_y)
-        return softmax_1_y
+        return (softmax_1_y,)
 
-    def _backward(self, softmax_1_dy, need_dx):
-        """Backpropagate dL/d(output) through every layer; returns dL/dx when need_dx."""
+    def _backward(self, douts, need_dx):
+        """Backpropagate dL/d(output) for every output through every layer, in reverse graph order; returns the
+        input gradients when need_dx."""
         logsoftmax_1_y, sigmoid_1_y, softmax_1_y = self._saved
         ws = self._ws
         p = self.params
         g = self.grads
         accumulate = self._accumulate
         self._accumulate = True
+        (softmax_1_dy,) = douts
 
         # backward of softmax_1 = Softmax  (catalogue.nn:24)  [3] -> [3]
         # dx = y ⊙ (dy - Σ_j dy_j y_j)  (per row)
@@ -1411,7 +1431,6 @@ class Tagger(_CompiledModel):
 
         # backward of linear_2 = Linear(8, bias=false, init=uniform)  (catalogue.nn:21)  [8] -> [8]
         # dW = xᵀ · dy
-        # db = Σ_batch dy
         # dx = dy · Wᵀ
         _matmul_into(logsoftmax_1_y.T, linear_2_dy, g["linear_2.weight"], accumulate)
         logsoftmax_1_dy = np.matmul(linear_2_dy, p["linear_2.weight"].T, out=ws["linear_2.dx"])
@@ -1434,12 +1453,12 @@ class Tagger(_CompiledModel):
             return None
         dx = np.matmul(linear_1_dy, p["linear_1.weight"].T, out=ws["linear_1.dx"])
 
-        return dx
+        return (dx,)
 
-    # BCE  (catalogue.nn:25)
+    # loss BCE  (catalogue.nn:25)
     # L = -mean( t·log(p) + (1 - t)·log(1 - p) ),  p = clip(z, eps, 1 - eps)
     # dz = (p - t) / (p·(1 - p)) / N,  N = number of elements
-    def _check_target(self, y, batch):
+    def _check_target_softmax_1(self, y, batch):
         expected = (batch, 3)
         y = np.asarray(y, dtype=DTYPE)
         if y.shape != expected:
@@ -1448,23 +1467,27 @@ class Tagger(_CompiledModel):
             raise ValueError(f"BCE targets must be probabilities in [0, 1], got values in [{y.min()}, {y.max()}]")
         return y
 
-    def _loss_value(self, softmax_1_y, target):
+    def _loss_value_softmax_1(self, softmax_1_y, target):
         ws = self._ws
         # p = clip(z, eps, 1 - eps) with eps = 1e-07 for this dtype
-        p = np.clip(softmax_1_y, 1e-07, 1 - 1e-07, out=ws["loss.p"])
-        q = np.subtract(1, p, out=ws["loss.q"])
-        log_p = np.log(p, out=ws["loss.log_p"])
-        log_q = np.log(q, out=ws["loss.log_q"])
+        p = np.clip(softmax_1_y, 1e-07, 1 - 1e-07, out=ws["loss.softmax_1.p"])
+        q = np.subtract(1, p, out=ws["loss.softmax_1.q"])
+        log_p = np.log(p, out=ws["loss.softmax_1.log_p"])
+        log_q = np.log(q, out=ws["loss.softmax_1.log_q"])
         # Σ t·log p + (1 - t)·log q = Σ t·(log p - log q) + Σ log q
         log_p -= log_q
         return float(-(np.vdot(target, log_p) + log_q.sum()) / p.size)
 
-    def _loss_gradient(self):
+    def _loss_gradient_softmax_1(self, target):
         ws = self._ws
-        target = self._target
-        p, q = ws["loss.p"], ws["loss.q"]
-        dz = np.subtract(p, target, out=ws["loss.dz"])
+        p, q = ws["loss.softmax_1.p"], ws["loss.softmax_1.q"]
+        dz = np.subtract(p, target, out=ws["loss.softmax_1.dz"])
         dz /= p
         dz /= q
         dz *= 1 / dz.size
         return dz
+
+    def _correct_softmax_1(self, z, target):
+        """Accuracy counts for a batch: how many predicted classes equal the true ones, of how many."""
+        hits = (z > 0.5) == (target > 0.5)
+        return int(np.count_nonzero(hits)), hits.size
