@@ -6,7 +6,7 @@ Imports only NumPy and the standard library. Every array is float32; arrays are 
 
 import sys
 import time
-from types import MappingProxyType
+import types
 
 import numpy as np
 
@@ -669,8 +669,8 @@ class Regressor(_CompiledModel):
     """
 
     # Per-sample shapes by name, in declaration order (read-only: they describe the compiled code).
-    input_shapes = MappingProxyType({"x": (8,)})
-    output_shapes = MappingProxyType({"head": (2,)})
+    input_shapes = types.MappingProxyType({"x": (8,)})
+    output_shapes = types.MappingProxyType({"head": (2,)})
     input_shape = (8,)
     output_shape = (2,)
     has_loss = True
@@ -954,8 +954,8 @@ class Encoder(_CompiledModel):
     """
 
     # Per-sample shapes by name, in declaration order (read-only: they describe the compiled code).
-    input_shapes = MappingProxyType({"x": (4,)})
-    output_shapes = MappingProxyType({"linear_1": (3,)})
+    input_shapes = types.MappingProxyType({"x": (4,)})
+    output_shapes = types.MappingProxyType({"linear_1": (3,)})
     input_shape = (4,)
     output_shape = (3,)
     has_loss = False

@@ -6,7 +6,7 @@ Imports only NumPy and the standard library. Every array is float32; arrays are 
 
 import sys
 import time
-from types import MappingProxyType
+import types
 
 import numpy as np
 
@@ -672,8 +672,8 @@ class SignalNet(_CompiledModel):
     """
 
     # Per-sample shapes by name, in declaration order (read-only: they describe the compiled code).
-    input_shapes = MappingProxyType({"x": (32, 2)})
-    output_shapes = MappingProxyType({"head": (4,)})
+    input_shapes = types.MappingProxyType({"x": (32, 2)})
+    output_shapes = types.MappingProxyType({"head": (4,)})
     input_shape = (32, 2)
     output_shape = (4,)
     has_loss = True
@@ -1151,8 +1151,8 @@ class Tagger(_CompiledModel):
     """
 
     # Per-sample shapes by name, in declaration order (read-only: they describe the compiled code).
-    input_shapes = MappingProxyType({"x": (6,)})
-    output_shapes = MappingProxyType({"softmax_1": (3,)})
+    input_shapes = types.MappingProxyType({"x": (6,)})
+    output_shapes = types.MappingProxyType({"softmax_1": (3,)})
     input_shape = (6,)
     output_shape = (3,)
     has_loss = True

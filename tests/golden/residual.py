@@ -6,7 +6,7 @@ Imports only NumPy and the standard library. Every array is float32; arrays are 
 
 import sys
 import time
-from types import MappingProxyType
+import types
 
 import numpy as np
 
@@ -677,8 +677,8 @@ class ResidualMLP(_CompiledModel):
     """
 
     # Per-sample shapes by name, in declaration order (read-only: they describe the compiled code).
-    input_shapes = MappingProxyType({"x": (64,)})
-    output_shapes = MappingProxyType({"logits": (10,)})
+    input_shapes = types.MappingProxyType({"x": (64,)})
+    output_shapes = types.MappingProxyType({"logits": (10,)})
     input_shape = (64,)
     output_shape = (10,)
     has_loss = True

@@ -6,7 +6,7 @@ Imports only NumPy and the standard library. Every array is float32; arrays are 
 
 import sys
 import time
-from types import MappingProxyType
+import types
 
 import numpy as np
 
@@ -673,8 +673,8 @@ class TwoInputs(_CompiledModel):
     """
 
     # Per-sample shapes by name, in declaration order (read-only: they describe the compiled code).
-    input_shapes = MappingProxyType({"pixels": (64,), "meta": (4,)})
-    output_shapes = MappingProxyType({"digit": (10,), "size": (1,)})
+    input_shapes = types.MappingProxyType({"pixels": (64,), "meta": (4,)})
+    output_shapes = types.MappingProxyType({"digit": (10,), "size": (1,)})
     has_loss = True
     # Loss terms: (output, scale, metric); the loss is Σ scale · term.
     _loss_terms = (
@@ -1101,8 +1101,8 @@ class Gated(_CompiledModel):
     """
 
     # Per-sample shapes by name, in declaration order (read-only: they describe the compiled code).
-    input_shapes = MappingProxyType({"x": (16,)})
-    output_shapes = MappingProxyType({"linear_3": (3,)})
+    input_shapes = types.MappingProxyType({"x": (16,)})
+    output_shapes = types.MappingProxyType({"linear_3": (3,)})
     input_shape = (16,)
     output_shape = (3,)
     has_loss = True
