@@ -7,13 +7,14 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from .compiler import DTYPES, compile_file, compile_models, compile_source, load
+from .compiler import DTYPES, NNCompileWarning, compile_file, compile_models, compile_source, load
 from .errors import CompileError, Diagnostic, Span
 
 __all__ = [
     "DTYPES",
     "CompileError",
     "Diagnostic",
+    "NNCompileWarning",
     "Span",
     "__version__",
     "compile_file",

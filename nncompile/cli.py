@@ -99,15 +99,20 @@ def _same_file(a: str, b: str) -> bool:
         return False
 
 
+def _print_warning(text: str) -> None:
+    """Warnings go to stderr and do not change the exit code."""
+    print(text, file=sys.stderr)
+
+
 def _produce(args: argparse.Namespace, source: str) -> str | None:
     """The text to write for these arguments, or None for --check."""
     if args.summary:
-        models = compile_models(source, filename=args.input)
+        models = compile_models(source, filename=args.input, on_warning=_print_warning)
         return introspect.summary(models, batch=args.batch or 1, dtype=args.dtype)
     if args.emit == "ir":
-        models = compile_models(source, filename=args.input)
+        models = compile_models(source, filename=args.input, on_warning=_print_warning)
         return introspect.ir_json(models, filename=args.input, dtype=args.dtype)
-    code = compile_source(source, dtype=args.dtype, filename=args.input)
+    code = compile_source(source, dtype=args.dtype, filename=args.input, on_warning=_print_warning)
     return None if args.check else code
 
 

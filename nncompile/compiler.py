@@ -8,6 +8,8 @@ from __future__ import annotations
 import linecache
 import os
 import types
+import warnings
+from collections.abc import Callable
 
 from . import codegen, ir, parser, shapes
 from .errors import CompileError, Diagnostic, Reporter, Span
@@ -17,23 +19,50 @@ from .registry import load_all
 DTYPES = ("float32", "float64")
 
 
-def compile_models(source: str, filename: str = "<string>") -> list[ir.Model]:
-    """Parse and check source text; return shape-inferred models or raise CompileError."""
+class NNCompileWarning(UserWarning):
+    """Legal .nn code that is almost surely a mistake (a value computed but never used, ...)."""
+
+
+def _warn(text: str) -> None:
+    warnings.warn(text, NNCompileWarning, stacklevel=4)
+
+
+def normalize_newlines(source: str) -> str:
+    """Every line break as '\n': a lone '\r' (old Mac files) ends a line too, so it ends a comment."""
+    return source.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def compile_models(
+    source: str, filename: str = "<string>", on_warning: Callable[[str], None] | None = None
+) -> list[ir.Model]:
+    """Parse and check source text; return shape-inferred models or raise CompileError.
+
+    Warnings (rendered like errors, `FILE:LINE:COL: warning: ...`) go to `on_warning`; by default they are
+    issued as Python warnings of category NNCompileWarning.
+    """
     load_all()
+    source = normalize_newlines(source)
     program = parser.parse(source, filename)
     reporter = Reporter(filename, source)
     models = ir.build(program, reporter)
     for model in models:
+        before = len(reporter.diagnostics)
         shapes.infer(model, reporter)
+        if len(reporter.diagnostics) == before:
+            shapes.lint(model, reporter)
     reporter.raise_if_any()
+    if reporter.warnings:
+        (on_warning or _warn)(reporter.render_warnings())
     return models
 
 
-def compile_source(source: str, dtype: str = "float32", filename: str = "<string>") -> str:
+def compile_source(
+    source: str, dtype: str = "float32", filename: str = "<string>", on_warning: Callable[[str], None] | None = None
+) -> str:
     """Compile .nn source text to the text of a Python module."""
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
-    models = compile_models(source, filename)
+    models = compile_models(source, filename, on_warning)
     return codegen.render([lower(m, dtype) for m in models], filename, dtype)
 
 
@@ -95,4 +124,4 @@ def load(path_or_source, dtype: str = "float32") -> types.ModuleType:
     return module
 
 
-__all__ = ["DTYPES", "CompileError", "compile_file", "compile_models", "compile_source", "load"]
+__all__ = ["DTYPES", "CompileError", "NNCompileWarning", "compile_file", "compile_models", "compile_source", "load"]

@@ -40,6 +40,8 @@ class Node:
     out_shape: tuple[int, ...] | None = None
     params: list[Param] = field(default_factory=list)
     bound: Bound | None = None
+    # How many arguments the call gave by position (some mistakes show in positional order).
+    positional: int = 0
 
     @property
     def in_shape(self) -> tuple[int, ...] | None:
@@ -540,6 +542,7 @@ class _GraphBuilder:
             return None
         local = name or self.auto_name(kind.name, scope)
         node = Node(scope.prefix + local, kind, args, span, _call_source(call), list(inputs), scope.block)
+        node.positional = sum(1 for a in call.args if a.keyword is None)
         self.nodes.append(node)
         return node.name
 

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from lark import Lark, Token, Transformer, Tree, v_args
-from lark.lark import PostLex
 from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken, VisitError
+from lark.lark import PostLex
 
 from . import ast
 from .errors import CompileError, Diagnostic, Reporter, Span, shorten

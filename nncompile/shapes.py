@@ -114,3 +114,39 @@ def infer(model: Model, reporter: Reporter) -> None:
                 _steps_to(model.output_values[term.output], model, inputs), f"loss {term.component.kind.name}"
             )
             reporter.error(f"shape error in the loss: {err}", term.span, notes=[chain])
+
+
+def lint(model: Model, reporter: Reporter) -> None:
+    """Warn about legal models that are almost surely wrong: a loss that undoes or misreads the layer before it,
+    and arguments written in another library's order."""
+    for term in model.losses:
+        value = model.output_values[term.output]
+        if value in model.input_shapes:
+            continue
+        node = model.node(value)
+        loss = term.component.kind.name
+        if loss == "CrossEntropy" and node.kind.name in ("Softmax", "LogSoftmax"):
+            reporter.warning(
+                f"CrossEntropy applies log-softmax itself; the {node.kind.name} '{node.name}' before it applies a "
+                "second one",
+                term.span,
+                helps=[f"remove {node.kind.name} and give CrossEntropy the logits"],
+                notes=[f"'{node.name}' is at {node.span}"],
+            )
+        if loss == "BCE" and node.kind.name not in ("Sigmoid", "Softmax"):
+            reporter.warning(
+                f"BCE takes probabilities, but its input '{node.name}' is a {node.kind.name} output, not a Sigmoid (or Softmax)",
+                term.span,
+                helps=["add Sigmoid before the loss, so the outputs are in (0, 1)"],
+            )
+    for node in model.nodes:
+        if node.kind.name == "Conv1D" and node.positional == 3:
+            out, k, stride = node.args["out"], node.args["k"], node.args["stride"]
+            if out == node.in_shape[1] and k > stride:
+                reporter.warning(
+                    f"Conv1D({out}, {k}, {stride}) reads as out={out}, k={k}, stride={stride}; these look like "
+                    "PyTorch's (in_channels, out_channels, kernel_size)",
+                    node.span,
+                    helps=[f"if you meant {k} output channels and a kernel of {stride}, write Conv1D({k}, {stride})"],
+                    notes=["Conv1D takes (out, k, stride); the input channels come from the input shape"],
+                )
