@@ -952,7 +952,8 @@ class Tagger(_CompiledModel):
         ("logsoftmax_1.exp", (8,), DTYPE, 0),
         ("linear_2.y", (8,), DTYPE, 0),
         ("linear_2.dx", (8,), DTYPE, 0),
-        ("sigmoid_1.slope", (8,), DTYPE, 0),
+        ("sigmoid_1.nonnegative", (8,), bool, 0),
+        ("sigmoid_1.work", (8,), DTYPE, 0),
         ("linear_3.y", (3,), DTYPE, 0),
         ("linear_3.dx", (8,), DTYPE, 0),
         ("linear_3.x1", (9,), DTYPE, 1),
@@ -1353,11 +1354,19 @@ class Tagger(_CompiledModel):
         linear_2_y = np.matmul(logsoftmax_1_y, p["linear_2.weight"], out=ws["linear_2.y"])
 
         # sigmoid_1 = StableSigmoid  (catalogue.nn:22)  [8] -> [8]
-        # y = 1 / (1 + e^(-x)) = (1 + tanh(x / 2)) / 2  (in place: backward needs only the output)
-        sigmoid_1_y = np.multiply(linear_2_y, 0.5, out=linear_2_y)
-        np.tanh(sigmoid_1_y, out=sigmoid_1_y)
-        sigmoid_1_y += 1
-        sigmoid_1_y *= 0.5
+        # y = 1 / (1 + e) if x ≥ 0 else e / (1 + e),  e = e^(-|x|)  (in place: backward needs only the output)
+        work = np.abs(linear_2_y, out=ws["sigmoid_1.work"])
+        np.negative(work, out=work)
+        # e^(-|x|) underflowing to 0 far out is the right answer, not an error (even under np.seterr(all="raise"))
+        with np.errstate(under="ignore"):
+            np.exp(work, out=work)
+        nonnegative = np.greater_equal(linear_2_y, 0, out=ws["sigmoid_1.nonnegative"])
+        # numerator: 1 where x ≥ 0, e where x < 0 (from here on x is no longer read, so y may overwrite it)
+        sigmoid_1_y = linear_2_y
+        np.copyto(sigmoid_1_y, nonnegative)
+        np.maximum(sigmoid_1_y, work, out=sigmoid_1_y)
+        work += 1
+        sigmoid_1_y /= work
 
         # linear_3 = Linear(3, init=normal)  (catalogue.nn:23)  [8] -> [3]
         # y = x · W + b
@@ -1405,7 +1414,7 @@ class Tagger(_CompiledModel):
 
         # backward of sigmoid_1 = StableSigmoid  (catalogue.nn:22)  [8] -> [8]
         # dx = dy ⊙ y ⊙ (1 - y)
-        slope = np.subtract(1, sigmoid_1_y, out=ws["sigmoid_1.slope"])
+        slope = np.subtract(1, sigmoid_1_y, out=ws["sigmoid_1.work"])
         slope *= sigmoid_1_y
         linear_2_dy = np.multiply(sigmoid_1_dy, slope, out=sigmoid_1_dy)
 
