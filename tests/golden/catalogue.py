@@ -962,9 +962,9 @@ class Tagger(_CompiledModel):
         ("softmax_1.row", (1,), DTYPE, 0),
         ("loss.dz", (3,), DTYPE, 0),
         ("loss.p", (3,), DTYPE, 0),
-        ("loss.q", (3,), DTYPE, 0),
         ("loss.log_p", (3,), DTYPE, 0),
         ("loss.log_q", (3,), DTYPE, 0),
+        ("loss.scratch", (3,), DTYPE, 0),
     )
 
     def __init__(self, seed=None):
@@ -1446,8 +1446,8 @@ class Tagger(_CompiledModel):
         return dx
 
     # BCE  (catalogue.nn:25)
-    # L = -mean( t·log(p) + (1 - t)·log(1 - p) ),  p = clip(z, eps, 1 - eps)
-    # dz = (p - t) / (p·(1 - p)) / N,  N = number of elements
+    # L = -mean( t·max(log p, -100) + (1 - t)·max(log(1 - p), -100) ),  p = clip(z, 0, 1)
+    # dz = (p - t) / max(p·(1 - p), 1e-12) / N,  N = number of elements
     def _check_target(self, y, batch):
         expected = (batch, 3)
         y = np.asarray(y, dtype=DTYPE)
@@ -1459,21 +1459,30 @@ class Tagger(_CompiledModel):
 
     def _loss_value(self, softmax_1_y, target):
         ws = self._ws
-        # p = clip(z, eps, 1 - eps) with eps = 1e-07 for this dtype
-        p = np.clip(softmax_1_y, 1e-07, 1 - 1e-07, out=ws["loss.p"])
-        q = np.subtract(1, p, out=ws["loss.q"])
-        log_p = np.log(p, out=ws["loss.log_p"])
-        log_q = np.log(q, out=ws["loss.log_q"])
-        # Σ t·log p + (1 - t)·log q = Σ t·(log p - log q) + Σ log q
-        log_p -= log_q
-        return float(-(np.vdot(target, log_p) + log_q.sum()) / p.size)
+        # Outputs outside [0, 1] count as 0 or 1.
+        p = np.clip(softmax_1_y, 0, 1, out=ws["loss.p"])
+        # log(1 - p) as log1p(-p), exact also for tiny p; log 0 = -inf is clamped at -100.0 as in PyTorch.
+        with np.errstate(divide="ignore"):
+            log_p = np.log(p, out=ws["loss.log_p"])
+            log_q = np.log1p(np.negative(p, out=ws["loss.log_q"]), out=ws["loss.log_q"])
+        np.maximum(log_p, -100.0, out=log_p)
+        np.maximum(log_q, -100.0, out=log_q)
+        # t·log p + (1 - t)·log q element by element: folding it into Σ t·(log p - log q) + Σ log q would cancel
+        # when t = 1 and p ≈ 1 (log p ≈ 0 lost beside a large log q).
+        log_p *= target
+        log_q *= np.subtract(1, target, out=ws["loss.scratch"])
+        log_p += log_q
+        return float(-log_p.sum() / p.size)
 
     def _loss_gradient(self):
         ws = self._ws
         target = self._target
-        p, q = ws["loss.p"], ws["loss.q"]
+        p = ws["loss.p"]
+        # dz = (p - t) / max((1 - p)·p, 1e-12) / N, as PyTorch's BCELoss
+        denominator = np.subtract(1, p, out=ws["loss.scratch"])
+        denominator *= p
+        np.maximum(denominator, 1e-12, out=denominator)
         dz = np.subtract(p, target, out=ws["loss.dz"])
-        dz /= p
-        dz /= q
+        dz /= denominator
         dz *= 1 / dz.size
         return dz
