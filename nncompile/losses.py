@@ -58,24 +58,25 @@ class CrossEntropy(Loss):
 class BCE(Loss):
     name = "BCE"
     template = "losses/bce.py.j2"
-    # The clip keeps log away from 0: 1 - 1e-12 is still distinct from 1 in float64, 1 - 1e-7 in float32.
-    EPS: ClassVar[dict[str, float]] = {"float32": 1e-7, "float64": 1e-12}
+    # PyTorch's BCELoss constants: logs are clamped at LOG_FLOOR, the gradient's denominator p·(1 - p) at EPS.
+    LOG_FLOOR: ClassVar[float] = -100.0
+    EPS: ClassVar[float] = 1e-12
     summary = (
-        "Binary cross-entropy on probabilities (e.g. after Sigmoid), mean over all elements. The output p is "
-        "clipped to [eps, 1 - eps], eps = 1e-7 in float32 and 1e-12 in float64, so the logarithms stay finite; "
-        "the gradient is the formula at the clipped p, so a saturated output still gets a finite push back."
+        "Binary cross-entropy on probabilities (e.g. after Sigmoid), mean over all elements, with PyTorch's BCELoss "
+        "rules: log p and log(1 - p) (as log1p(-p), exact for tiny p) are clamped at -100, so p = 0 or 1 gives a "
+        "finite loss, and the gradient's denominator p·(1 - p) at 1e-12; outputs outside [0, 1] are clipped into it."
     )
     targets = "probabilities in [0, 1] of the output's shape"
-    forward_formula = "L = -mean( t·log(p) + (1 - t)·log(1 - p) ),  p = clip(z, eps, 1 - eps)"
-    backward_formulas = ("dz = (p - t) / (p·(1 - p)) / N,  N = number of elements",)
+    forward_formula = "L = -mean( t·max(log p, -100) + (1 - t)·max(log(1 - p), -100) ),  p = clip(z, 0, 1)"
+    backward_formulas = ("dz = (p - t) / max(p·(1 - p), 1e-12) / N,  N = number of elements",)
     metric = "accuracy"
     predicted_classes = "z > 0.5"
     true_classes = "target > 0.5"
 
     @classmethod
     def buffers(cls, shape, args):
-        return [Buffer("p", shape), Buffer("q", shape), Buffer("log_p", shape), Buffer("log_q", shape)]
+        return [Buffer("p", shape), Buffer("log_p", shape), Buffer("log_q", shape), Buffer("scratch", shape)]
 
     @classmethod
     def constants(cls, shape, args, dtype):
-        return {"eps": cls.EPS[dtype]}
+        return {"log_floor": cls.LOG_FLOOR, "eps": cls.EPS}

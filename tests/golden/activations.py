@@ -699,7 +699,8 @@ class Regressor(_CompiledModel):
         ("tanh_1.slope", (16,), DTYPE, 0),
         ("linear_2.y", (8,), DTYPE, 0),
         ("linear_2.dx", (16,), DTYPE, 0),
-        ("sigmoid_1.slope", (8,), DTYPE, 0),
+        ("sigmoid_1.nonnegative", (8,), bool, 0),
+        ("sigmoid_1.work", (8,), DTYPE, 0),
         ("head.y", (2,), DTYPE, 0),
         ("head.dx", (8,), DTYPE, 0),
         ("head.x1", (9,), DTYPE, 1),
@@ -849,11 +850,19 @@ class Regressor(_CompiledModel):
         linear_2_y = np.matmul(tanh_1_y, p["linear_2.weight"], out=ws["linear_2.y"])
 
         # sigmoid_1 = Sigmoid  (activations.nn:7)  [8] -> [8]
-        # y = 1 / (1 + e^(-x)) = (1 + tanh(x / 2)) / 2  (in place: backward needs only the output)
-        sigmoid_1_y = np.multiply(linear_2_y, 0.5, out=linear_2_y)
-        np.tanh(sigmoid_1_y, out=sigmoid_1_y)
-        sigmoid_1_y += 1
-        sigmoid_1_y *= 0.5
+        # y = 1 / (1 + e) if x ≥ 0 else e / (1 + e),  e = e^(-|x|)  (in place: backward needs only the output)
+        work = np.abs(linear_2_y, out=ws["sigmoid_1.work"])
+        np.negative(work, out=work)
+        # e^(-|x|) underflowing to 0 far out is the right answer, not an error (even under np.seterr(all="raise"))
+        with np.errstate(under="ignore"):
+            np.exp(work, out=work)
+        nonnegative = np.greater_equal(linear_2_y, 0, out=ws["sigmoid_1.nonnegative"])
+        # numerator: 1 where x ≥ 0, e where x < 0 (from here on x is no longer read, so y may overwrite it)
+        sigmoid_1_y = linear_2_y
+        np.copyto(sigmoid_1_y, nonnegative)
+        np.maximum(sigmoid_1_y, work, out=sigmoid_1_y)
+        work += 1
+        sigmoid_1_y /= work
 
         # head = Linear(2)  (activations.nn:8)  [8] -> [2]
         # y = x · W + b
@@ -889,7 +898,7 @@ class Regressor(_CompiledModel):
 
         # backward of sigmoid_1 = Sigmoid  (activations.nn:7)  [8] -> [8]
         # dx = dy ⊙ y ⊙ (1 - y)
-        slope = np.subtract(1, sigmoid_1_y, out=ws["sigmoid_1.slope"])
+        slope = np.subtract(1, sigmoid_1_y, out=ws["sigmoid_1.work"])
         slope *= sigmoid_1_y
         linear_2_dy = np.multiply(sigmoid_1_dy, slope, out=sigmoid_1_dy)
 
@@ -973,7 +982,8 @@ class Encoder(_CompiledModel):
     # Workspace arrays per batch size: (key, per-sample shape, dtype, initial value).
     _buffers = (
         ("sigmoid_1.y", (4,), DTYPE, 0),
-        ("sigmoid_1.slope", (4,), DTYPE, 0),
+        ("sigmoid_1.nonnegative", (4,), bool, 0),
+        ("sigmoid_1.work", (4,), DTYPE, 0),
         ("linear_1.y", (3,), DTYPE, 0),
         ("linear_1.dx", (4,), DTYPE, 0),
         ("linear_1.x1", (5,), DTYPE, 1),
@@ -1068,11 +1078,19 @@ class Encoder(_CompiledModel):
         ws = self._ws = self._workspace(x.shape[0])
 
         # sigmoid_1 = Sigmoid  (activations.nn:15)  [4] -> [4]
-        # y = 1 / (1 + e^(-x)) = (1 + tanh(x / 2)) / 2
-        sigmoid_1_y = np.multiply(x, 0.5, out=ws["sigmoid_1.y"])
-        np.tanh(sigmoid_1_y, out=sigmoid_1_y)
-        sigmoid_1_y += 1
-        sigmoid_1_y *= 0.5
+        # y = 1 / (1 + e) if x ≥ 0 else e / (1 + e),  e = e^(-|x|)
+        work = np.abs(x, out=ws["sigmoid_1.work"])
+        np.negative(work, out=work)
+        # e^(-|x|) underflowing to 0 far out is the right answer, not an error (even under np.seterr(all="raise"))
+        with np.errstate(under="ignore"):
+            np.exp(work, out=work)
+        nonnegative = np.greater_equal(x, 0, out=ws["sigmoid_1.nonnegative"])
+        # numerator: 1 where x ≥ 0, e where x < 0 (from here on x is no longer read, so y may overwrite it)
+        sigmoid_1_y = ws["sigmoid_1.y"]
+        np.copyto(sigmoid_1_y, nonnegative)
+        np.maximum(sigmoid_1_y, work, out=sigmoid_1_y)
+        work += 1
+        sigmoid_1_y /= work
 
         # linear_1 = Linear(3)  (activations.nn:16)  [4] -> [3]
         # y = x · W + b
@@ -1109,7 +1127,7 @@ class Encoder(_CompiledModel):
         # dx = dy ⊙ y ⊙ (1 - y)
         if not need_dx:
             return None
-        slope = np.subtract(1, sigmoid_1_y, out=ws["sigmoid_1.slope"])
+        slope = np.subtract(1, sigmoid_1_y, out=ws["sigmoid_1.work"])
         slope *= sigmoid_1_y
         dx = np.multiply(sigmoid_1_dy, slope, out=sigmoid_1_dy)
 

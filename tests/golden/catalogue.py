@@ -1121,7 +1121,13 @@ class SignalNet(_CompiledModel):
         scale = np.multiply(ws["loss.head.row_sums"], batch, out=ws["loss.head.scale"])
         dz = np.divide(ws["loss.head.exps"], scale, out=ws["loss.head.dz"])
         if target.ndim == 1:
-            dz.reshape(-1)[ws["loss.head.label_index"]] -= 1 / batch
+            # At the true class softmax - 1 = -(the other classes' softmax, summed): the sum keeps full precision where
+            # softmax - 1 would cancel (a confident prediction: float32 keeps only a few digits of a 1e-5 gradient).
+            label_index = ws["loss.head.label_index"]
+            flat = dz.reshape(-1)
+            flat[label_index] = 0
+            others = np.sum(dz, axis=1, out=ws["loss.head.scale"][:, 0])
+            flat[label_index] = np.negative(others, out=others)
         else:
             dz -= target * (1 / batch)
         return dz
@@ -1184,7 +1190,8 @@ class Tagger(_CompiledModel):
         ("logsoftmax_1.exp", (8,), DTYPE, 0),
         ("linear_2.y", (8,), DTYPE, 0),
         ("linear_2.dx", (8,), DTYPE, 0),
-        ("sigmoid_1.slope", (8,), DTYPE, 0),
+        ("sigmoid_1.nonnegative", (8,), bool, 0),
+        ("sigmoid_1.work", (8,), DTYPE, 0),
         ("linear_3.y", (3,), DTYPE, 0),
         ("linear_3.dx", (8,), DTYPE, 0),
         ("linear_3.x1", (9,), DTYPE, 1),
@@ -1193,9 +1200,9 @@ class Tagger(_CompiledModel):
         ("softmax_1.row", (1,), DTYPE, 0),
         ("loss.softmax_1.dz", (3,), DTYPE, 0),
         ("loss.softmax_1.p", (3,), DTYPE, 0),
-        ("loss.softmax_1.q", (3,), DTYPE, 0),
         ("loss.softmax_1.log_p", (3,), DTYPE, 0),
         ("loss.softmax_1.log_q", (3,), DTYPE, 0),
+        ("loss.softmax_1.scratch", (3,), DTYPE, 0),
     )
 
     def __init__(self, seed=None):
@@ -1371,11 +1378,19 @@ class Tagger(_CompiledModel):
         linear_2_y = np.matmul(logsoftmax_1_y, p["linear_2.weight"], out=ws["linear_2.y"])
 
         # sigmoid_1 = StableSigmoid  (catalogue.nn:22)  [8] -> [8]
-        # y = 1 / (1 + e^(-x)) = (1 + tanh(x / 2)) / 2  (in place: backward needs only the output)
-        sigmoid_1_y = np.multiply(linear_2_y, 0.5, out=linear_2_y)
-        np.tanh(sigmoid_1_y, out=sigmoid_1_y)
-        sigmoid_1_y += 1
-        sigmoid_1_y *= 0.5
+        # y = 1 / (1 + e) if x ≥ 0 else e / (1 + e),  e = e^(-|x|)  (in place: backward needs only the output)
+        work = np.abs(linear_2_y, out=ws["sigmoid_1.work"])
+        np.negative(work, out=work)
+        # e^(-|x|) underflowing to 0 far out is the right answer, not an error (even under np.seterr(all="raise"))
+        with np.errstate(under="ignore"):
+            np.exp(work, out=work)
+        nonnegative = np.greater_equal(linear_2_y, 0, out=ws["sigmoid_1.nonnegative"])
+        # numerator: 1 where x ≥ 0, e where x < 0 (from here on x is no longer read, so y may overwrite it)
+        sigmoid_1_y = linear_2_y
+        np.copyto(sigmoid_1_y, nonnegative)
+        np.maximum(sigmoid_1_y, work, out=sigmoid_1_y)
+        work += 1
+        sigmoid_1_y /= work
 
         # linear_3 = Linear(3, init=normal)  (catalogue.nn:23)  [8] -> [3]
         # y = x · W + b
@@ -1425,7 +1440,7 @@ class Tagger(_CompiledModel):
 
         # backward of sigmoid_1 = StableSigmoid  (catalogue.nn:22)  [8] -> [8]
         # dx = dy ⊙ y ⊙ (1 - y)
-        slope = np.subtract(1, sigmoid_1_y, out=ws["sigmoid_1.slope"])
+        slope = np.subtract(1, sigmoid_1_y, out=ws["sigmoid_1.work"])
         slope *= sigmoid_1_y
         linear_2_dy = np.multiply(sigmoid_1_dy, slope, out=sigmoid_1_dy)
 
@@ -1456,8 +1471,8 @@ class Tagger(_CompiledModel):
         return (dx,)
 
     # loss BCE  (catalogue.nn:25)
-    # L = -mean( t·log(p) + (1 - t)·log(1 - p) ),  p = clip(z, eps, 1 - eps)
-    # dz = (p - t) / (p·(1 - p)) / N,  N = number of elements
+    # L = -mean( t·max(log p, -100) + (1 - t)·max(log(1 - p), -100) ),  p = clip(z, 0, 1)
+    # dz = (p - t) / max(p·(1 - p), 1e-12) / N,  N = number of elements
     def _check_target_softmax_1(self, y, batch):
         expected = (batch, 3)
         y = np.asarray(y, dtype=DTYPE)
@@ -1469,21 +1484,30 @@ class Tagger(_CompiledModel):
 
     def _loss_value_softmax_1(self, softmax_1_y, target):
         ws = self._ws
-        # p = clip(z, eps, 1 - eps) with eps = 1e-07 for this dtype
-        p = np.clip(softmax_1_y, 1e-07, 1 - 1e-07, out=ws["loss.softmax_1.p"])
-        q = np.subtract(1, p, out=ws["loss.softmax_1.q"])
-        log_p = np.log(p, out=ws["loss.softmax_1.log_p"])
-        log_q = np.log(q, out=ws["loss.softmax_1.log_q"])
-        # Σ t·log p + (1 - t)·log q = Σ t·(log p - log q) + Σ log q
-        log_p -= log_q
-        return float(-(np.vdot(target, log_p) + log_q.sum()) / p.size)
+        # Outputs outside [0, 1] count as 0 or 1.
+        p = np.clip(softmax_1_y, 0, 1, out=ws["loss.softmax_1.p"])
+        # log(1 - p) as log1p(-p), exact also for tiny p; log 0 = -inf is clamped at -100.0 as in PyTorch.
+        with np.errstate(divide="ignore"):
+            log_p = np.log(p, out=ws["loss.softmax_1.log_p"])
+            log_q = np.log1p(np.negative(p, out=ws["loss.softmax_1.log_q"]), out=ws["loss.softmax_1.log_q"])
+        np.maximum(log_p, -100.0, out=log_p)
+        np.maximum(log_q, -100.0, out=log_q)
+        # t·log p + (1 - t)·log q element by element: folding it into Σ t·(log p - log q) + Σ log q would cancel
+        # when t = 1 and p ≈ 1 (log p ≈ 0 lost beside a large log q).
+        log_p *= target
+        log_q *= np.subtract(1, target, out=ws["loss.softmax_1.scratch"])
+        log_p += log_q
+        return float(-log_p.sum() / p.size)
 
     def _loss_gradient_softmax_1(self, target):
         ws = self._ws
-        p, q = ws["loss.softmax_1.p"], ws["loss.softmax_1.q"]
+        p = ws["loss.softmax_1.p"]
+        # dz = (p - t) / max((1 - p)·p, 1e-12) / N, as PyTorch's BCELoss
+        denominator = np.subtract(1, p, out=ws["loss.softmax_1.scratch"])
+        denominator *= p
+        np.maximum(denominator, 1e-12, out=denominator)
         dz = np.subtract(p, target, out=ws["loss.softmax_1.dz"])
-        dz /= p
-        dz /= q
+        dz /= denominator
         dz *= 1 / dz.size
         return dz
 

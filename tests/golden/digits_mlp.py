@@ -919,7 +919,13 @@ class DigitsMLP(_CompiledModel):
         scale = np.multiply(ws["loss.fc2.row_sums"], batch, out=ws["loss.fc2.scale"])
         dz = np.divide(ws["loss.fc2.exps"], scale, out=ws["loss.fc2.dz"])
         if target.ndim == 1:
-            dz.reshape(-1)[ws["loss.fc2.label_index"]] -= 1 / batch
+            # At the true class softmax - 1 = -(the other classes' softmax, summed): the sum keeps full precision where
+            # softmax - 1 would cancel (a confident prediction: float32 keeps only a few digits of a 1e-5 gradient).
+            label_index = ws["loss.fc2.label_index"]
+            flat = dz.reshape(-1)
+            flat[label_index] = 0
+            others = np.sum(dz, axis=1, out=ws["loss.fc2.scale"][:, 0])
+            flat[label_index] = np.negative(others, out=others)
         else:
             dz -= target * (1 / batch)
         return dz

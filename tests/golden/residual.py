@@ -1260,7 +1260,13 @@ class ResidualMLP(_CompiledModel):
         scale = np.multiply(ws["loss.logits.row_sums"], batch, out=ws["loss.logits.scale"])
         dz = np.divide(ws["loss.logits.exps"], scale, out=ws["loss.logits.dz"])
         if target.ndim == 1:
-            dz.reshape(-1)[ws["loss.logits.label_index"]] -= 1 / batch
+            # At the true class softmax - 1 = -(the other classes' softmax, summed): the sum keeps full precision where
+            # softmax - 1 would cancel (a confident prediction: float32 keeps only a few digits of a 1e-5 gradient).
+            label_index = ws["loss.logits.label_index"]
+            flat = dz.reshape(-1)
+            flat[label_index] = 0
+            others = np.sum(dz, axis=1, out=ws["loss.logits.scale"][:, 0])
+            flat[label_index] = np.negative(others, out=others)
         else:
             dz -= target * (1 / batch)
         return dz

@@ -1050,7 +1050,13 @@ class TwoInputs(_CompiledModel):
         scale = np.multiply(ws["loss.digit.row_sums"], batch, out=ws["loss.digit.scale"])
         dz = np.divide(ws["loss.digit.exps"], scale, out=ws["loss.digit.dz"])
         if target.ndim == 1:
-            dz.reshape(-1)[ws["loss.digit.label_index"]] -= 1 / batch
+            # At the true class softmax - 1 = -(the other classes' softmax, summed): the sum keeps full precision where
+            # softmax - 1 would cancel (a confident prediction: float32 keeps only a few digits of a 1e-5 gradient).
+            label_index = ws["loss.digit.label_index"]
+            flat = dz.reshape(-1)
+            flat[label_index] = 0
+            others = np.sum(dz, axis=1, out=ws["loss.digit.scale"][:, 0])
+            flat[label_index] = np.negative(others, out=others)
         else:
             dz -= target * (1 / batch)
         return dz
@@ -1134,7 +1140,8 @@ class Gated(_CompiledModel):
         ("linear_2.y", (16,), DTYPE, 0),
         ("linear_2.dx", (16,), DTYPE, 0),
         ("linear_2.x1", (17,), DTYPE, 1),
-        ("sigmoid_1.slope", (16,), DTYPE, 0),
+        ("sigmoid_1.nonnegative", (16,), bool, 0),
+        ("sigmoid_1.work", (16,), DTYPE, 0),
         ("gated.y", (16,), DTYPE, 0),
         ("gated.dx0", (16,), DTYPE, 0),
         ("gated.dx1", (16,), DTYPE, 0),
@@ -1316,11 +1323,19 @@ class Gated(_CompiledModel):
         linear_2_y = np.matmul(x1, weight_bias, out=ws["linear_2.y"])
 
         # sigmoid_1 = Sigmoid  (two_inputs.nn:19)  [16] -> [16]
-        # y = 1 / (1 + e^(-x)) = (1 + tanh(x / 2)) / 2  (in place: backward needs only the output)
-        sigmoid_1_y = np.multiply(linear_2_y, 0.5, out=linear_2_y)
-        np.tanh(sigmoid_1_y, out=sigmoid_1_y)
-        sigmoid_1_y += 1
-        sigmoid_1_y *= 0.5
+        # y = 1 / (1 + e) if x ≥ 0 else e / (1 + e),  e = e^(-|x|)  (in place: backward needs only the output)
+        work = np.abs(linear_2_y, out=ws["sigmoid_1.work"])
+        np.negative(work, out=work)
+        # e^(-|x|) underflowing to 0 far out is the right answer, not an error (even under np.seterr(all="raise"))
+        with np.errstate(under="ignore"):
+            np.exp(work, out=work)
+        nonnegative = np.greater_equal(linear_2_y, 0, out=ws["sigmoid_1.nonnegative"])
+        # numerator: 1 where x ≥ 0, e where x < 0 (from here on x is no longer read, so y may overwrite it)
+        sigmoid_1_y = linear_2_y
+        np.copyto(sigmoid_1_y, nonnegative)
+        np.maximum(sigmoid_1_y, work, out=sigmoid_1_y)
+        work += 1
+        sigmoid_1_y /= work
 
         # gated = (tanh_1, sigmoid_1) -> Multiply  (two_inputs.nn:20)  [16], [16] -> [16]
         # y = x₁ ⊙ x₂ ⊙ … ⊙ xₙ
@@ -1380,7 +1395,7 @@ class Gated(_CompiledModel):
 
         # backward of sigmoid_1 = Sigmoid  (two_inputs.nn:19)  [16] -> [16]
         # dx = dy ⊙ y ⊙ (1 - y)
-        slope = np.subtract(1, sigmoid_1_y, out=ws["sigmoid_1.slope"])
+        slope = np.subtract(1, sigmoid_1_y, out=ws["sigmoid_1.work"])
         slope *= sigmoid_1_y
         linear_2_dy = np.multiply(sigmoid_1_dy, slope, out=sigmoid_1_dy)
 
