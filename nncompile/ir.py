@@ -156,7 +156,7 @@ def lookup(table: dict, call: ast.Call, what: str, reporter: Reporter, extra=())
     """The entry a call names; an `unknown layer` error (suggesting from the table and `extra`) otherwise."""
     entry = table.get(call.name)
     if entry is None:
-        plural = f"{what}es" if what.endswith("s") else f"{what}s"
+        plural = {"loss": "losses", "layer or block": "layers and blocks"}.get(what, what + "s")
         canonical_names = {e.name for e in table.values()} | set(extra)
         _unknown(what, plural, call.name, call.name_span, [*table, *extra], canonical_names, reporter)
     return entry
@@ -524,7 +524,7 @@ class _GraphBuilder:
         call = _substitute(step.call, scope.params)
         if call.name in self.blocks:
             return self.instantiate(self.blocks[call.name], call, inputs, name, scope)
-        kind = lookup(LAYERS, call, "layer", self.reporter, extra=self.blocks)
+        kind = lookup(LAYERS, call, "layer or block" if self.blocks else "layer", self.reporter, extra=self.blocks)
         if kind is None:
             return None
         args = bind_args(kind, call, self.reporter)

@@ -109,11 +109,14 @@ class _ToAst(Transformer):
                 continue
             names = [n for n, _ in first.names]
             source = names[0] if len(names) == 1 else "(" + ", ".join(names) + ")"
+            target = f"{before.name} = " if isinstance(before, ast.LayerStmt) and before.name else ""
+            call = before.elements[-1].call if isinstance(before, ast.LayerStmt) else None
+            layer = _call_text(call) if isinstance(call, ast.Call) else "Layer(...)"
             self.diagnostics.append(
                 Diagnostic(
                     "a layer's input is written before it, with '->'",
                     first.span,
-                    helps=[f"write '{shorten(source)} -> Layer(...)', e.g. 'h = {shorten(source)} -> Linear(64)'"],
+                    helps=[f"write '{shorten(target + source + ' -> ' + layer, 80)}'"],
                     notes=["a statement without a source continues from the previous statement's value"],
                 )
             )
@@ -203,6 +206,18 @@ class _ToAst(Transformer):
             self.diagnostics.append(Diagnostic(f"number too large ({digits} digits)", Span.of(token)))
             return 0
         return int(text)
+
+
+def _call_text(call: ast.Call) -> str:
+    """A call written back as in the source: `Linear(64, bias=false)`."""
+    if not call.args:
+        return call.name
+    parts = []
+    for arg in call.args:
+        raw = arg.value.value
+        text = ("true" if raw else "false") if isinstance(raw, bool) else str(raw)
+        parts.append(f"{arg.keyword}={text}" if arg.keyword else text)
+    return f"{call.name}({', '.join(parts)})"
 
 
 # A line that starts a model or a block: where parsing resumes after a syntax error.
