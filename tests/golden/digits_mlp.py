@@ -435,32 +435,39 @@ class _CompiledModel:
 
     def _check_inputs(self, x, allow_empty=False):
         """The input arrays as a tuple in declaration order, each converted to DTYPE and shape-checked."""
+        if len(self._input_names) == 1 and not isinstance(x, dict):
+            return (self._check_input(self._input_names[0], x, allow_empty),)
         arrays = self._by_name(x, self._input_names, "input", "inputs")
+        checked = [self._check_input(name, a, allow_empty) for name, a in zip(self._input_names, arrays)]
+        if len({len(a) for a in checked}) > 1:
+            sizes = ", ".join(f"{n}: {len(a)}" for n, a in zip(self._input_names, checked))
+            raise ValueError(f"{type(self).__name__}: the inputs must have the same batch size, got {sizes}")
+        return tuple(checked)
+
+    def _check_input(self, name, array, allow_empty):
+        """One input as a DTYPE array of shape (batch, *its shape); a ValueError naming the problem otherwise."""
         model = type(self).__name__
-        checked = []
-        for name, array in zip(self._input_names, arrays):
-            shape = self.input_shapes[name]
-            which = f"input '{name}'" if len(self._input_names) > 1 else "input"
+        shape = self.input_shapes[name]
+        which = f"input '{name}'" if len(self._input_names) > 1 else "input"
+        if not (isinstance(array, np.ndarray) and array.dtype == DTYPE):
             if np.iscomplexobj(array):
                 raise ValueError(f"{model}: {which} is complex; the model takes real numbers")
             array = np.asarray(array, dtype=DTYPE)
-            if array.shape[1:] != shape or array.ndim != len(shape) + 1:
-                hint = ""
-                if array.shape == shape:
-                    hint = f"; for one sample add the batch axis: x[None] has shape {(1, *shape)}"
-                raise ValueError(
-                    f"{model}: wrong {which} shape: expected {_shape_text(shape)}, got {array.shape}{hint}"
-                )
-            if array.shape[0] == 0 and not allow_empty:
-                raise ValueError(f"{model}: {which} is an empty batch")
-            checked.append(array)
-        if len({len(a) for a in checked}) > 1:
-            sizes = ", ".join(f"{n}: {len(a)}" for n, a in zip(self._input_names, checked))
-            raise ValueError(f"{model}: the inputs must have the same batch size, got {sizes}")
-        return tuple(checked)
+        if array.shape[1:] != shape or array.ndim != len(shape) + 1:
+            hint = ""
+            if array.shape == shape:
+                hint = f"; for one sample add the batch axis: x[None] has shape {(1, *shape)}"
+            raise ValueError(f"{model}: wrong {which} shape: expected {_shape_text(shape)}, got {array.shape}{hint}")
+        if array.shape[0] == 0 and not allow_empty:
+            raise ValueError(f"{model}: {which} is an empty batch")
+        return array
 
     def _check_targets(self, y, batch):
         """The targets of every loss term as a tuple in the order of _loss_terms, each checked by its loss."""
+        if len(self._terms) == 1 and not isinstance(y, dict):
+            if isinstance(y, np.ndarray) and y.dtype.kind == "c" or np.iscomplexobj(y):
+                raise ValueError(f"{type(self).__name__}: targets are complex; the losses take real numbers")
+            return (self._terms[0][4](y, batch),)
         outputs = tuple(term[0] for term in self._terms)
         arrays = self._by_name(y, outputs, "target", "targets")
         targets = []
@@ -522,15 +529,27 @@ class _CompiledModel:
 
     def _loss_values(self, outputs, targets):
         """Each loss term's value (unscaled), in the order of _loss_terms."""
+        if len(self._terms) == 1:
+            term = self._terms[0]
+            return (term[5](outputs[term[1]], targets[0]),)
         return tuple(term[5](outputs[term[1]], target) for term, target in zip(self._terms, targets))
 
     def _total(self, values):
         """The loss: Σ scale · term."""
+        if len(values) == 1:
+            scale = self._terms[0][2]
+            return values[0] if scale == 1 else scale * values[0]
         return float(sum(term[2] * value for term, value in zip(self._terms, values)))
 
     def _loss_gradients(self, targets):
         """dL/d(output) for every output: each term's gradient times its scale; zeros for an output without a
         loss term."""
+        if len(self._terms) == 1 and len(self._output_names) == 1:
+            scale, gradient = self._terms[0][2], self._terms[0][6]
+            dz = gradient(targets[0])
+            if scale != 1:
+                dz *= scale
+            return (dz,)
         douts = [None] * len(self._output_names)
         for (_, index, scale, _, _, _, gradient, _), target in zip(self._terms, targets):
             dz = gradient(target)
@@ -924,7 +943,7 @@ class DigitsMLP(_CompiledModel):
             label_index = ws["loss.fc2.label_index"]
             flat = dz.reshape(-1)
             flat[label_index] = 0
-            others = np.sum(dz, axis=1, out=ws["loss.fc2.scale"][:, 0])
+            others = np.matmul(dz, ws["loss.fc2.ones"][0], out=ws["loss.fc2.scale"][:, 0])  # row sums as a GEMV
             flat[label_index] = np.negative(others, out=others)
         else:
             dz -= target * (1 / batch)
