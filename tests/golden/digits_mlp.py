@@ -943,7 +943,8 @@ class DigitsMLP(_CompiledModel):
             label_index = ws["loss.fc2.label_index"]
             flat = dz.reshape(-1)
             flat[label_index] = 0
-            others = np.matmul(dz, ws["loss.fc2.ones"][0], out=ws["loss.fc2.scale"][:, 0])  # row sums as a GEMV
+            # The other classes' sums as a matrix-vector product, as for row_sums.
+            others = np.matmul(dz, ws["loss.fc2.ones"][0], out=ws["loss.fc2.scale"][:, 0])
             flat[label_index] = np.negative(others, out=others)
         else:
             dz -= target * (1 / batch)

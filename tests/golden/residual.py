@@ -1284,7 +1284,8 @@ class ResidualMLP(_CompiledModel):
             label_index = ws["loss.logits.label_index"]
             flat = dz.reshape(-1)
             flat[label_index] = 0
-            others = np.matmul(dz, ws["loss.logits.ones"][0], out=ws["loss.logits.scale"][:, 0])  # row sums as a GEMV
+            # The other classes' sums as a matrix-vector product, as for row_sums.
+            others = np.matmul(dz, ws["loss.logits.ones"][0], out=ws["loss.logits.scale"][:, 0])
             flat[label_index] = np.negative(others, out=others)
         else:
             dz -= target * (1 / batch)

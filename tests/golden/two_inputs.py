@@ -1074,7 +1074,8 @@ class TwoInputs(_CompiledModel):
             label_index = ws["loss.digit.label_index"]
             flat = dz.reshape(-1)
             flat[label_index] = 0
-            others = np.matmul(dz, ws["loss.digit.ones"][0], out=ws["loss.digit.scale"][:, 0])  # row sums as a GEMV
+            # The other classes' sums as a matrix-vector product, as for row_sums.
+            others = np.matmul(dz, ws["loss.digit.ones"][0], out=ws["loss.digit.scale"][:, 0])
             flat[label_index] = np.negative(others, out=others)
         else:
             dz -= target * (1 / batch)
