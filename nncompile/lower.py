@@ -6,6 +6,7 @@ Pure Python on the shape-inferred IR; the templates receive these views and only
 from __future__ import annotations
 
 import itertools
+import json
 import math
 import os
 import re
@@ -18,36 +19,47 @@ from .registry import INITS, Buffer
 LINE_LENGTH = 120
 
 
-def py_literal(value, indent: int = 0, beside: int = 0) -> str:
+def py_literal(value, indent: int = 0, beside: int = 0, _flat: dict | None = None) -> str:
     """A Python literal laid out as a formatter would: on one line if it fits, else one item per line.
 
     `beside` counts the other characters on the literal's first line (a dict key before it, a comma after it).
     """
-    flat = _flat_literal(value)
+    flat_of = {} if _flat is None else _flat  # id → one-line text of each container, each made once
+    flat = _flat_literal(value, flat_of)
     if indent + beside + len(flat) <= LINE_LENGTH or not isinstance(value, (dict, list, tuple)) or not value:
         return flat
     inner = " " * (indent + 4)
     if isinstance(value, dict):
-        keys = [_flat_literal(k) for k in value]
-        items = [f"{key}: {py_literal(v, indent + 4, len(key) + 3)}" for key, v in zip(keys, value.values())]
+        keys = [_flat_literal(k, flat_of) for k in value]
+        items = [f"{key}: {py_literal(v, indent + 4, len(key) + 3, flat_of)}" for key, v in zip(keys, value.values())]
     else:
-        items = [py_literal(v, indent + 4, 1) for v in value]
+        items = [py_literal(v, indent + 4, 1, flat_of) for v in value]
     opener, closer = {dict: "{}", list: "[]", tuple: "()"}[type(value)]
     body = "".join(f"{inner}{item},\n" for item in items)
     return f"{opener}\n{body}{' ' * indent}{closer}"
 
 
-def _flat_literal(value) -> str:
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{_flat_literal(k)}: {_flat_literal(v)}" for k, v in value.items()) + "}"
-    if isinstance(value, list):
-        return "[" + ", ".join(_flat_literal(v) for v in value) + "]"
-    if isinstance(value, tuple):
-        inner = ", ".join(_flat_literal(v) for v in value)
-        return f"({inner},)" if len(value) == 1 else f"({inner})"
+def _flat_literal(value, flat_of: dict) -> str:
+    if isinstance(value, (dict, list, tuple)):
+        known = flat_of.get(id(value))
+        if known is None:
+            known = flat_of[id(value)] = _flat_container(value, flat_of)
+        return known
     if isinstance(value, str):
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        # JSON's escapes are Python's too: quotes, backslashes and control characters can never end the string.
+        return json.dumps(value, ensure_ascii=False)
     return repr(value)
+
+
+def _flat_container(value, flat_of: dict) -> str:
+    if isinstance(value, dict):
+        return (
+            "{" + ", ".join(f"{_flat_literal(k, flat_of)}: {_flat_literal(v, flat_of)}" for k, v in value.items()) + "}"
+        )
+    inner = ", ".join(_flat_literal(v, flat_of) for v in value)
+    if isinstance(value, list):
+        return f"[{inner}]"
+    return f"({inner},)" if len(value) == 1 else f"({inner})"
 
 
 def safe_text(text: str) -> str:
@@ -520,15 +532,15 @@ def lower(model: Model, dtype: str = "float32") -> ModelView:
     first_guarded = next((i for i, g in enumerate(emitted) if g.guarded), len(emitted))
     need_dx_style = "end" if all(g.guarded for g in emitted[first_guarded:]) else "each"
 
-    saved: list[str] = []
+    saved: dict[str, None] = {}  # an ordered set: a linear pass, however many layers
     for view in views:
         if not view.live:
             continue
         saves = view.node.bound.saves
         if "input" in saves:
-            saved.extend(x for x in view.xs if x not in saved)
-        if "output" in saves and view.y not in saved:
-            saved.append(view.y)
+            saved.update(dict.fromkeys(view.xs))
+        if "output" in saves:
+            saved[view.y] = None
 
     output_views = [
         OutputView(
@@ -603,7 +615,7 @@ def lower(model: Model, dtype: str = "float32") -> ModelView:
         buffers=buffers,
         losses=losses,
         optimizer=optimizer,
-        saved=saved,
+        saved=list(saved),
         config=py_literal(_config(model), indent=8),
         param_count=start,
         need_dx_style=need_dx_style,
