@@ -13,6 +13,7 @@ import nncompile
 MODELS = {
     "mlp": ("examples/digits_mlp.nn", (64,)),
     "cnn1d": ("examples/digits_cnn1d.nn", (64, 1)),
+    "residual": ("tests/golden/residual.nn", (64,)),
 }
 
 
@@ -33,6 +34,28 @@ def test_second_train_step_allocates_under_5_percent_of_the_first(name, batch):
     rng = np.random.default_rng(0)
     x = rng.standard_normal((batch, *shape)).astype(np.float32)
     y = rng.integers(0, net.output_shape[0], batch)
+    tracemalloc.start()
+    try:
+        first = _peak_bytes(lambda: net.train_step(x, y))
+        second = _peak_bytes(lambda: net.train_step(x, y))
+    finally:
+        tracemalloc.stop()
+    assert second < 0.05 * first, (first, second)
+
+
+@pytest.mark.parametrize("model", ["TwoInputs", "Gated"])
+def test_graph_train_steps_allocate_under_5_percent_of_the_first(model):
+    """Fan-out, merges, several inputs and a two-term loss keep the steady-state step allocation-free too."""
+    module = nncompile.load(str(ROOT / "tests/golden/two_inputs.nn"))
+    net = getattr(module, model)(seed=0)
+    rng = np.random.default_rng(0)
+    batch = 64
+    x = {name: rng.standard_normal((batch, *shape)).astype(np.float32) for name, shape in net.input_shapes.items()}
+    if model == "TwoInputs":
+        y = {"digit": rng.integers(0, 10, batch), "size": rng.standard_normal((batch, 1)).astype(np.float32)}
+    else:
+        x = x["x"]
+        y = rng.standard_normal((batch, 3)).astype(np.float32)
     tracemalloc.start()
     try:
         first = _peak_bytes(lambda: net.train_step(x, y))

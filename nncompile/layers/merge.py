@@ -113,4 +113,8 @@ class Concat(Merge):
         # dy[:, …, start:stop] for each input: its slice along the array axis (axis + 1, after the batch).
         lead = ":, " * (axis + 1)
         slices = [f"[{lead}{start}:{stop}]" for start, stop in itertools.pairwise(edges)]
-        return cls._bound(args, in_shapes, out_shape, constants={"array_axis": axis + 1, "slices": slices})
+        # Each input's slice of dy is copied into a buffer of its own: a strided view would make the next GEMM
+        # copy it anyway (into a fresh array each step).
+        buffers = [Buffer(f"dx{i}", tuple(shape)) for i, shape in enumerate(in_shapes)]
+        constants = {"array_axis": axis + 1, "slices": slices}
+        return cls._bound(args, in_shapes, out_shape, buffers, constants=constants)

@@ -733,6 +733,8 @@ class TwoInputs(_CompiledModel):
         ("linear_2.x1", (5,), DTYPE, 1),
         ("tanh_1.slope", (8,), DTYPE, 0),
         ("joined.y", (40,), DTYPE, 0),
+        ("joined.dx0", (32,), DTYPE, 0),
+        ("joined.dx1", (8,), DTYPE, 0),
         ("digit.y", (10,), DTYPE, 0),
         ("digit.dx", (40,), DTYPE, 0),
         ("digit.x1", (41,), DTYPE, 1),
@@ -983,8 +985,10 @@ class TwoInputs(_CompiledModel):
 
         # backward of joined = (relu_1, tanh_1) -> Concat  (two_inputs.nn:8)  [32], [8] -> [40]
         # dxᵢ = the slice of dy that xᵢ filled
-        relu_1_dy = joined_dy[:, 0:32]
-        tanh_1_dy = joined_dy[:, 32:40]
+        relu_1_dy = ws["joined.dx0"]
+        np.copyto(relu_1_dy, joined_dy[:, 0:32])
+        tanh_1_dy = ws["joined.dx1"]
+        np.copyto(tanh_1_dy, joined_dy[:, 32:40])
 
         # backward of tanh_1 = TanH  (two_inputs.nn:7)  [8] -> [8]
         # dx = dy ⊙ (1 - y²)
