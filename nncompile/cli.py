@@ -12,11 +12,13 @@ import tempfile
 
 from . import introspect
 from .compiler import DTYPES, compile_models, compile_source, read_source
-from .errors import CompileError
+from .errors import CompileError, display_name
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_INTERNAL = 3
+# How messages name standard output, in place of a file name.
+STDOUT_NAME = "<stdout>"
 # Set to see the traceback of an internal error (a bug in nncompile, never a problem with the input).
 TRACEBACK_ENV = "NNCOMPILE_TRACEBACK"
 
@@ -31,8 +33,17 @@ def _positive_int(text: str) -> int:
     return value
 
 
+class _Parser(argparse.ArgumentParser):
+    def print_help(self, file=None) -> None:
+        # argparse ignores a failed write of --help and exits 0; report it like any other write to stdout.
+        if file is None:
+            _write_stdout(self.format_help())
+        else:
+            super().print_help(file)
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="nncompile",
         description="Compile a .nn model file into a standalone NumPy module.",
     )
@@ -64,25 +75,64 @@ class _Failure(Exception):
 
 def write_atomically(path: str, text: str) -> None:
     """Write to a temporary file beside `path`, then rename, so a failure never leaves half a file."""
+    name = display_name(path)
     directory = os.path.dirname(os.path.abspath(path))
     if os.path.isdir(path):
-        raise _Failure(f"{path}: error: cannot write: the output path is a directory")
+        raise _Failure(f"{name}: error: cannot write: the output path is a directory")
     if not os.path.isdir(directory):
-        raise _Failure(f"{path}: error: cannot write: directory {directory} does not exist")
+        raise _Failure(f"{name}: error: cannot write: directory {display_name(directory)} does not exist")
     try:
         fd, temp = tempfile.mkstemp(prefix=".nncompile-", suffix=".tmp", dir=directory)
     except OSError as err:
-        raise _Failure(f"{path}: error: cannot write: {err.strerror or err}") from None
+        raise _Failure(f"{name}: error: cannot write: {err.strerror or err}") from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
         os.chmod(temp, 0o644)
         os.replace(temp, path)
     except OSError as err:
-        raise _Failure(f"{path}: error: cannot write: {err.strerror or err}") from None
+        raise _Failure(f"{name}: error: cannot write: {err.strerror or err}") from None
     finally:
         if os.path.exists(temp):
             os.unlink(temp)
+
+
+def _silence(stream) -> None:
+    """After a failed write, point the stream's descriptor at /dev/null so the exit-time flush cannot fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, stream.fileno())
+        finally:
+            os.close(devnull)
+    except (OSError, ValueError):  # no descriptor (an in-memory stream) or nothing to be done
+        pass
+
+
+def _write_stdout(text: str) -> None:
+    """Print `text` and flush it at once, so that a failed write (`> /dev/full`, `>&-`, a closed pipe) is reported."""
+    stream = sys.stdout
+    if stream is None:  # started with standard output closed
+        raise _Failure(f"{STDOUT_NAME}: error: cannot write: standard output is closed")
+    try:
+        stream.write(text)
+        stream.flush()
+    except (OSError, ValueError) as err:  # ValueError: closed at the Python level, or not encodable
+        _silence(stream)
+        reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
+        raise _Failure(f"{STDOUT_NAME}: error: cannot write: {reason}") from None
+
+
+def _print_error(message: str) -> None:
+    """Print a message on stderr. If stderr itself cannot be written, there is nowhere left to say so."""
+    stream = sys.stderr
+    if stream is None:  # started with stderr closed; print(file=None) would write to stdout instead
+        return
+    try:
+        stream.write(message + "\n")
+        stream.flush()
+    except (OSError, ValueError):
+        _silence(stream)
 
 
 def _check_usage(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
@@ -114,11 +164,19 @@ def _produce(args: argparse.Namespace, source: str) -> str | None:
 def run(argv: list[str] | None = None) -> int:
     """The command; returns the exit code. Usage errors exit through argparse with code 2."""
     parser = _parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except _Failure as err:  # --help could not be printed
+        _print_error(str(err))
+        return EXIT_ERROR
     _check_usage(parser, args)
+    return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         if args.output and _same_file(args.output, args.input):
-            raise _Failure(f"{args.output}: error: refusing to overwrite the input file with the output")
+            raise _Failure(f"{display_name(args.output)}: error: refusing to overwrite the input file with the output")
         source = read_source(args.input)
         text = _produce(args, source)
         if text is None:
@@ -126,20 +184,19 @@ def run(argv: list[str] | None = None) -> int:
         if args.output:
             write_atomically(args.output, text)
         else:
-            sys.stdout.write(text)
+            _write_stdout(text)
     except CompileError as err:
-        print(err.render(), file=sys.stderr)
+        _print_error(err.render())
         return EXIT_ERROR
     except _Failure as err:
-        print(err, file=sys.stderr)
+        _print_error(str(err))
         return EXIT_ERROR
     except Exception as err:  # a bug in nncompile: say so plainly instead of a traceback
         if os.environ.get(TRACEBACK_ENV):
             raise
-        print(
-            f"{args.input}: internal error: {type(err).__name__}: {err}\n"
-            f"  note: this is a bug in nncompile, not in the file; set {TRACEBACK_ENV}=1 to see the traceback",
-            file=sys.stderr,
+        _print_error(
+            f"{display_name(args.input)}: internal error: {type(err).__name__}: {err}\n"
+            f"  note: this is a bug in nncompile, not in the file; set {TRACEBACK_ENV}=1 to see the traceback"
         )
         return EXIT_INTERNAL
     return 0

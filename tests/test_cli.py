@@ -459,3 +459,86 @@ def test_readme_summary_example_is_current():
     code, out, err = run_here(ROOT / "examples" / "digits_mlp.nn", "--summary", "--batch", "32")
     assert (code, err) == (0, "")
     assert shown == out
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Standard output and standard error that cannot be written; file names with control characters.
+
+
+def _run_with(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, close=None):
+    """Run the command; `close` (1 or 2) starts it with that descriptor closed, like `>&-` or `2>&-` in a shell."""
+    command = [sys.executable, "-m", "nncompile", *map(str, args)]
+    if close is not None:
+        command = ["sh", "-c", f'exec "$@" {close}>&-', "sh", *command]
+    return subprocess.run(command, stdout=stdout, stderr=stderr, text=True, check=False)
+
+
+@pytest.mark.parametrize("args", [[], ["--summary"], ["--emit", "ir"], ["--help"]], ids=["py", "summary", "ir", "help"])
+def test_full_stdout_is_one_line_and_exit_1(good_file, args):
+    with open("/dev/full", "w") as full:
+        result = _run_with([good_file, *args], stdout=full)
+    assert (result.returncode, result.stderr) == (1, "<stdout>: error: cannot write: No space left on device\n")
+
+
+def test_closed_or_broken_stdout_is_one_line_and_exit_1(good_file):
+    closed = _run_with([good_file], stdout=None, close=1)
+    assert (closed.returncode, closed.stderr) == (1, "<stdout>: error: cannot write: standard output is closed\n")
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        broken = _run_with([good_file], stdout=write_end)
+    finally:
+        os.close(write_end)
+    assert (broken.returncode, broken.stderr) == (1, "<stdout>: error: cannot write: Broken pipe\n")
+
+
+def test_unwritable_stderr_never_reaches_stdout(tmp_path):
+    bad = tmp_path / "bad.nn"
+    bad.write_text("model A { input [4] Nope }")
+    closed = _run_with([bad], stderr=None, close=2)
+    assert (closed.returncode, closed.stdout) == (1, "")
+    with open("/dev/full", "w") as full:
+        result = _run_with([bad], stderr=full)
+    assert (result.returncode, result.stdout) == (1, "")
+
+
+def test_file_names_are_shown_escaped(tmp_path):
+    from nncompile import CompileError, Diagnostic
+
+    name = "e\x1b[31m\u202ex\ny\r.nn"
+    shown = "e\\x1b[31m\\u202ex\\ny\\r.nn"
+    bad = tmp_path / name
+    bad.write_text("model A { input [4] Nope }")
+    code, out, err = run_here(bad)
+    assert (code, out) == (1, "")
+    assert err.splitlines()[0] == f"{tmp_path}/{shown}:1:21: error: unknown layer 'Nope'"
+    assert run_here(tmp_path / name, "-o", bad) == (
+        1,
+        "",
+        f"{tmp_path}/{shown}: error: refusing to overwrite the input file with the output\n",
+    )
+    good = tmp_path / "good.nn"
+    good.write_text(GOOD)
+    target = tmp_path / "d\x07" / "m\x1b.py"
+    assert run_here(good, "-o", target) == (
+        1,
+        "",
+        f"{tmp_path}/d\\x07/m\\x1b.py: error: cannot write: directory {tmp_path}/d\\x07 does not exist\n",
+    )
+    assert run_here(tmp_path / "\x9b.nn") == (1, "", f"{tmp_path}/\\x9b.nn: error: no such file\n")
+    truncated = CompileError([Diagnostic("bad")], filename="\x1b.nn", truncated=True)
+    assert truncated.render().splitlines() == [
+        "\\x1b.nn: error: bad",
+        "\\x1b.nn: note: too many errors; only the first 1 are shown",
+    ]
+
+
+def test_display_name():
+    from nncompile.errors import display_name
+
+    assert display_name("dir/model v2.nn") == "dir/model v2.nn"
+    assert display_name("caf\u00e9\\n'\".nn") == "caf\u00e9\\n'\".nn"  # printable text, backslashes included, as is
+    assert display_name("a\tb\x00\x7f\x85\u2028\u200b\u202e\u2066\ufeff") == (
+        "a\\tb\\x00\\x7f\\x85\\u2028\\u200b\\u202e\\u2066\\ufeff"
+    )
+    assert display_name(b"x\xff.nn") == "x\\udcff.nn"  # an undecodable byte of a POSIX file name
