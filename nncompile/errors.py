@@ -6,6 +6,7 @@ line and a caret underline, then `help:` and `note:` lines.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 # Source lines longer than this are shown as a window around the span, so a huge line never floods the terminal.
@@ -86,7 +87,8 @@ class CompileError(Exception):
     def render(self) -> str:
         parts = [render_diagnostic(d, self.filename, self.source) for d in self.diagnostics]
         if self.truncated:
-            parts.append(f"{self.filename}: note: too many errors; only the first {len(self.diagnostics)} are shown")
+            shown = len(self.diagnostics)
+            parts.append(f"{display_name(self.filename)}: note: too many errors; only the first {shown} are shown")
         return "\n".join(parts)
 
 
@@ -135,6 +137,12 @@ def _printable(text: str) -> str:
     return "".join(" " if c == "\t" else "\N{REPLACEMENT CHARACTER}" if not c.isprintable() else c for c in text)
 
 
+def display_name(path) -> str:
+    """A file name (str, bytes or path) safe to print: control, bidi and other non-printable characters are escaped as
+    repr() escapes them (`\\n`, `\\x1b`, `\\u202e`, `\\udcff` for an undecodable byte), without quotes."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in os.fsdecode(path))
+
+
 def shorten(text: str, limit: int = 40) -> str:
     """A token for a message, cut with '…' when it is long."""
     return text if len(text) <= limit else text[: limit - 1] + "…"
@@ -142,6 +150,7 @@ def shorten(text: str, limit: int = 40) -> str:
 
 def render_diagnostic(diag: Diagnostic, filename: str, source: str) -> str:
     """Format one diagnostic like a compiler: location, message, source line, caret underline, help/notes."""
+    filename = display_name(filename)
     if diag.span is None:
         lines = [f"{filename}: {diag.severity}: {diag.message}"]
     else:

@@ -468,3 +468,259 @@ def test_readme_summary_example_is_current():
     code, out, err = run_here(ROOT / "examples" / "digits_mlp.nn", "--summary", "--batch", "32")
     assert (code, err) == (0, "")
     assert shown == out
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Output paths: only regular files are replaced; the mode follows the umask or the replaced file.
+
+
+def _listing(directory):
+    return sorted(p.name for p in directory.iterdir())
+
+
+def test_special_output_paths_are_refused_and_left_untouched(tmp_path, good_file):
+    import socket
+    import stat
+
+    fifo = tmp_path / "fifo.py"
+    os.mkfifo(fifo)
+    sock = tmp_path / "sock.py"
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(str(sock))
+    # A link to /dev/null, not /dev/null itself: if this ever regresses, only the link is replaced, even as root.
+    device = tmp_path / "null.py"
+    device.symlink_to(os.devnull)
+    try:
+        for target, kind, check in (
+            (fifo, "a named pipe (FIFO)", stat.S_ISFIFO),
+            (sock, "a socket", stat.S_ISSOCK),
+            (device, "a character device", stat.S_ISCHR),
+        ):
+            assert run_here(good_file, "-o", target) == (
+                1,
+                "",
+                f"{target}: error: cannot write: the output path is {kind}, not a regular file\n",
+            )
+            assert check(os.stat(target).st_mode), target
+        assert device.is_symlink() and os.readlink(device) == os.devnull
+        assert _listing(tmp_path) == ["fifo.py", "null.py", "sock.py", "tiny.nn"]
+    finally:
+        server.close()
+
+
+def test_empty_file_names_are_usage_errors(good_file):
+    code, out, err = run_here(good_file, "-o", "")
+    assert code == 2 and out == ""
+    assert err.splitlines()[-1] == "nncompile: error: argument -o/--output: expected a file name, got an empty string"
+    code, out, err = run_here("")
+    assert code == 2 and out == ""
+    assert err.splitlines()[-1] == "nncompile: error: argument input: expected a file name, got an empty string"
+
+
+@pytest.mark.parametrize("umask, mode", [(0o077, 0o600), (0o002, 0o664), (0o022, 0o644)])
+def test_new_output_file_follows_the_umask(tmp_path, good_file, umask, mode):
+    target = tmp_path / "model.py"
+    previous = os.umask(umask)
+    try:
+        assert run_here(good_file, "-o", target)[0] == 0
+    finally:
+        os.umask(previous)
+    assert target.stat().st_mode & 0o7777 == mode
+
+
+def test_replaced_output_file_keeps_its_mode(tmp_path, good_file):
+    target = tmp_path / "model.py"
+    target.write_text("previous")
+    for mode in (0o640, 0o755, 0o600):
+        target.chmod(mode)
+        assert run_here(good_file, "-o", target)[0] == 0
+        assert target.stat().st_mode & 0o7777 == mode
+        assert "class Tiny(_CompiledModel):" in target.read_text()
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# SIGINT and SIGTERM: a one-line message, exit 130 or 143, no traceback, no temporary or partial file.
+
+SIGNALS = [
+    pytest.param("SIGINT", 130, "interrupted", id="SIGINT"),
+    pytest.param("SIGTERM", 143, "terminated by SIGTERM", id="SIGTERM"),
+]
+
+
+def _start(args, **kwargs):
+    import signal
+
+    # As from an interactive shell: a test run in the background (SIGINT ignored) must not pass that on. A signal
+    # caught here is reset to its default in the child; an ignored one would stay ignored.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        return subprocess.Popen(
+            [sys.executable, *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs
+        )
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _wait_for(condition, process, what):
+    import time
+
+    deadline = time.monotonic() + 60
+    while not condition():
+        assert process.poll() is None, f"exited before {what}: {process.communicate()}"
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.01)
+
+
+@pytest.mark.parametrize("name, code, message", SIGNALS)
+def test_signal_while_compiling(tmp_path, name, code, message):
+    """The input is a FIFO that never delivers: the command waits in the middle of reading it."""
+    import errno
+    import signal
+
+    source = tmp_path / "slow.nn"
+    os.mkfifo(source)
+    process = _start(["-m", "nncompile", source, "-o", tmp_path / "slow.py"])
+    writer = None
+
+    def reading():  # a write end opens without blocking only once the command holds the read end
+        nonlocal writer
+        try:
+            writer = os.open(source, os.O_WRONLY | os.O_NONBLOCK)
+        except OSError as err:
+            assert err.errno == errno.ENXIO, err
+        return writer is not None
+
+    try:
+        _wait_for(reading, process, "the command to open its input")
+        process.send_signal(getattr(signal, name))
+        out, err = process.communicate(timeout=60)
+    finally:
+        process.kill()
+        if writer is not None:
+            os.close(writer)
+    assert (process.returncode, out, err) == (code, "", f"{source}: error: {message}\n")
+    assert _listing(tmp_path) == ["slow.nn"]
+
+
+# Run the command with a temporary file that, once created, waits for the test's go-ahead (a file named GO).
+SLOW_WRITE = """
+import os, sys, tempfile, time
+from nncompile import cli
+
+real_mkstemp = tempfile.mkstemp
+
+def waiting_mkstemp(*args, **kwargs):
+    result = real_mkstemp(*args, **kwargs)
+    deadline = time.monotonic() + 60
+    while not os.path.exists(os.environ["GO"]) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return result
+
+tempfile.mkstemp = waiting_mkstemp
+sys.exit(cli.run(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize("name, code, message", SIGNALS)
+def test_signal_while_writing_leaves_no_temporary_file(tmp_path, good_file, name, code, message):
+    import signal
+
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    target = out_dir / "model.py"
+    target.write_text("previous")
+    go = tmp_path / "go"
+    process = _start(["-c", SLOW_WRITE, good_file, "-o", target], env={**os.environ, "GO": str(go)})
+    try:
+        _wait_for(lambda: len(_listing(out_dir)) == 2, process, "the temporary file")
+        process.send_signal(getattr(signal, name))
+        go.touch()
+        out, err = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert _listing(out_dir) == ["model.py"]
+    assert target.read_text() == "previous"
+    assert (process.returncode, out, err) == (code, "", f"{good_file}: error: {message}\n")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Standard output and standard error that cannot be written; file names with control characters.
+
+
+def _run_with(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, close=None):
+    """Run the command; `close` (1 or 2) starts it with that descriptor closed, like `>&-` or `2>&-` in a shell."""
+    command = [sys.executable, "-m", "nncompile", *map(str, args)]
+    if close is not None:
+        command = ["sh", "-c", f'exec "$@" {close}>&-', "sh", *command]
+    return subprocess.run(command, stdout=stdout, stderr=stderr, text=True, check=False)
+
+
+@pytest.mark.parametrize("args", [[], ["--summary"], ["--emit", "ir"], ["--help"]], ids=["py", "summary", "ir", "help"])
+def test_full_stdout_is_one_line_and_exit_1(good_file, args):
+    with open("/dev/full", "w") as full:
+        result = _run_with([good_file, *args], stdout=full)
+    assert (result.returncode, result.stderr) == (1, "<stdout>: error: cannot write: No space left on device\n")
+
+
+def test_closed_or_broken_stdout_is_one_line_and_exit_1(good_file):
+    closed = _run_with([good_file], stdout=None, close=1)
+    assert (closed.returncode, closed.stderr) == (1, "<stdout>: error: cannot write: standard output is closed\n")
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        broken = _run_with([good_file], stdout=write_end)
+    finally:
+        os.close(write_end)
+    assert (broken.returncode, broken.stderr) == (1, "<stdout>: error: cannot write: Broken pipe\n")
+
+
+def test_unwritable_stderr_never_reaches_stdout(tmp_path):
+    bad = tmp_path / "bad.nn"
+    bad.write_text("model A { input [4] Nope }")
+    closed = _run_with([bad], stderr=None, close=2)
+    assert (closed.returncode, closed.stdout) == (1, "")
+    with open("/dev/full", "w") as full:
+        result = _run_with([bad], stderr=full)
+    assert (result.returncode, result.stdout) == (1, "")
+
+
+def test_file_names_are_shown_escaped(tmp_path):
+    from nncompile import CompileError, Diagnostic
+
+    name = "e\x1b[31m\u202ex\ny\r.nn"
+    shown = "e\\x1b[31m\\u202ex\\ny\\r.nn"
+    bad = tmp_path / name
+    bad.write_text("model A { input [4] Nope }")
+    code, out, err = run_here(bad)
+    assert (code, out) == (1, "")
+    assert err.splitlines()[0] == f"{tmp_path}/{shown}:1:21: error: unknown layer 'Nope'"
+    assert run_here(tmp_path / name, "-o", bad) == (
+        1,
+        "",
+        f"{tmp_path}/{shown}: error: refusing to overwrite the input file with the output\n",
+    )
+    good = tmp_path / "good.nn"
+    good.write_text(GOOD)
+    target = tmp_path / "d\x07" / "m\x1b.py"
+    assert run_here(good, "-o", target) == (
+        1,
+        "",
+        f"{tmp_path}/d\\x07/m\\x1b.py: error: cannot write: directory {tmp_path}/d\\x07 does not exist\n",
+    )
+    assert run_here(tmp_path / "\x9b.nn") == (1, "", f"{tmp_path}/\\x9b.nn: error: no such file\n")
+    truncated = CompileError([Diagnostic("bad")], filename="\x1b.nn", truncated=True)
+    assert truncated.render().splitlines() == [
+        "\\x1b.nn: error: bad",
+        "\\x1b.nn: note: too many errors; only the first 1 are shown",
+    ]
+
+
+def test_display_name():
+    from nncompile.errors import display_name
+
+    assert display_name("dir/model v2.nn") == "dir/model v2.nn"
+    assert display_name("caf\u00e9\\n'\".nn") == "caf\u00e9\\n'\".nn"  # printable text, backslashes included, as is
+    assert display_name("a\tb\x00\x7f\x85\u2028\u200b\u202e\u2066\ufeff") == (
+        "a\\tb\\x00\\x7f\\x85\\u2028\\u200b\\u202e\\u2066\\ufeff"
+    )
+    assert display_name(b"x\xff.nn") == "x\\udcff.nn"  # an undecodable byte of a POSIX file name
