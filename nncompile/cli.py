@@ -244,7 +244,7 @@ def _same_file(a: str, b: str) -> bool:
 
 def _print_warning(text: str) -> None:
     """Warnings go to stderr and do not change the exit code."""
-    print(text, file=sys.stderr)
+    _print_error(text)
 
 
 def _produce(args: argparse.Namespace, source: str) -> str | None:
