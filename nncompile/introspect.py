@@ -87,11 +87,18 @@ def summary(models: list[Model], batch: int = 1, dtype: str = "float32") -> str:
             "Non-trainable params: 0 (0 B)",
             f"Activations for batch {batch}: {activations:,} values ({human_bytes(activations * itemsize)}), "
             + f"the input{'s' if len(model.inputs) > 1 else ''} and every layer's output",
+            *_blocks(model),
             *_outputs_and_losses(model),
             f"Optimizer: {model.optimizer.source}" + (" (the default)" if model.optimizer.span is None else ""),
         ]
         blocks.append("\n".join(out))
     return "\n\n".join(blocks) + "\n"
+
+
+def _blocks(model: Model) -> list[str]:
+    if not model.blocks:
+        return []
+    return ["Block instances: " + ", ".join(f"{path} ({name})" for path, name in model.blocks.items())]
 
 
 def _outputs_and_losses(model: Model) -> list[str]:
@@ -172,6 +179,7 @@ def ir_dict(models: list[Model], filename: str = "<string>", dtype: str = "float
                     for name, shape in model.output_shapes.items()
                 ],
                 "parameter_count": model_parameter_count(model),
+                "blocks": [{"instance": path, "block": name} for path, name in model.blocks.items()],
                 "nodes": [_node(n) for n in model.nodes],
                 "losses": [{"output": t.output, "scale": t.scale, **_component(t.component)} for t in model.losses],
                 "optimizer": _component(model.optimizer),

@@ -90,6 +90,8 @@ class Model:
     output_values: dict[str, str]
     losses: list[LossTerm]
     optimizer: Component
+    # Block instances, in expansion order: instance path ("residual_1", "outer.inner") → block name.
+    blocks: dict[str, str] = field(default_factory=dict)
 
     @property
     def input_shapes(self) -> dict[str, tuple[int, ...]]:
@@ -345,6 +347,7 @@ class _GraphBuilder:
         self.expanding: list[str] = []  # the block calls being expanded, innermost last, to catch recursion
         self.used: set[str] = set()  # node and input names read by a node or an output
         self.input_names: set[str] = set()
+        self.instances: dict[str, str] = {}  # instance path → block name
 
     # ---- names ----------------------------------------------------------------------------------------------
 
@@ -572,6 +575,7 @@ class _GraphBuilder:
         local = name or self.auto_name(decl.name, scope)
         path = f"{scope.block}.{local}" if scope.block else local
         inner = _Scope(scope.prefix + local + ".", path, params, _declared_names(decl.statements))
+        self.instances[path] = decl.name
         self.expanding.append(decl.name)
         try:
             return self._block_body(decl, inner, inputs)
@@ -844,7 +848,18 @@ def _build_model(decl: ast.ModelDecl, blocks: dict[str, ast.BlockDecl], filename
 
     if len(reporter.diagnostics) > before or not output_names:
         return None
-    return Model(decl.name, decl.span, filename, inputs, builder.nodes, output_names, output_values, terms, optimizer)
+    return Model(
+        decl.name,
+        decl.span,
+        filename,
+        inputs,
+        builder.nodes,
+        output_names,
+        output_values,
+        terms,
+        optimizer,
+        builder.instances,
+    )
 
 
 def _loss_terms(losses, output_names, output_values, scope, builder, reporter) -> list[LossTerm]:

@@ -375,6 +375,7 @@ def _config(model: Model) -> dict:
         "inputs": {i.name: list(i.shape) for i in model.inputs},
         "outputs": {name: list(shape) for name, shape in model.output_shapes.items()},
         "output_layers": dict(model.output_values),
+        "blocks": dict(model.blocks),
         "layers": layers,
         "losses": [
             {"output": t.output, "scale": t.scale, "type": t.component.kind.name, "args": dict(t.component.args)}

@@ -789,6 +789,7 @@ class Regressor(_CompiledModel):
             "inputs": {"x": [8]},
             "outputs": {"head": [2]},
             "output_layers": {"head": "head"},
+            "blocks": {},
             "layers": [
                 {
                     "name": "linear_1",
@@ -1064,6 +1065,7 @@ class Encoder(_CompiledModel):
             "inputs": {"x": [4]},
             "outputs": {"linear_1": [3]},
             "output_layers": {"linear_1": "linear_1"},
+            "blocks": {},
             "layers": [
                 {
                     "name": "sigmoid_1",

@@ -820,6 +820,7 @@ class SignalNet(_CompiledModel):
             "inputs": {"x": [32, 2]},
             "outputs": {"head": [4]},
             "output_layers": {"head": "head"},
+            "blocks": {},
             "layers": [
                 {
                     "name": "conv1",
@@ -1301,6 +1302,7 @@ class Tagger(_CompiledModel):
             "inputs": {"x": [6]},
             "outputs": {"softmax_1": [3]},
             "output_layers": {"softmax_1": "softmax_1"},
+            "blocks": {},
             "layers": [
                 {
                     "name": "linear_1",

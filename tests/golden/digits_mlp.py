@@ -787,6 +787,7 @@ class DigitsMLP(_CompiledModel):
             "inputs": {"x": [64]},
             "outputs": {"fc2": [10]},
             "output_layers": {"fc2": "fc2"},
+            "blocks": {},
             "layers": [
                 {
                     "name": "fc1",

@@ -877,6 +877,7 @@ class ResidualMLP(_CompiledModel):
             "inputs": {"x": [64]},
             "outputs": {"logits": [10]},
             "output_layers": {"logits": "logits"},
+            "blocks": {"residual_1": "Residual", "residual_2": "Residual"},
             "layers": [
                 {
                     "name": "linear_1",

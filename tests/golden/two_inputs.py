@@ -820,6 +820,7 @@ class TwoInputs(_CompiledModel):
             "inputs": {"pixels": [64], "meta": [4]},
             "outputs": {"digit": [10], "size": [1]},
             "output_layers": {"digit": "digit", "size": "size"},
+            "blocks": {},
             "layers": [
                 {
                     "name": "linear_1",
@@ -1244,6 +1245,7 @@ class Gated(_CompiledModel):
             "inputs": {"x": [16]},
             "outputs": {"linear_3": [3]},
             "output_layers": {"linear_3": "linear_3"},
+            "blocks": {},
             "layers": [
                 {
                     "name": "linear_1",
