@@ -529,9 +529,17 @@ def lower(model: Model, dtype: str = "float32") -> ModelView:
         item.reached = item.name in written
 
     # The input gradients are last in backward for most graphs: then one early return spares them all.
-    emitted = [g for view in reversed(views) if view.live for g in view.grads]
-    first_guarded = next((i for i, g in enumerate(emitted) if g.guarded), len(emitted))
-    need_dx_style = "end" if all(g.guarded for g in emitted[first_guarded:]) else "each"
+    # Backward's code in order: each layer's parameter gradients (if it has parameters), then its input
+    # gradients. The early return may only skip input gradients of model inputs, never a parameter gradient.
+    events: list[bool] = []  # True: a model input's gradient, which need_dx=False skips
+    for view in reversed(views):
+        if not view.live:
+            continue
+        if view.node.params:
+            events.append(False)
+        events += [g.guarded for g in view.grads]
+    first_guarded = next((i for i, guarded in enumerate(events) if guarded), len(events))
+    need_dx_style = "end" if all(events[first_guarded:]) else "each"
 
     saved: dict[str, None] = {}  # an ordered set: a linear pass, however many layers
     for view in views:
