@@ -67,9 +67,28 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     parser.add_argument("--repeats", type=int, default=5, help="compilations per size; the median is kept (default 5)")
     parser.add_argument("--out", type=Path, help="also write the markdown report to this file")
+    parser.add_argument(
+        "--scaling",
+        default="10000,40000",
+        help="two layer counts timed once each to show linear growth: the per-layer time ratio should be near 1 "
+        "(default 10000,40000; 'none' to skip)",
+    )
     args = parser.parse_args(argv)
     args.sizes = [int(size) for size in args.sizes.split(",")]
+    args.scaling = None if args.scaling == "none" else [int(size) for size in args.scaling.split(",")]
     return args
+
+
+def scaling_rows(compile_source, sizes) -> list[str]:
+    """Per-layer time of a small and a 4× larger model, and their ratio (1.0 = linear)."""
+    small, large = sizes
+    t_small = time_compile(compile_source, deep_model_source(small), 1) / small
+    t_large = time_compile(compile_source, deep_model_source(large), 1) / large
+    return [
+        "",
+        f"Scaling: {small:,} layers {t_small * 1e3:.3f} ms per layer, {large:,} layers {t_large * 1e3:.3f} ms per "
+        f"layer; ratio {t_large / t_small:.2f} (1.00 is linear growth)",
+    ]
 
 
 def main(argv=None) -> int:
@@ -89,6 +108,8 @@ def main(argv=None) -> int:
     else:
         lines += ["| layers | seconds | ms per layer | per-layer vs first row |", "| ---: | ---: | ---: | ---: |"]
         lines += measure_rows(compile_source, args.sizes, args.repeats)
+        if args.scaling:
+            lines += scaling_rows(compile_source, args.scaling)
     report = "\n".join(lines) + "\n"
     print(report)
     if args.out:
