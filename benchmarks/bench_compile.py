@@ -84,11 +84,11 @@ def scaling_rows(compile_source, sizes) -> list[str]:
     small, large = sizes
     t_small = time_compile(compile_source, deep_model_source(small), 1) / small
     t_large = time_compile(compile_source, deep_model_source(large), 1) / large
-    return [
-        "",
+    line = (
         f"Scaling: {small:,} layers {t_small * 1e3:.3f} ms per layer, {large:,} layers {t_large * 1e3:.3f} ms per "
-        f"layer; ratio {t_large / t_small:.2f} (1.00 is linear growth)",
-    ]
+        f"layer; ratio {t_large / t_small:.2f} (1.00 is linear growth)"
+    )
+    return ["", line]
 
 
 def main(argv=None) -> int:
