@@ -12,7 +12,8 @@ from .errors import Span
 
 @dataclass
 class Value:
-    """A literal argument: an int, a float, a bool, or a bare identifier (kept as `Name`)."""
+    """A literal argument: an int, a float, a bool, a bare identifier (kept as `Name`) or a list of these (a
+    tuple)."""
 
     value: object
     span: Span
@@ -57,6 +58,8 @@ class InputStmt:
     name_span: Span | None
     dims: list[Value] | None
     span: Span
+    # "float" (the default) or "int" (`input tokens [16] int`).
+    dtype: str = "float"
 
 
 @dataclass

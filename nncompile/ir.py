@@ -56,6 +56,8 @@ class Input:
     name: str
     shape: tuple[int, ...]
     span: Span
+    # "float" or "int" (integer inputs, read by Embedding).
+    dtype: str = "float"
 
 
 @dataclass
@@ -187,7 +189,7 @@ def _convert(spec, value: ast.Value, owner: str, reporter: Reporter):
         if not isinstance(raw, bool):
             reporter.error(f"{where} must be true or false, got {format_value(raw)}", value.span)
             return None
-    elif spec.type == "name":
+    elif spec.type == "name" or (spec.type == "padding" and isinstance(raw, ast.Name)):
         if not isinstance(raw, ast.Name):
             reporter.error(f"{where} must be a name such as he_normal, got {format_value(raw)}", value.span)
             return None
@@ -195,11 +197,48 @@ def _convert(spec, value: ast.Value, owner: str, reporter: Reporter):
         if spec.name == "init" and raw not in INITS:
             _unknown("initializer", "initializers", raw, value.span, INITS, INITS, reporter)
             return None
-    if spec.check is not None:
-        problem = spec.check(raw)
-        if problem:
-            reporter.error(f"{where} {problem}, got {format_value(raw)}", value.span)
+        if spec.choices and raw not in spec.choices:
+            reporter.error(
+                f"{where} must be one of {', '.join(spec.choices)}, got {raw}",
+                value.span,
+                helps=did_you_mean_help(raw, spec.choices),
+            )
             return None
+        return raw
+    elif spec.type in ("pair", "ints", "padding"):
+        raw = _whole_numbers(spec, raw, where, value, reporter)
+        if raw is None:
+            return None
+    if spec.check is not None:
+        for number in raw if isinstance(raw, tuple) else (raw,):
+            problem = spec.check(number)
+            if problem:
+                reporter.error(f"{where} {problem}, got {format_value(raw)}", value.span)
+                return None
+    return raw
+
+
+def _whole_numbers(spec, raw, where: str, value: ast.Value, reporter: Reporter) -> tuple | None:
+    """An int or a list of ints as a tuple: `length` of them for a pair (one int stands for all), any number
+    (at least one) for 'ints'."""
+    if spec.type != "ints" and isinstance(raw, int) and not isinstance(raw, bool):
+        raw = (raw,) * spec.length
+    wanted = f"a list of {spec.length} integers" if spec.type != "ints" else "a list of integers, e.g. [8, 8, 1]"
+    if spec.type != "ints":
+        wanted = f"an integer or {wanted}"
+    if spec.type == "padding":
+        wanted += " or " + " or ".join(spec.choices)
+    if (
+        not isinstance(raw, tuple)
+        or not raw
+        or any(isinstance(v, bool) or not isinstance(v, int) for v in raw)
+        or (spec.type != "ints" and len(raw) != spec.length)
+    ):
+        reporter.error(f"{where} must be {wanted}, got {format_value(raw)}", value.span)
+        return None
+    if any(abs(v) > MAX_INT for v in raw):
+        reporter.error(f"{where} is too large: {format_value(raw)}", value.span, notes=[f"the limit is {MAX_INT}"])
+        return None
     return raw
 
 
@@ -759,7 +798,7 @@ def _check_inputs(decl: ast.ModelDecl, inputs: list[ast.InputStmt], reporter: Re
                 dims.append(raw)
         if not stmt.dims:
             reporter.error("input needs at least one dimension, e.g. 'input [64]'", stmt.span)
-        result.append(Input(stmt.name or DEFAULT_INPUT, tuple(dims), stmt.span))
+        result.append(Input(stmt.name or DEFAULT_INPUT, tuple(dims), stmt.span, stmt.dtype))
     return result
 
 

@@ -26,8 +26,8 @@ from .resources import grammar_text
 
 # Integer literals longer than this are refused while parsing (no argument or dimension is anywhere near it).
 MAX_LITERAL_DIGITS = 100
-RESERVED_WORDS = ("model", "block", "input", "output", "loss", "optimizer", "true", "false")
-_RESERVED_TYPES = {"MODEL", "INPUT", "LOSS", "OPTIMIZER", "BOOL", "OUTPUT", "BLOCK"}
+RESERVED_WORDS = ("model", "block", "input", "output", "loss", "optimizer", "true", "false", "int")
+_RESERVED_TYPES = {"MODEL", "INPUT", "LOSS", "OPTIMIZER", "BOOL", "OUTPUT", "BLOCK", "INPUT_TYPE"}
 _OPENERS = {"LPAR": "RPAR", "LINE_LPAR": "RPAR", "LSQB": "RSQB", "LBRACE": "RBRACE"}
 _CLOSERS = {"RPAR": "LPAR", "RSQB": "LSQB", "RBRACE": "LBRACE"}
 _VALUE_TYPES = {"NAME", "NUMBER", "BOOL"}
@@ -133,10 +133,17 @@ class _ToAst(Transformer):
         return ast.BlockParam(str(name), Span.of(name), default)
 
     def input_stmt(self, meta, children):
-        name, shape = children
+        name, shape, dtype = children
         return ast.InputStmt(
-            None if name is None else str(name), None if name is None else Span.of(name), shape, Span.of(meta)
+            None if name is None else str(name),
+            None if name is None else Span.of(name),
+            shape,
+            Span.of(meta),
+            "float" if dtype is None else str(dtype),
         )
+
+    def list_value(self, meta, items):
+        return ast.Value(tuple(item.value for item in items if item is not None), Span.of(meta))
 
     def shape(self, meta, dims):
         return [d for d in dims if d is not None]
@@ -281,6 +288,7 @@ _TOKEN_WORDS = {
     "NAME": "a name",
     "NUMBER": "a number",
     "BOOL": "true/false",
+    "INPUT_TYPE": "'int'",
     "MODEL": "'model'",
     "INPUT": "'input'",
     "LOSS": "'loss'",

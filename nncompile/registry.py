@@ -18,13 +18,20 @@ class ShapeError(Exception):
 
 @dataclass(frozen=True)
 class Arg:
-    """One argument of an entry: its name, type ('int', 'float', 'bool' or 'name'), default and value check."""
+    """One argument of an entry: its name, type, default and value check.
+
+    Types: 'int', 'float', 'bool', 'name' (a bare word; `choices` lists the allowed ones, if limited), 'pair'
+    (an int or a list of `length` ints, given to the entry as a tuple), 'ints' (a list of ints, as a tuple) and
+    'padding' (like 'pair', or one of the names in `choices`, e.g. valid/same). `check` tests one number.
+    """
 
     name: str
     type: str
     default: object = REQUIRED
     check: Callable[[object], str | None] | None = None
     doc: str = ""
+    choices: tuple[str, ...] = ()
+    length: int = 2
 
     @property
     def required(self) -> bool:
@@ -125,6 +132,8 @@ class Layer(Entry):
 
     # (fewest, most) inputs the layer takes; most None: any number.
     arity: ClassVar[tuple[int, int | None]] = (1, 1)
+    # What its inputs hold: "float", or "int" for indices (Embedding); its output is always float.
+    input_dtype: ClassVar[str] = "float"
 
     # Forward may overwrite its input and backward may overwrite dy (elementwise layers).
     elementwise: ClassVar[bool] = False
@@ -274,6 +283,8 @@ def format_value(value) -> str:
         return "true" if value else "false"
     if value is None:
         return "none"
+    if isinstance(value, tuple):
+        return "[" + ", ".join(format_value(v) for v in value) + "]"
     return str(value)
 
 

@@ -70,8 +70,19 @@ def infer(model: Model, reporter: Reporter) -> None:
     shapes = dict(inputs)
     parameters = 0
     activations = sum(math.prod(s) for s in inputs.values())
+    integers = {i.name for i in model.inputs if i.dtype == "int"}
     for node in model.nodes:
         in_shapes = [shapes[v] for v in node.inputs]
+        for value in node.inputs:
+            if (value in integers) != (node.kind.input_dtype == "int"):
+                if value in integers:
+                    problem = f"input '{value}' holds integers, and {node.kind.name} takes float values"
+                    help_text = "integers are indices: start with Embedding, e.g. 'tokens -> Embedding(1000, 16)'"
+                else:
+                    problem = f"{node.kind.name} takes integer indices, and '{value}' holds float values"
+                    help_text = f"declare the input as integers: 'input {value} [...] int'"
+                reporter.error(f"layer '{node.name}': {problem}", node.span, helps=[help_text])
+                return
         try:
             bound = node.kind.bind(node.args, in_shapes)
         except ShapeError as err:
