@@ -31,14 +31,29 @@ class Arg:
         return self.default is REQUIRED
 
 
+def rule(name: str):
+    """Give a value check the name generated modules know it by: they check optimizer hyperparameters set at run
+    time by the same rule (the runtime's _RULES, nncompile/runtime.py), so a check used for an optimizer argument
+    needs one."""
+
+    def mark(check):
+        check.rule = name
+        return check
+
+    return mark
+
+
+@rule("positive")
 def positive(value) -> str | None:
     return None if value > 0 else "must be positive"
 
 
+@rule("non_negative")
 def non_negative(value) -> str | None:
     return None if value >= 0 else "must not be negative"
 
 
+@rule("in_unit_interval")
 def in_unit_interval(value) -> str | None:
     return None if 0 <= value < 1 else "must be in [0, 1)"
 
