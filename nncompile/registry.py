@@ -18,17 +18,27 @@ class ShapeError(Exception):
 
 @dataclass(frozen=True)
 class Arg:
-    """One argument of an entry: its name, type ('int', 'float', 'bool' or 'name'), default and value check."""
+    """One argument of an entry: its name, type ('int', 'float', 'bool' or 'name'), default and value check.
+
+    A default of None means "not given" (the entry then derives the value, e.g. from the input shape); `none` is no
+    value a .nn file can write, so `default_text` says in the docs and signatures what not giving it means.
+    """
 
     name: str
     type: str
     default: object = REQUIRED
     check: Callable[[object], str | None] | None = None
     doc: str = ""
+    default_text: str = ""
 
     @property
     def required(self) -> bool:
         return self.default is REQUIRED
+
+    @property
+    def shown_default(self) -> str:
+        """The default as the docs and signatures show it."""
+        return self.default_text or format_value(self.default)
 
 
 def rule(name: str):
@@ -108,7 +118,7 @@ class Entry:
     def signature(cls) -> str:
         parts = []
         for a in cls.args:
-            parts.append(a.name if a.required else f"{a.name}={format_value(a.default)}")
+            parts.append(a.name if a.required else f"{a.name}={a.shown_default}")
         return f"{cls.name}({', '.join(parts)})" if parts else cls.name
 
 

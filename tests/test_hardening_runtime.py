@@ -20,10 +20,11 @@ import zipfile
 
 import numpy as np
 import pytest
-from conftest import build
+from conftest import ROOT, build
 
 import nncompile
-from nncompile.registry import OPTIMIZERS, canonical, load_all
+from nncompile import docs
+from nncompile.registry import LAYERS, LOSSES, OPTIMIZERS, canonical, load_all
 
 SGD_MLP = """
 model Mlp {
@@ -598,3 +599,25 @@ def test_pickling_a_model_of_an_imported_module_round_trips(batch, tmp_path, mon
     assert type(clone) is pickled_mlp.Mlp
     assert clone.train_step(*batch) == net.train_step(*batch)
     assert_unchanged(clone, snapshot(net))
+
+
+def test_documented_signatures_show_only_values_a_file_can_write():
+    load_all()
+    for entry in canonical(LAYERS) + canonical(LOSSES) + canonical(OPTIMIZERS):
+        assert "=none" not in entry.signature(), entry.signature()
+    with pytest.raises(nncompile.CompileError, match="must be an integer, got none"):
+        nncompile.load("model M { input [4] Linear(3, in=none) }")
+    text = docs.render()
+    assert "Signature: `Linear(out, in=<inferred>, bias=true, init=he_normal)`" in text
+    assert "Signature: `MaxPool1D(k, stride=k)`" in text
+    assert "`none`" not in text
+
+
+def test_linear_two_positional_form_is_documented_and_means_in_then_out():
+    text = docs.render()
+    assert "Positional forms: `Linear(out)`, `Linear(in, out)`" in text
+    assert (ROOT / "docs" / "layers.md").read_text(encoding="utf-8") == text
+    net = build("model M { input [64] Linear(64, 10) }")
+    assert net.params["linear_1.weight"].shape == (64, 10)
+    with pytest.raises(nncompile.CompileError, match=re.escape("Linear(in=10) receives [64]")):
+        nncompile.load("model M { input [64] Linear(10, 64) }")
