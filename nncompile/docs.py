@@ -5,7 +5,7 @@ Run `python -m nncompile.docs > docs/layers.md`; a test checks the file is up to
 
 from __future__ import annotations
 
-from .registry import INITS, LAYERS, LOSSES, OPTIMIZERS, canonical, format_value, load_all
+from .registry import INITS, LAYERS, LOSSES, OPTIMIZERS, canonical, load_all
 
 
 def _args_table(entry) -> list[str]:
@@ -13,7 +13,7 @@ def _args_table(entry) -> list[str]:
         return ["No arguments.", ""]
     lines = ["| argument | type | default | meaning |", "|---|---|---|---|"]
     for arg in entry.args:
-        default = "required" if arg.required else f"`{format_value(arg.default)}`"
+        default = "required" if arg.required else f"`{arg.shown_default}`"
         lines.append(f"| `{arg.name}` | {arg.type} | {default} | {arg.doc} |")
     return lines + [""]
 
@@ -21,6 +21,9 @@ def _args_table(entry) -> list[str]:
 def _section(entry, extra: list[str]) -> list[str]:
     title = entry.name + (f" (alias: {', '.join(entry.aliases)})" if entry.aliases else "")
     lines = [f"### {title}", "", entry.summary, "", f"Signature: `{entry.signature()}`", ""]
+    if entry.positional_forms is not None:
+        forms = ", ".join(f"`{entry.name}({', '.join(form)})`" for form in entry.positional_forms if form)
+        lines += [f"Positional forms: {forms}; any other argument by keyword.", ""]
     lines += _args_table(entry)
     lines += extra
     if entry.forward_formula:

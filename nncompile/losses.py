@@ -15,7 +15,7 @@ class MSE(Loss):
     name = "MSE"
     template = "losses/mse.py.j2"
     summary = "Mean squared error over all elements."
-    targets = "an array of the output's shape"
+    targets = "an array of the output's shape; for an output [1] also (batch,)"
     forward_formula = "L = mean((z - t)²) over every element"
     backward_formulas = ("dz = 2 (z - t) / N,  N = number of elements",)
 
@@ -30,7 +30,10 @@ class CrossEntropy(Loss):
     aliases = ("CELogSoftmax",)
     template = "losses/cross_entropy.py.j2"
     summary = "Log-softmax plus negative log-likelihood on logits, mean over the batch."
-    targets = "integer class labels (batch,) or one-hot / probabilities (batch, classes)"
+    targets = (
+        "integer class labels (batch,) or probabilities (batch, classes): rows of non-negative values summing to 1, "
+        "e.g. one-hot"
+    )
     forward_formula = "L = mean_b( logsumexp(z_b) - Σ_c t_bc z_bc ),  t = one-hot of the label"
     backward_formulas = ("dz = (softmax(z) - t) / batch",)
     metric = "accuracy"
@@ -66,7 +69,7 @@ class BCE(Loss):
         "rules: log p and log(1 - p) (as log1p(-p), exact for tiny p) are clamped at -100, so p = 0 or 1 gives a "
         "finite loss, and the gradient's denominator p·(1 - p) at 1e-12; outputs outside [0, 1] are clipped into it."
     )
-    targets = "probabilities in [0, 1] of the output's shape"
+    targets = "probabilities in [0, 1] of the output's shape; for an output [1] also (batch,)"
     forward_formula = "L = -mean( t·max(log p, -100) + (1 - t)·max(log(1 - p), -100) ),  p = clip(z, 0, 1)"
     backward_formulas = ("dz = (p - t) / max(p·(1 - p), 1e-12) / N,  N = number of elements",)
     metric = "accuracy"

@@ -306,7 +306,11 @@ class ModelView:
 
     @property
     def hyperparameters(self) -> str:
-        return py_literal(tuple(self.optimizer.args))
+        """(name, type, rule) of each optimizer argument: the runtime checks values set on the model by the rule the
+        compiler checked the .nn value with (the rule names of nncompile/registry.py's checks)."""
+        specs = {arg.name: arg for arg in self.optimizer.kind.args}
+        rows = tuple((name, specs[name].type, getattr(specs[name].check, "rule", None)) for name in self.optimizer.args)
+        return py_literal(rows, 4, len("_hyperparameters = "))
 
     @property
     def param_rows(self) -> list[str]:

@@ -23,6 +23,8 @@ class Arg:
     Types: 'int', 'float', 'bool', 'name' (a bare word; `choices` lists the allowed ones, if limited), 'pair'
     (an int or a list of `length` ints, given to the entry as a tuple), 'ints' (a list of ints, as a tuple) and
     'padding' (like 'pair', or one of the names in `choices`, e.g. valid/same). `check` tests one number.
+    A default of None means "not given" (the entry then derives the value, e.g. from the input shape); `none` is no
+    value a .nn file can write, so `default_text` says in the docs and signatures what not giving it means.
     """
 
     name: str
@@ -32,20 +34,41 @@ class Arg:
     doc: str = ""
     choices: tuple[str, ...] = ()
     length: int = 2
+    default_text: str = ""
 
     @property
     def required(self) -> bool:
         return self.default is REQUIRED
 
+    @property
+    def shown_default(self) -> str:
+        """The default as the docs and signatures show it."""
+        return self.default_text or format_value(self.default)
 
+
+def rule(name: str):
+    """Give a value check the name generated modules know it by: they check optimizer hyperparameters set at run
+    time by the same rule (the runtime's _RULES, nncompile/runtime.py), so a check used for an optimizer argument
+    needs one."""
+
+    def mark(check):
+        check.rule = name
+        return check
+
+    return mark
+
+
+@rule("positive")
 def positive(value) -> str | None:
     return None if value > 0 else "must be positive"
 
 
+@rule("non_negative")
 def non_negative(value) -> str | None:
     return None if value >= 0 else "must not be negative"
 
 
+@rule("in_unit_interval")
 def in_unit_interval(value) -> str | None:
     return None if 0 <= value < 1 else "must be in [0, 1)"
 
@@ -100,7 +123,7 @@ class Entry:
     def signature(cls) -> str:
         parts = []
         for a in cls.args:
-            parts.append(a.name if a.required else f"{a.name}={format_value(a.default)}")
+            parts.append(a.name if a.required else f"{a.name}={a.shown_default}")
         return f"{cls.name}({', '.join(parts)})" if parts else cls.name
 
 

@@ -775,7 +775,7 @@ def test_rendering_layout():
         "   3 |   Linear(2, bais=true)",
         "     |             ^^^^",
         "  help: did you mean 'bias'?",
-        "  note: signature: Linear(out, in=none, bias=true, init=he_normal)",
+        "  note: signature: Linear(out, in=<inferred>, bias=true, init=he_normal)",
     ]
 
 

@@ -10,13 +10,24 @@ class Linear(Layer):
     name = "Linear"
     args = (
         Arg("out", "int", check=positive, doc="output features"),
-        Arg("in", "int", None, check=positive, doc="input features; checked against the inferred ones"),
+        Arg(
+            "in",
+            "int",
+            None,
+            check=positive,
+            default_text="<inferred>",
+            doc="input features; inferred from the input, checked against it when given",
+        ),
         Arg("bias", "bool", True, doc="add a learned bias"),
         Arg("init", "name", "he_normal", doc="initializer of the weight"),
     )
+    # One positional value is `out`; two are `in, out`, in torch.nn.Linear's order: Linear(64, 10) is 64 → 10.
     positional_forms = ((), ("out",), ("in", "out"))
     template = "layers/linear.py.j2"
-    summary = "Fully connected layer over the last axis of a flat per-sample vector."
+    summary = (
+        "Fully connected layer over the last axis of a flat per-sample vector. `Linear(10)` gives 10 outputs; "
+        "`Linear(64, 10)` names both sizes, (in, out) as in torch.nn.Linear, and checks that the input has 64."
+    )
     shape_rule = "[in] → [out]"
     param_layout = "`weight` (in, out), drawn by `init`; `bias` (out,), zeros"
     forward_formula = "y = x · W + b"

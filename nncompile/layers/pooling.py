@@ -12,13 +12,9 @@ from .windows import check_signal, tap_slices, window_count
 class _Pool1D(Layer):
     args = (
         Arg("k", "int", check=positive, doc="window length"),
-        Arg("stride", "int", None, check=positive, doc="step between windows; none (the default) means k"),
+        Arg("stride", "int", None, check=positive, default_text="k", doc="step between windows; k when not given"),
     )
     shape_rule = "[length, chan] → [(length - k) // stride + 1, chan]; needs k ≤ length"
-
-    @classmethod
-    def signature(cls) -> str:
-        return f"{cls.name}(k, stride=k)"
 
     @classmethod
     def stride(cls, args) -> int:

@@ -49,6 +49,82 @@ def _shape_text(shape):
     return "(batch, " + ", ".join(str(d) for d in shape) + ")"
 
 
+# The rules optimizer hyperparameters follow, by the names nncompile/registry.py gives its value checks: the test a
+# value must pass and what the compiler says when it does not.
+_RULES = {
+    None: (lambda value: True, ""),
+    "positive": (lambda value: value > 0, "must be positive"),
+    "non_negative": (lambda value: value >= 0, "must not be negative"),
+    "in_unit_interval": (lambda value: 0 <= value < 1, "must be in [0, 1)"),
+}
+
+
+def _hyperparameter(owner, name, value, kind, rule):
+    """value as the hyperparameter `name` holds it (a float, or an int for an "int" one), checked as the compiler
+    checks it in a .nn file: a finite real number passing `rule`; otherwise a ValueError naming owner and name."""
+    if isinstance(value, np.ndarray) and value.shape == ():
+        value = value[()]
+    # A wrong type is a ValueError here, as for any other value the compiler would refuse in a .nn file.
+    real = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+    if not real:
+        raise ValueError(f"{owner}: {name} must be a real number, got {value!r}")
+    if kind == "int":
+        integer = isinstance(value, (int, np.integer))
+        if not integer:
+            raise ValueError(f"{owner}: {name} must be an integer, got {value!r}")
+        value = int(value)
+    else:
+        try:
+            value = float(value)
+        except OverflowError:  # an int beyond the float range
+            value = np.inf
+        if not -np.inf < value < np.inf:
+            raise ValueError(f"{owner}: {name} must be a finite number, got {value!r}")
+    test, problem = _RULES[rule]
+    if not test(value):
+        raise ValueError(f"{owner}: {name} {problem}, got {value!r}")
+    return value
+
+
+def _hyperparameter_property(name, kind, rule):
+    """The model attribute `name` for an optimizer hyperparameter: an assignment is checked (see _hyperparameter)
+    and refused with a ValueError, the old value kept. The value lives in `_hp_<name>`; reading it (as step() does)
+    goes through operator.attrgetter, which costs a C call, not a Python one."""
+    import operator
+
+    storage = "_hp_" + name
+
+    def assign(model, value):
+        setattr(model, storage, _hyperparameter(type(model).__name__, name, value, kind, rule))
+
+    return property(operator.attrgetter(storage), assign, doc=f"optimizer hyperparameter {name}, checked when set")
+
+
+# _CompiledModel._grads_problem of gradients that step() has to look over before it applies them.
+_UNCHECKED = "unchecked"
+
+
+def _non_finite_sample(named_arrays):
+    """(name, sample index) of the first array with a NaN or infinite value, or None when all are finite."""
+    for name, array in named_arrays:
+        if array.dtype.kind in "iub":
+            continue
+        finite = np.isfinite(array).reshape(len(array), -1).all(axis=1)
+        if not finite.all():
+            return name, int(np.argmin(finite))
+    return None
+
+
+def _named(label, names, arrays):
+    """(what messages call it, array) per array: label, or label['name'] when there are several."""
+    return [(label if len(arrays) == 1 else f"{label}['{name}']", a) for name, a in zip(names, arrays)]
+
+
+def _dtype_text(dtype):
+    kinds = {"b": "booleans", "c": "complex numbers", "O": "Python objects", "U": "strings", "S": "bytes"}
+    return f"{kinds.get(dtype.kind, 'values')} (dtype {dtype})"
+
+
 class _Progress:
     """fit()'s progress on stdout: one line per epoch; on a terminal the line is redrawn in place (with \\r) as
     batches complete. Prints nothing when not verbose."""
@@ -107,14 +183,20 @@ class _CompiledModel:
 
     input_shapes, output_shapes  dicts name → per-sample shape, in declaration order
     has_loss, _loss_terms        whether it has a loss; (output, scale, metric or None) per loss term
-    _hyperparameters, _param_layout, _buffers   optimizer hyperparameter names, parameter and workspace layouts
-    __init__(seed)               parameters, then self._init_runtime()
-    step()                       the optimizer update
+    _hyperparameters             (name, type, rule) per optimizer hyperparameter: model attributes, checked when set
+    _param_layout, _buffers      parameter and workspace layouts
+    __init__(seed)               parameters and hyperparameters, then self._init_runtime()
+    _update()                    the optimizer update, which step() applies
     _forward(*inputs)            a tuple of the outputs; keeps what backward reads in self._saved
     _backward(douts, need_dx)    douts: one gradient per output; returns the input gradients (or None)
     _check_target_<output>(y, batch), _loss_value_<output>(z, target), _loss_gradient_<output>(target) and,
     for a term with a metric, _correct_<output>(z, target) → (correct, compared): one set per loss term.
     """
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        for name, kind, rule in cls.__dict__.get("_hyperparameters", ()):
+            setattr(cls, name, _hyperparameter_property(name, kind, rule))
 
     def _init_runtime(self):
         self.step_count = 0
@@ -122,8 +204,13 @@ class _CompiledModel:
         self._saved = None
         self._ws = None
         self._targets = None
+        # The loss the targets in self._targets gave: backward() tells step() when it was not finite.
+        self._last_loss = None
         # False right after zero_grad(): backward then writes gradients instead of adding to them.
         self._accumulate = False
+        # What step() must know of the gradients: None when it may apply them, _UNCHECKED when they come from the
+        # public backward() and must be looked over first, or why it must not apply them.
+        self._grads_problem = None
         self._input_names = tuple(self.input_shapes)
         self._output_names = tuple(self.output_shapes)
         self._terms = []
@@ -147,54 +234,103 @@ class _CompiledModel:
     def forward(self, x):
         """The model's output for a batch x (a dict {output name: array} when it has several outputs); keeps
         what backward() needs."""
-        self._targets = None
+        self._targets = self._last_loss = None
         outputs = self._forward(*self._check_inputs(x))
         return self._as_outputs(tuple(z.copy() for z in outputs))
 
     def loss(self, x, y):
         """The loss on a batch (a Python float; with several loss terms their scaled sum); runs forward and keeps
-        y for backward()."""
+        y for backward().
+
+        Targets with a NaN or infinite value are refused (ValueError). A non-finite loss from other causes is
+        returned as it is; backward() then computes its gradients, but step() refuses to apply them."""
         self._require_loss()
         inputs = self._check_inputs(x)
         targets = self._check_targets(y, len(inputs[0]))
         outputs = self._forward(*inputs)
         self._targets = targets
-        return self._total(self._loss_values(outputs, targets))
+        loss = self._last_loss = self._total(self._loss_values(outputs, targets))
+        if not -np.inf < loss < np.inf:
+            # Only now look for the cause, so a finite loss costs no scan of the targets.
+            self._refuse_non_finite_targets(targets)
+        return loss
 
     def backward(self, dout=None):
         """Gradient of the loss w.r.t. the input (a dict {input name: array} when there are several); adds
         parameter gradients into self.grads.
 
         With no dout, starts from the loss of the last loss() call; otherwise dout is dL/d(output) (a dict
-        {output name: array} when there are several outputs).
+        {output name: array} when there are several outputs). Gradients from a non-finite loss are computed too,
+        but step() refuses to apply them.
         """
         if self._saved is None:
-            raise RuntimeError("backward() needs a forward() or loss() call first")
+            raise RuntimeError(f"{type(self).__name__}: backward() needs a forward() or loss() call first")
         if dout is None:
             self._require_loss("; pass dout, the gradient w.r.t. the output")
             if self._targets is None:
-                raise RuntimeError("backward() without dout needs a loss(x, y) call after the last forward()")
+                raise RuntimeError(
+                    f"{type(self).__name__}: backward() without dout needs a loss(x, y) call after the last forward()"
+                )
             douts = self._loss_gradients(self._targets)
         else:
             douts = self._check_douts(dout)
+        accumulated = self._accumulate
         grads = self._backward(douts, True)
+        loss = self._last_loss
+        if dout is None and loss is not None and not -np.inf < loss < np.inf:
+            self._grads_problem = f"the gradients come from a loss of {loss}"
+        elif not accumulated or self._grads_problem is None:
+            # Not added to gradients refused before: to be looked over by step().
+            self._grads_problem = _UNCHECKED
         return self._as_inputs(tuple(g.copy() for g in grads))
 
     def zero_grad(self):
         self._flat_grads.fill(0)
         self._accumulate = False
+        self._grads_problem = None
+
+    def step(self):
+        """Apply the optimizer's update to every parameter, in place, from the gradients in self.grads.
+
+        Refuses (FloatingPointError, parameters and optimizer state unchanged) gradients computed from a loss that
+        was not finite, or holding a NaN or infinite value; zero_grad() and fresh gradients are then needed.
+        """
+        problem = self._grads_problem
+        if problem is not None:
+            if problem is _UNCHECKED:
+                # Gradients from the public backward() are looked over once; train_step() and fit() check the loss.
+                problem = None
+                if not np.isfinite(self._flat_grads).all():
+                    bad = next((n for n, g in self.grads.items() if not np.isfinite(g).all()), "a parameter")
+                    problem = f"the gradient of {bad!r} has a NaN or infinite value"
+                self._grads_problem = problem
+            if problem is not None:
+                raise FloatingPointError(
+                    f"{type(self).__name__}.step: {problem}; no update applied, the parameters and optimizer state "
+                    "are unchanged. Call zero_grad() and compute the gradients again."
+                )
+        self._update()
 
     def train_step(self, x, y):
-        """zero_grad, loss, backward and step on one batch; returns the loss before the update."""
+        """zero_grad, loss, backward and step on one batch; returns the loss before the update.
+
+        A loss that is not finite applies no update: targets with a NaN or infinite value raise ValueError, any
+        other cause FloatingPointError naming it; the parameters and optimizer state are then unchanged."""
         self._require_loss()
         inputs = self._check_inputs(x)
         targets = self._check_targets(y, len(inputs[0]))
         outputs = self._forward(*inputs)
         self._targets = targets
-        loss = self._total(self._loss_values(outputs, targets))
+        loss = self._last_loss = self._total(self._loss_values(outputs, targets))
+        if not -np.inf < loss < np.inf:
+            # The gradients are left as they were; step() refuses them until they are computed again.
+            self._grads_problem = f"the last train_step() had a loss of {loss}"
+            raise self._non_finite_step(loss, inputs, targets)
         # Backward overwrites every gradient when not accumulating: a zero_grad without the memset.
         self._accumulate = False
         self._backward(self._loss_gradients(targets), False)
+        # From a finite loss: applied without scanning them (a scan would cost a pass over every gradient).
+        self._grads_problem = None
         self.step()
         return loss
 
@@ -205,40 +341,131 @@ class _CompiledModel:
             for slot, value in slots.items():
                 state[f"optimizer/{name}/{slot}"] = value.copy()
         state["optimizer/step_count"] = np.array(self.step_count)
-        for name in self._hyperparameters:
+        for name, _, _ in self._hyperparameters:
             state[f"optimizer/{name}"] = np.array(getattr(self, name))
         return state
 
     def load_state_dict(self, state):
-        """Restore parameters and optimizer state from state_dict() output; keys and shapes must match."""
-        expected = self.state_dict()
-        missing = sorted(set(expected) - set(state))
-        unexpected = sorted(set(state) - set(expected))
-        if missing:
-            raise KeyError(f"state dict is missing {missing[0]!r} ({len(missing)} missing in all)")
-        if unexpected:
-            raise KeyError(f"state dict has unexpected key {unexpected[0]!r}")
-        for key, value in expected.items():
-            given = np.asarray(state[key])
-            if given.shape != value.shape:
-                raise ValueError(f"state dict entry {key!r} has shape {given.shape}, expected {value.shape}")
-        for name, value in self.params.items():
-            np.copyto(value, state[f"params/{name}"])
-        for name, slots in self._slots.items():
-            for slot, value in slots.items():
-                np.copyto(value, state[f"optimizer/{name}/{slot}"])
-        self.step_count = int(state["optimizer/step_count"])
-        for name in self._hyperparameters:
-            setattr(self, name, np.asarray(state[f"optimizer/{name}"]).item())
+        """Restore parameters and optimizer state from state_dict() output.
+
+        Everything is checked before anything changes: the keys (KeyError for a missing or unexpected one), each
+        entry's shape and dtype (real numbers: floats, or integers; booleans, complex numbers, strings and objects
+        are refused), the step count (an integer >= 0) and the hyperparameters (as assigning them checks them).
+        On any problem the model is left exactly as it was.
+        """
+        self._apply_state(self._checked_state(state, f"{type(self).__name__}.load_state_dict"))
 
     def save(self, path):
-        """Write parameters and optimizer state to an .npz file (no pickle)."""
-        np.savez(path, **self.state_dict())
+        """Write parameters and optimizer state (state_dict()) to an .npz file at path, used exactly as given: no
+        suffix is added, so save(p) and load(p) name the same file (the convention is a name ending in .npz).
+
+        The file is written whole or not at all: the data goes to a temporary file in the same folder, which then
+        replaces path in one step, so a failed save (disk full, file size limit, Ctrl-C) leaves any earlier file
+        at path intact, and no temporary file behind. A new file gets the permissions the umask allows, a
+        replaced one keeps its own. A symbolic link is followed: its target is replaced. path may also be a
+        writable binary file object, written directly. No pickle is used.
+        """
+        import os
+        import stat
+
+        state = self.state_dict()
+        if hasattr(path, "write"):
+            np.savez(path, **state)
+            return
+        where = f"{type(self).__name__}.save({os.fspath(path)!r})"
+        target = os.path.realpath(os.fspath(path))
+        try:
+            mode = os.stat(target).st_mode
+        except FileNotFoundError:
+            mode = None
+        if mode is not None and not stat.S_ISREG(mode):
+            raise ValueError(f"{where}: it exists and is not a regular file")
+        folder, name = os.path.split(target)
+        for _ in range(100):
+            temporary = os.path.join(folder, f".{name[:100]}.{os.urandom(4).hex()}.tmp")
+            try:
+                # O_EXCL: never reuse a file that exists; mode 0o666 is narrowed by the umask, as for any new file.
+                handle = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+                break
+            except FileExistsError:
+                continue
+        else:
+            raise FileExistsError(f"{where}: no free temporary file name in {folder!r}")
+        try:
+            with os.fdopen(handle, "wb") as file:
+                np.savez(file, **state)
+                file.flush()
+                os.fsync(file.fileno())
+            if mode is not None:
+                os.chmod(temporary, stat.S_IMODE(mode))
+            os.replace(temporary, target)
+        except BaseException as err:
+            try:
+                os.unlink(temporary)
+            except OSError:
+                pass
+            if isinstance(err, OSError) and err.errno is not None:
+                message = f"{where}: {err.strerror}; nothing written, any earlier file there is unchanged"
+                raise type(err)(err.errno, message) from None
+            raise
 
     def load(self, path):
-        """Read a file written by save(); training then continues exactly where it stopped."""
-        with np.load(path, allow_pickle=False) as data:
-            self.load_state_dict({key: data[key] for key in data.files})
+        """Read a file written by save() (path used exactly as given); training then continues exactly where it
+        stopped.
+
+        The file is checked before its data is read: it must be an .npz archive holding exactly the entries of
+        state_dict() and nothing else, each with its shape and a real-number dtype (as its .npy header declares
+        them) and no bytes beyond that; then the values are checked as load_state_dict() checks them. On any
+        problem (KeyError for missing or unexpected entries, ValueError otherwise) the model is left as it was.
+        """
+        import os
+        import zipfile
+
+        where = f"{type(self).__name__}.load({path if hasattr(path, 'read') else os.fspath(path)!r})"
+        layout = self._state_layout()
+        try:
+            archive = zipfile.ZipFile(path)
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{where}: no such file") from None
+        except zipfile.BadZipFile:
+            raise ValueError(f"{where}: not an .npz file written by save()") from None
+        with archive:
+            members = {}
+            for info in archive.infolist():
+                key = info.filename[:-4] if info.filename.endswith(".npy") else None
+                if key not in layout:
+                    raise KeyError(f"{where}: the file has an unexpected entry {info.filename!r}")
+                if key in members:
+                    raise ValueError(f"{where}: the file holds entry {key!r} twice")
+                members[key] = info
+            missing = [key for key in layout if key not in members]
+            if missing:
+                raise KeyError(f"{where}: the file is missing {missing[0]!r} ({len(missing)} missing in all)")
+            # Every header first: shapes, dtypes and sizes are known before a byte of data is inflated.
+            for key, info in members.items():
+                try:
+                    with archive.open(info) as stream:
+                        version = np.lib.format.read_magic(stream)
+                        if version == (1, 0):
+                            shape, _, dtype = np.lib.format.read_array_header_1_0(stream)
+                        elif version == (2, 0):
+                            shape, _, dtype = np.lib.format.read_array_header_2_0(stream)
+                        else:
+                            raise ValueError(f"unsupported .npy format version {version}")
+                        header_size = stream.tell()
+                except (ValueError, EOFError, RuntimeError, NotImplementedError, zipfile.BadZipFile) as err:
+                    raise ValueError(f"{where}: entry {key!r} is not a readable array: {err}") from None
+                self._check_entry(key, shape, dtype, layout[key], where)
+                if info.file_size != header_size + dtype.itemsize * int(np.prod(shape)):
+                    raise ValueError(f"{where}: entry {key!r} holds {info.file_size} bytes, not an array of {shape}")
+            state = {}
+            for key, info in members.items():
+                try:
+                    with archive.open(info) as stream:
+                        state[key] = np.lib.format.read_array(stream, allow_pickle=False)
+                except (ValueError, EOFError, zipfile.BadZipFile) as err:
+                    raise ValueError(f"{where}: entry {key!r} cannot be read: {err}") from None
+        self._apply_state(self._checked_state(state, where))
 
     def __getstate__(self):
         # copy.deepcopy and pickle go through state_dict(): copying the arrays one by one would turn the views
@@ -248,6 +475,27 @@ class _CompiledModel:
     def __setstate__(self, state):
         self.__init__()
         self.load_state_dict(state)
+
+    def __copy__(self):
+        clone = type(self).__new__(type(self))
+        clone.__setstate__(self.__getstate__())
+        return clone
+
+    def __deepcopy__(self, memo):
+        return self.__copy__()
+
+    def __reduce_ex__(self, protocol):
+        # pickle stores the class by module and name, to be imported again when loading; fail here, clearly, for a
+        # class that cannot be found that way (copy.copy and copy.deepcopy do not come here: see above).
+        cls = type(self)
+        if getattr(sys.modules.get(cls.__module__), cls.__qualname__, None) is not cls:
+            raise TypeError(
+                f"cannot pickle {cls.__name__}: pickle finds a class again by importing its module, and module "
+                f"{cls.__module__!r} cannot be imported (a module made by nncompile.load() lives only in memory). "
+                "Save the state instead (save(path), then load(path) into a new model), or compile the .nn file to "
+                "a .py module (nncompile model.nn -o model.py) and import the model from there."
+            )
+        return super().__reduce_ex__(protocol)
 
     def fit(
         self,
@@ -405,6 +653,82 @@ class _CompiledModel:
             self._saved = self._targets = None
         return self._as_outputs(results)
 
+    # ---- state ------------------------------------------------------------------------------------------
+
+    def _state_layout(self):
+        """key → (shape, kind) of every state_dict() entry, in its order; kind is "array" (parameters and optimizer
+        slots), "count" (the step count) or "hyperparameter"."""
+        layout = {f"params/{name}": (value.shape, "array") for name, value in self.params.items()}
+        for name, slots in self._slots.items():
+            for slot, value in slots.items():
+                layout[f"optimizer/{name}/{slot}"] = (value.shape, "array")
+        layout["optimizer/step_count"] = ((), "count")
+        for name, _, _ in self._hyperparameters:
+            layout[f"optimizer/{name}"] = ((), "hyperparameter")
+        return layout
+
+    def _check_entry(self, key, shape, dtype, expected, where):
+        """A ValueError unless an entry of this shape and dtype may hold state `key` (of the expected layout)."""
+        expected_shape, kind = expected
+        if dtype.kind not in ("iu" if kind == "count" else "iuf"):
+            what = "an integer" if kind == "count" else "real numbers (floats or integers)"
+            raise ValueError(f"{where}: entry {key!r} holds {_dtype_text(dtype)}; expected {what}")
+        if tuple(shape) != expected_shape:
+            raise ValueError(f"{where}: entry {key!r} has shape {tuple(shape)}, expected {expected_shape}")
+
+    def _checked_state(self, state, where):
+        """The arrays and values load_state_dict(state) would set, every one checked; raises before anything changes.
+
+        Returns ([(array to update, new value)], step count, {hyperparameter: value})."""
+        if not hasattr(state, "keys"):
+            raise TypeError(f"{where}: expected a dict as state_dict() returns, got {type(state).__name__}")
+        layout = self._state_layout()
+        missing = [key for key in layout if key not in state]
+        unexpected = sorted(str(key) for key in state if key not in layout)
+        if missing:
+            raise KeyError(f"{where}: the state is missing {missing[0]!r} ({len(missing)} missing in all)")
+        if unexpected:
+            raise KeyError(f"{where}: the state has an unexpected key {unexpected[0]!r}")
+        given = {}
+        for key, expected in layout.items():
+            try:
+                value = np.asarray(state[key])
+            except (ValueError, TypeError) as err:
+                raise ValueError(f"{where}: entry {key!r} is not an array: {err}") from None
+            self._check_entry(key, value.shape, value.dtype, expected, where)
+            given[key] = value
+        arrays = []
+        targets = {f"params/{name}": value for name, value in self.params.items()}
+        for name, slots in self._slots.items():
+            targets.update({f"optimizer/{name}/{slot}": value for slot, value in slots.items()})
+        for key, target in targets.items():
+            value = given[key]
+            with np.errstate(over="ignore"):
+                converted = value.astype(DTYPE)
+            if not np.array_equal(np.isfinite(converted), np.isfinite(value)):
+                raise ValueError(f"{where}: entry {key!r} has values beyond the range of {np.dtype(DTYPE).name}")
+            arrays.append((target, converted))
+        step_count = given["optimizer/step_count"][()]
+        if step_count < 0:
+            raise ValueError(f"{where}: entry 'optimizer/step_count' must be an integer >= 0, got {step_count}")
+        model = type(self).__name__
+        hyperparameters = {}
+        for name, kind, rule in self._hyperparameters:
+            try:
+                hyperparameters[name] = _hyperparameter(model, name, given[f"optimizer/{name}"], kind, rule)
+            except ValueError as err:
+                raise ValueError(f"{where}: entry 'optimizer/{name}': {err}") from None
+        return arrays, int(step_count), hyperparameters
+
+    def _apply_state(self, checked):
+        """Set what _checked_state() returned: nothing here can fail halfway."""
+        arrays, step_count, hyperparameters = checked
+        for target, value in arrays:
+            np.copyto(target, value)
+        self.step_count = step_count
+        for name, value in hyperparameters.items():
+            setattr(self, name, value)
+
     # ---- checks -----------------------------------------------------------------------------------------
 
     def _require_loss(self, advice=""):
@@ -456,7 +780,8 @@ class _CompiledModel:
         if array.shape[1:] != shape or array.ndim != len(shape) + 1:
             hint = ""
             if array.shape == shape:
-                hint = f"; for one sample add the batch axis: x[None] has shape {(1, *shape)}"
+                one = "x[None]" if len(self._input_names) == 1 else f"x['{name}'][None]"
+                hint = f"; for one sample add the batch axis: {one} has shape {(1, *shape)}"
             raise ValueError(f"{model}: wrong {which} shape: expected {_shape_text(shape)}, got {array.shape}{hint}")
         if array.shape[0] == 0 and not allow_empty:
             raise ValueError(f"{model}: {which} is an empty batch")
@@ -467,19 +792,22 @@ class _CompiledModel:
         if len(self._terms) == 1 and not isinstance(y, dict):
             if isinstance(y, np.ndarray) and y.dtype.kind == "c" or np.iscomplexobj(y):
                 raise ValueError(f"{type(self).__name__}: targets are complex; the losses take real numbers")
-            return (self._terms[0][4](y, batch),)
+            try:
+                return (self._terms[0][4](y, batch),)
+            except ValueError as err:
+                raise ValueError(f"{type(self).__name__}: {err}") from None
         outputs = tuple(term[0] for term in self._terms)
         arrays = self._by_name(y, outputs, "target", "targets")
         targets = []
         for (output, _, _, _, check, *_), array in zip(self._terms, arrays):
             if np.iscomplexobj(array):
-                raise ValueError(f"{type(self).__name__}: targets are complex; the losses take real numbers")
+                which = "targets" if len(self._terms) == 1 else f"targets of output '{output}'"
+                raise ValueError(f"{type(self).__name__}: {which} are complex; the losses take real numbers")
             try:
                 targets.append(check(array, batch))
             except ValueError as err:
-                if len(self._terms) == 1:
-                    raise
-                raise ValueError(f"targets of output '{output}': {err}") from None
+                where = "" if len(self._terms) == 1 else f"targets of output '{output}': "
+                raise ValueError(f"{type(self).__name__}: {where}{err}") from None
         return tuple(targets)
 
     def _check_douts(self, dout):
@@ -488,12 +816,14 @@ class _CompiledModel:
         batch = len(self._ws["ones"])
         douts = []
         for name, array in zip(self._output_names, arrays):
+            which = f"dout['{name}']" if len(self._output_names) > 1 else "dout"
+            if np.iscomplexobj(array):
+                raise ValueError(f"{type(self).__name__}: {which} is complex; gradients are real numbers")
             # A copy: backward works in place on its gradient arrays.
             array = np.array(array, dtype=DTYPE)
             expected = (batch, *self.output_shapes[name])
             if array.shape != expected:
-                which = f"dout['{name}']" if len(self._output_names) > 1 else "dout"
-                raise ValueError(f"{which} must have shape {expected}, got {array.shape}")
+                raise ValueError(f"{type(self).__name__}: {which} must have shape {expected}, got {array.shape}")
             douts.append(array)
         return tuple(douts)
 
@@ -511,13 +841,30 @@ class _CompiledModel:
                     f" and {len(array) if array.ndim else 'a scalar'} in {y_name}"
                 )
         targets = self._check_targets(y, samples)
-        named = [(x_name if len(inputs) == 1 else f"{x_name}['{n}']", a) for n, a in zip(self._input_names, inputs)]
-        named += [(y_name if len(targets) == 1 else f"{y_name}['{o}']", t) for o, t in zip(outputs, targets)]
-        for name, array in named:
-            finite = np.isfinite(array).reshape(len(array), -1).all(axis=1)
-            if not finite.all():
-                raise ValueError(f"{model}: {name} has a NaN or infinite value in sample {np.argmin(finite)}")
+        found = _non_finite_sample(_named(x_name, self._input_names, inputs) + _named(y_name, outputs, targets))
+        if found:
+            raise ValueError(f"{model}: {found[0]} has a NaN or infinite value in sample {found[1]}")
         return inputs, targets
+
+    def _refuse_non_finite_targets(self, targets):
+        """A ValueError when a target has a NaN or infinite value (looked for only once the loss is not finite)."""
+        found = _non_finite_sample(_named("y", [term[0] for term in self._terms], targets))
+        if found:
+            raise ValueError(f"{type(self).__name__}: {found[0]} has a NaN or infinite value in sample {found[1]}")
+
+    def _non_finite_step(self, loss, inputs, targets):
+        """The error train_step() raises for a non-finite loss, naming its cause when it is in the data."""
+        self._refuse_non_finite_targets(targets)
+        found = _non_finite_sample(_named("x", self._input_names, inputs))
+        cause = (
+            f"{found[0]} has a NaN or infinite value in sample {found[1]}"
+            if found
+            else "inputs and targets are finite: values overflowed inside the model; a lower learning rate may help"
+        )
+        return FloatingPointError(
+            f"{type(self).__name__}.train_step: the loss is {loss} ({cause}); no update applied, the parameters and "
+            "optimizer state are unchanged"
+        )
 
     def _as_inputs(self, arrays):
         return arrays[0] if len(arrays) == 1 else dict(zip(self._input_names, arrays))
@@ -614,6 +961,7 @@ class _CompiledModel:
         if np.isfinite(self._total(values)):
             self._accumulate = False
             self._backward(self._loss_gradients(targets), False)
+            self._grads_problem = None
         return values, counts
 
     def _evaluate_checked(self, inputs, targets, batch_size):
@@ -698,8 +1046,14 @@ class SignalNet(_CompiledModel):
     has_loss = True
     # Loss terms: (output, scale, metric); the loss is Σ scale · term.
     _loss_terms = (("head", 1.0, "accuracy"),)
-    # Optimizer hyperparameters: attributes of the model, saved with its state.
-    _hyperparameters = ("lr", "beta1", "beta2", "eps", "weight_decay")
+    # Optimizer hyperparameters, attributes saved with the state: (name, type, rule that values set must meet).
+    _hyperparameters = (
+        ("lr", "float", "positive"),
+        ("beta1", "float", "in_unit_interval"),
+        ("beta2", "float", "in_unit_interval"),
+        ("eps", "float", "non_negative"),
+        ("weight_decay", "float", "non_negative"),
+    )
     # Parameters: (name, shape, start, stop) in the flat parameter, gradient and optimizer-state arrays.
     _param_layout = (
         ("conv1.weight", (5, 2, 8), 0, 80),
@@ -779,7 +1133,7 @@ class SignalNet(_CompiledModel):
         self.weight_decay = 0.0001
         self._init_runtime()
 
-    def step(self):
+    def _update(self):
         """Adam(lr=0.003, weight_decay=0.0001): torch.optim.Adam's rule, in place on all parameters at once, with no temporary arrays.
 
         g = grad + weight_decay·p;  m = β1·m + (1-β1)·g;  v = β2·v + (1-β2)·g²;  p -= lr/(1-β1ᵗ) · m / (√v/√(1-β2ᵗ) + eps),  t = step count
@@ -1115,7 +1469,18 @@ class SignalNet(_CompiledModel):
             return y
         if y.shape != (batch, classes):
             raise ValueError(f"targets must be labels ({batch},) or probabilities ({batch}, {classes}), got {y.shape}")
-        return y.astype(DTYPE, copy=False)
+        given = y.dtype
+        y = y.astype(DTYPE, copy=False)
+        # Probability rows: no negative values (nor NaN, which fails the comparison), each row summing to 1 within √eps
+        # of the coarser of DTYPE and the dtype the targets came in.
+        if not y.min() >= 0:
+            raise ValueError(f"probability targets must be non-negative numbers, got {y.min()}")
+        eps = max(np.finfo(DTYPE).eps, np.finfo(given).eps if given.kind == "f" else 0)
+        error = np.abs(y.sum(axis=1) - 1)
+        if not error.max() <= eps**0.5:
+            row = int(np.argmax(error))
+            raise ValueError(f"probability targets must sum to 1 in each row: row {row} sums to {y[row].sum()}")
+        return y
 
     def _loss_value_head(self, head_y, target):
         ws = self._ws
@@ -1185,8 +1550,14 @@ class Tagger(_CompiledModel):
     has_loss = True
     # Loss terms: (output, scale, metric); the loss is Σ scale · term.
     _loss_terms = (("softmax_1", 1.0, "accuracy"),)
-    # Optimizer hyperparameters: attributes of the model, saved with its state.
-    _hyperparameters = ("lr", "beta1", "beta2", "eps", "weight_decay")
+    # Optimizer hyperparameters, attributes saved with the state: (name, type, rule that values set must meet).
+    _hyperparameters = (
+        ("lr", "float", "positive"),
+        ("beta1", "float", "in_unit_interval"),
+        ("beta2", "float", "in_unit_interval"),
+        ("eps", "float", "non_negative"),
+        ("weight_decay", "float", "non_negative"),
+    )
     # Parameters: (name, shape, start, stop) in the flat parameter, gradient and optimizer-state arrays.
     _param_layout = (
         ("linear_1.weight", (6, 8), 0, 48),
@@ -1261,7 +1632,7 @@ class Tagger(_CompiledModel):
         self.weight_decay = 0.0
         self._init_runtime()
 
-    def step(self):
+    def _update(self):
         """Adam: torch.optim.Adam's rule, in place on all parameters at once, with no temporary arrays.
 
         g = grad + weight_decay·p;  m = β1·m + (1-β1)·g;  v = β2·v + (1-β2)·g²;  p -= lr/(1-β1ᵗ) · m / (√v/√(1-β2ᵗ) + eps),  t = step count
@@ -1500,7 +1871,8 @@ class Tagger(_CompiledModel):
         y = np.asarray(y, dtype=DTYPE)
         if y.shape != expected:
             raise ValueError(f"targets must have shape {expected}, got {y.shape}")
-        if y.min() < 0 or y.max() > 1:
+        # Written so that NaN, which fails every comparison, is refused too.
+        if not (y.min() >= 0 and y.max() <= 1):
             raise ValueError(f"BCE targets must be probabilities in [0, 1], got values in [{y.min()}, {y.max()}]")
         return y
 
