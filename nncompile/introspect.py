@@ -21,8 +21,11 @@ def parameter_count(node: Node) -> int:
     return sum(math.prod(p.shape) for p in node.params)
 
 
-def model_parameter_count(model: Model) -> int:
-    return sum(parameter_count(n) for n in model.nodes)
+def model_parameter_count(model: Model, trainable: bool | None = None) -> int:
+    """All parameters, or only the trainable (True) or the non-trainable (False) ones."""
+    return sum(
+        math.prod(p.shape) for n in model.nodes for p in n.params if trainable is None or p.trainable == trainable
+    )
 
 
 def activation_count(model: Model, batch: int = 1) -> int:
@@ -73,6 +76,8 @@ def summary(models: list[Model], batch: int = 1, dtype: str = "float32") -> str:
         lines = _table([header, *rows], right={2})
         width = max(len(line) for line in lines)
         params = model_parameter_count(model)
+        trainable = model_parameter_count(model, trainable=True)
+        frozen = params - trainable
         activations = activation_count(model, batch)
         size = human_bytes(params * itemsize)
         out = [
@@ -83,8 +88,8 @@ def summary(models: list[Model], batch: int = 1, dtype: str = "float32") -> str:
             *lines[1:],
             "═" * width,
             f"Total params: {params:,} ({size})",
-            f"Trainable params: {params:,} ({size})",
-            "Non-trainable params: 0 (0 B)",
+            f"Trainable params: {trainable:,} ({human_bytes(trainable * itemsize)})",
+            f"Non-trainable params: {frozen:,} ({human_bytes(frozen * itemsize)})",
             f"Activations for batch {batch}: {activations:,} values ({human_bytes(activations * itemsize)}), "
             + f"the input{'s' if len(model.inputs) > 1 else ''} and every layer's output",
             *_blocks(model),
@@ -141,6 +146,7 @@ def _node(node: Node) -> dict:
                 "shape": list(p.shape),
                 "count": math.prod(p.shape),
                 "init": p.init,
+                "trainable": p.trainable,
                 "fan_in": p.fan_in,
                 "fan_out": p.fan_out,
             }

@@ -195,6 +195,10 @@ class LayerView:
     def g(self, param: str) -> str:
         return f'g["{self.node.name}.{param}"]'
 
+    def state(self, name: str) -> str:
+        """A non-trainable array of the layer (e.g. BatchNorm's running_mean), a view into model.buffers."""
+        return f'state["{self.node.name}.{name}"]'
+
     def key(self, buffer: str) -> str:
         return f"{self.node.name}.{buffer}"
 
@@ -286,10 +290,20 @@ class ModelView:
     need_dx_style: str
     # (key, matrix shape, start, stop) of parameters that layers use together, as "fc1.weight+bias".
     stacked: list = field(default_factory=list)
+    # Non-trainable arrays (model.buffers), laid out like the parameters in a flat array of their own.
+    state: list = field(default_factory=list)
+    state_count: int = 0
+    # Whether some layer reads the training mode, and whether some layer draws random numbers (Dropout).
+    uses_mode: bool = False
+    random: bool = False
 
     @property
     def name(self):
         return self.model.name
+
+    @property
+    def state_rows(self) -> list[str]:
+        return [f'("{p.key}", {py_literal(p.shape)}, {p.start}, {p.stop})' for p in self.state]
 
     @property
     def title(self) -> str:
@@ -461,12 +475,17 @@ def lower(model: Model, dtype: str = "float32") -> ModelView:
         inputs.append(InputView(item.name, item.shape, var, grad))
 
     offsets: dict[str, dict[str, tuple[int, int]]] = {}
-    start = 0
+    start = state_start = 0
     for node in model.nodes:
         for param in node.params:
-            stop = start + math.prod(param.shape)
-            offsets.setdefault(node.name, {})[param.name] = (start, stop)
-            start = stop
+            if param.trainable:
+                stop = start + math.prod(param.shape)
+                offsets.setdefault(node.name, {})[param.name] = (start, stop)
+                start = stop
+            else:
+                stop = state_start + math.prod(param.shape)
+                offsets.setdefault(node.name, {})[param.name] = (state_start, stop)
+                state_start = stop
 
     views: list[LayerView] = []
     by_name: dict[str, LayerView] = {}
@@ -594,7 +613,7 @@ def lower(model: Model, dtype: str = "float32") -> ModelView:
         ]
         losses.append(loss)
 
-    params = []
+    params, state = [], []
     for node in model.nodes:
         for param in node.params:
             init = INITS[param.init]
@@ -603,7 +622,8 @@ def lower(model: Model, dtype: str = "float32") -> ModelView:
                 note += f", fan_in={param.fan_in}, fan_out={param.fan_out}"
             code = init.expression(param.shape, param.fan_in, param.fan_out)
             first, last = offsets[node.name][param.name]
-            params.append(ParamView(f"{node.name}.{param.name}", param.shape, code, note, first, last))
+            view = ParamView(f"{node.name}.{param.name}", param.shape, code, note, first, last)
+            (params if param.trainable else state).append(view)
 
     optimizer = OptimizerView(
         kind=model.optimizer.kind,
@@ -633,6 +653,10 @@ def lower(model: Model, dtype: str = "float32") -> ModelView:
         param_count=start,
         need_dx_style=need_dx_style,
         stacked=stacked,
+        state=state,
+        state_count=state_start,
+        uses_mode=any(n.kind.uses_mode for n in model.nodes),
+        random=any(n.kind.random for n in model.nodes),
     )
 
 

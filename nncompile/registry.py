@@ -75,13 +75,16 @@ def in_unit_interval(value) -> str | None:
 
 @dataclass(frozen=True)
 class Param:
-    """A trainable array of a layer: `name` is the suffix after the layer name (`weight` → `fc1.weight`)."""
+    """An array a layer keeps between batches: `name` is the suffix after the layer name (`weight` →
+    `fc1.weight`). Trainable ones are the optimizer's; the others (running statistics) are state the layer
+    updates itself, saved with the model but never touched by an optimizer (PyTorch's buffers)."""
 
     name: str
     shape: tuple[int, ...]
     init: str
     fan_in: int
     fan_out: int
+    trainable: bool = True
 
 
 @dataclass(frozen=True)
@@ -157,6 +160,10 @@ class Layer(Entry):
     arity: ClassVar[tuple[int, int | None]] = (1, 1)
     # What its inputs hold: "float", or "int" for indices (Embedding); its output is always float.
     input_dtype: ClassVar[str] = "float"
+    # Whether it behaves differently in training and inference (Dropout, BatchNorm): its template then reads
+    # `training`, and the model draws from its own random generator if `random` is set too.
+    uses_mode: ClassVar[bool] = False
+    random: ClassVar[bool] = False
 
     # Forward may overwrite its input and backward may overwrite dy (elementwise layers).
     elementwise: ClassVar[bool] = False
