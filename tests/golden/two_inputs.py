@@ -45,6 +45,26 @@ def _check_int(name, value, minimum):
     return int(value)
 
 
+def _generator_state(generator):
+    """A PCG64 generator's state as six unsigned 64-bit integers, so it saves in an .npz like any array."""
+    state = generator.bit_generator.state
+    mask = (1 << 64) - 1
+    inner = state["state"]
+    words = [inner["state"] >> 64, inner["state"] & mask, inner["inc"] >> 64, inner["inc"] & mask]
+    return np.array([*words, state["has_uint32"], state["uinteger"]], dtype=np.uint64)
+
+
+def _generator_state_dict(words):
+    """The inverse of _generator_state: the bit generator state dict NumPy accepts."""
+    words = [int(w) for w in np.asarray(words, dtype=np.uint64)]
+    return {
+        "bit_generator": "PCG64",
+        "state": {"state": words[0] << 64 | words[1], "inc": words[2] << 64 | words[3]},
+        "has_uint32": words[4],
+        "uinteger": words[5],
+    }
+
+
 def _shape_text(shape):
     return "(batch, " + ", ".join(str(d) for d in shape) + ")"
 
@@ -199,6 +219,9 @@ class _CompiledModel:
             setattr(cls, name, _hyperparameter_property(name, kind, rule))
 
     def _init_runtime(self):
+        # Training mode (as PyTorch's module.training): Dropout drops and BatchNorm uses batch statistics only
+        # while it is True. fit() and train_step() always train, predict() and evaluate() always infer.
+        self.training = True
         self.step_count = 0
         self._workspaces = {}
         self._saved = None
@@ -311,11 +334,27 @@ class _CompiledModel:
                 )
         self._update()
 
+    def train(self, mode=True):
+        """Set training mode (or inference mode with mode=False); returns the model."""
+        self.training = bool(mode)
+        return self
+
+    def eval(self):
+        """Set inference mode: Dropout is the identity, BatchNorm uses its running statistics; returns the model."""
+        return self.train(False)
+
     def train_step(self, x, y):
-        """zero_grad, loss, backward and step on one batch; returns the loss before the update.
+        """zero_grad, loss, backward and step on one batch, in training mode whatever the current mode (which is
+        restored); returns the loss before the update.
 
         A loss that is not finite applies no update: targets with a NaN or infinite value raise ValueError, any
         other cause FloatingPointError naming it; the parameters and optimizer state are then unchanged."""
+        if self._uses_mode and not self.training:
+            self.training = True
+            try:
+                return self.train_step(x, y)
+            finally:
+                self.training = False
         self._require_loss()
         inputs = self._check_inputs(x)
         targets = self._check_targets(y, len(inputs[0]))
@@ -343,6 +382,10 @@ class _CompiledModel:
         state["optimizer/step_count"] = np.array(self.step_count)
         for name, _, _ in self._hyperparameters:
             state[f"optimizer/{name}"] = np.array(getattr(self, name))
+        for name, value in self.buffers.items():
+            state[f"buffers/{name}"] = value.copy()
+        if self._random:
+            state["buffers/rng"] = _generator_state(self._rng)
         return state
 
     def load_state_dict(self, state):
@@ -568,6 +611,7 @@ class _CompiledModel:
         before_step = None  # state_dict() before the latest step: restored on a non-finite loss
         stepping = False  # True only while step() runs: an interrupt then restores before_step
         epoch = initial_epoch
+        found_mode, self.training = self.training, True
         try:
             for epoch in range(initial_epoch, epochs):
                 started = time.perf_counter()
@@ -591,7 +635,7 @@ class _CompiledModel:
                         progress.show(epoch, batch, self._metrics(totals), started)
                 metrics = self._metrics(totals)
                 if validation is not None:
-                    for name, value in self._evaluate_checked(*validation, batch_size).items():
+                    for name, value in self._in_mode(False, self._evaluate_checked, *validation, batch_size).items():
                         metrics["val_" + name] = value
                 for name, value in metrics.items():
                     history[name].append(value)
@@ -600,7 +644,9 @@ class _CompiledModel:
                     if metrics["val_loss"] < best_loss:
                         best_loss, best_epoch, waited = metrics["val_loss"], epoch, 0
                         if restore_best:
+                            # The parameters and the non-trainable state (running statistics) of the best epoch.
                             best_params = {name: value.copy() for name, value in self.params.items()}
+                            best_params.update({name: value.copy() for name, value in self.buffers.items()})
                     else:
                         waited += 1
                         if waited >= patience:
@@ -613,11 +659,22 @@ class _CompiledModel:
         finally:
             progress.close()
             self._saved = self._targets = None
+            self.training = found_mode
         if best_params is not None and best_epoch != epoch:
             for name, value in best_params.items():
-                np.copyto(self.params[name], value)
+                np.copyto(self.params[name] if name in self.params else self.buffers[name], value)
             progress.note(f"restored the parameters of epoch {best_epoch + 1}, the lowest val_loss ({best_loss:.4f})")
         return history
+
+    def _in_mode(self, training, method, *args, **kwargs):
+        """method(*args, **kwargs) in the given mode, the current one restored afterwards."""
+        if not self._uses_mode or self.training == training:
+            return method(*args, **kwargs)
+        found, self.training = self.training, training
+        try:
+            return method(*args, **kwargs)
+        finally:
+            self.training = found
 
     def evaluate(self, x, y, batch_size=None):
         """The loss and metrics on (x, y) as a dict, computed in batches (of 256 when batch_size is None).
@@ -629,7 +686,7 @@ class _CompiledModel:
         inputs, targets = self._check_data(x, y, "x", "y")
         batch_size = 256 if batch_size is None else _check_int("batch_size", batch_size, 1)
         try:
-            return self._evaluate_checked(inputs, targets, batch_size)
+            return self._in_mode(False, self._evaluate_checked, inputs, targets, batch_size)
         finally:
             self._saved = self._targets = None
 
@@ -644,6 +701,7 @@ class _CompiledModel:
         batch_size = 256 if batch_size is None else _check_int("batch_size", batch_size, 1)
         samples = len(inputs[0])
         results = tuple(np.empty((samples, *shape), DTYPE) for shape in self.output_shapes.values())
+        found_mode, self.training = self.training, False
         try:
             for start in range(0, samples, batch_size):
                 outputs = self._forward(*(a[start : start + batch_size] for a in inputs))
@@ -651,6 +709,7 @@ class _CompiledModel:
                     result[start : start + batch_size] = output
         finally:
             self._saved = self._targets = None
+            self.training = found_mode
         return self._as_outputs(results)
 
     # ---- state ------------------------------------------------------------------------------------------
@@ -665,13 +724,19 @@ class _CompiledModel:
         layout["optimizer/step_count"] = ((), "count")
         for name, _, _ in self._hyperparameters:
             layout[f"optimizer/{name}"] = ((), "hyperparameter")
+        for name, value in self.buffers.items():
+            layout[f"buffers/{name}"] = (value.shape, "array")
+        if self._random:
+            layout["buffers/rng"] = ((6,), "rng")
         return layout
 
     def _check_entry(self, key, shape, dtype, expected, where):
         """A ValueError unless an entry of this shape and dtype may hold state `key` (of the expected layout)."""
         expected_shape, kind = expected
-        if dtype.kind not in ("iu" if kind == "count" else "iuf"):
-            what = "an integer" if kind == "count" else "real numbers (floats or integers)"
+        if dtype.kind not in {"count": "iu", "rng": "u"}.get(kind, "iuf"):
+            what = {"count": "an integer", "rng": "unsigned integers (a generator's state)"}.get(
+                kind, "real numbers (floats or integers)"
+            )
             raise ValueError(f"{where}: entry {key!r} holds {_dtype_text(dtype)}; expected {what}")
         if tuple(shape) != expected_shape:
             raise ValueError(f"{where}: entry {key!r} has shape {tuple(shape)}, expected {expected_shape}")
@@ -701,6 +766,7 @@ class _CompiledModel:
         targets = {f"params/{name}": value for name, value in self.params.items()}
         for name, slots in self._slots.items():
             targets.update({f"optimizer/{name}/{slot}": value for slot, value in slots.items()})
+        targets.update({f"buffers/{name}": value for name, value in self.buffers.items()})
         for key, target in targets.items():
             value = given[key]
             with np.errstate(over="ignore"):
@@ -718,16 +784,25 @@ class _CompiledModel:
                 hyperparameters[name] = _hyperparameter(model, name, given[f"optimizer/{name}"], kind, rule)
             except ValueError as err:
                 raise ValueError(f"{where}: entry 'optimizer/{name}': {err}") from None
-        return arrays, int(step_count), hyperparameters
+        generator = None
+        if self._random:
+            generator = np.random.default_rng()
+            try:
+                generator.bit_generator.state = _generator_state_dict(given["buffers/rng"])
+            except (ValueError, TypeError) as err:
+                raise ValueError(f"{where}: entry 'buffers/rng' is not a generator state: {err}") from None
+        return arrays, int(step_count), hyperparameters, generator
 
     def _apply_state(self, checked):
         """Set what _checked_state() returned: nothing here can fail halfway."""
-        arrays, step_count, hyperparameters = checked
+        arrays, step_count, hyperparameters, generator = checked
         for target, value in arrays:
             np.copyto(target, value)
         self.step_count = step_count
         for name, value in hyperparameters.items():
             setattr(self, name, value)
+        if generator is not None:
+            self._rng = generator
 
     # ---- checks -----------------------------------------------------------------------------------------
 
@@ -1072,6 +1147,9 @@ class TwoInputs(_CompiledModel):
         ("digit.weight+bias", (41, 10), 2120, 2530),
         ("size.weight+bias", (41, 1), 2530, 2571),
     )
+    # Whether a layer behaves differently in training and inference, and whether one draws random numbers.
+    _uses_mode = False
+    _random = False
     # Workspace arrays per batch size: (key, per-sample shape, dtype, initial value).
     _buffers = (
         ("linear_1.y", (32,), DTYPE, 0),
@@ -1137,6 +1215,7 @@ class TwoInputs(_CompiledModel):
         self.params["size.weight"][...] = (rng.standard_normal((40, 1)) * np.sqrt(2.0 / 40)).astype(DTYPE)
         # size.bias: zeros, 0
         self.params["size.bias"][...] = np.zeros((1,), DTYPE)
+        self.buffers = {}
         # Optimizer hyperparameters; change them between steps to schedule them.
         self.lr = 0.01
         self.momentum = 0.0
@@ -1526,6 +1605,9 @@ class Gated(_CompiledModel):
         ("linear_2.weight+bias", (17, 16), 272, 544),
         ("linear_3.weight+bias", (17, 3), 544, 595),
     )
+    # Whether a layer behaves differently in training and inference, and whether one draws random numbers.
+    _uses_mode = False
+    _random = False
     # Workspace arrays per batch size: (key, per-sample shape, dtype, initial value).
     _buffers = (
         ("linear_1.y", (16,), DTYPE, 0),
@@ -1580,6 +1662,7 @@ class Gated(_CompiledModel):
         self.params["linear_3.weight"][...] = (rng.standard_normal((16, 3)) * np.sqrt(2.0 / 16)).astype(DTYPE)
         # linear_3.bias: zeros, 0
         self.params["linear_3.bias"][...] = np.zeros((3,), DTYPE)
+        self.buffers = {}
         # Optimizer hyperparameters; change them between steps to schedule them.
         self.lr = 0.05
         self.momentum = 0.9
