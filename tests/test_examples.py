@@ -1,4 +1,4 @@
-"""The examples: each digits model reaches >= 0.97 test accuracy with fit(), and the README quickstart runs."""
+"""The examples: each digits model reaches >= 0.97 test accuracy with fit(), and the README's examples run as shown."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ import time
 
 import pytest
 from conftest import ROOT
+
+from nncompile import compile_source
 
 EXAMPLES = ROOT / "examples"
 
@@ -78,3 +80,19 @@ def test_readme_training_walkthrough_runs_as_written(tmp_path):
     assert lines[0].rsplit("  ", 1)[0] == shown[0].rsplit("  ", 1)[0]
     assert lines[-3:] == shown[-3:]
     assert (tmp_path / "digits_mlp.npz").exists()
+
+
+def test_readme_graphs_section_runs_as_written(tmp_path):
+    """The 'Graphs' section: its residual model compiles, and its two-input, two-output example (the second model,
+    saved as two_halves.nn, then its Python block) prints exactly what the section shows."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Graphs", 1)[1].split("\n## ", 1)[0]
+    (_, residual), (_, two_halves), (language, code), (_, output) = re.findall(
+        r"```(\w*)\n(.*?)\n```", section, re.DOTALL
+    )
+    assert language == "python" and "model ResidualMLP" in residual and "model TwoHalves" in two_halves
+    compile_source(residual, on_warning=pytest.fail)
+    (tmp_path / "two_halves.nn").write_text(two_halves + "\n", encoding="utf-8")
+    (tmp_path / "graphs.py").write_text(code + "\n", encoding="utf-8")
+    result = subprocess.run([sys.executable, "graphs.py"], capture_output=True, text=True, check=True, cwd=tmp_path)
+    assert result.stdout.rstrip("\n") == output
