@@ -4,11 +4,12 @@
 
 A MODEL is either a .nn file, compiled here with nncompile.load, or a module written by
 `nncompile model.nn -o model.py` (training it then needs only numpy; scikit-learn supplies the data).
-Without MODEL it trains examples/digits_mlp.nn and examples/digits_cnn1d.nn.
+Without MODEL it trains the three examples: examples/digits_mlp.nn, examples/digits_cnn1d.nn and
+examples/digits_residual.nn.
 
 The 1797 images are split 75/25 into training and test samples (train_test_split(..., test_size=0.25,
-random_state=0)); pixels are scaled to [0, 1] and reshaped to the model's input shape: [64] for the MLP,
-[64, 1] (a length-64 signal with one channel) for the 1-D CNN.
+random_state=0)); pixels are scaled to [0, 1] and reshaped to the model's input shape: [64] for the MLP and the
+residual MLP, [64, 1] (a length-64 signal with one channel) for the 1-D CNN.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
 EXAMPLES = Path(__file__).resolve().parent
-DEFAULT_MODELS = [EXAMPLES / "digits_mlp.nn", EXAMPLES / "digits_cnn1d.nn"]
+DEFAULT_MODELS = [EXAMPLES / "digits_mlp.nn", EXAMPLES / "digits_cnn1d.nn", EXAMPLES / "digits_residual.nn"]
 
 
 def model_class(path):

@@ -1,4 +1,4 @@
-"""The examples: each digits model reaches >= 0.97 test accuracy with fit(), and the README quickstart runs."""
+"""The examples: each digits model reaches >= 0.97 test accuracy with fit(), and the README's examples run as shown."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ import time
 import pytest
 from conftest import ROOT
 
+from nncompile import compile_source
+
 EXAMPLES = ROOT / "examples"
 
 
@@ -22,7 +24,7 @@ def train_digits():
     return module
 
 
-@pytest.mark.parametrize("name", ["digits_mlp", "digits_cnn1d"])
+@pytest.mark.parametrize("name", ["digits_mlp", "digits_cnn1d", "digits_residual"])
 def test_example_reaches_97_percent_test_accuracy_within_a_minute(name, record_property):
     """Fixed 75/25 split (random_state=0) and seed 0: compile, train 25 epochs of batches of 16, evaluate."""
     script = train_digits()
@@ -35,7 +37,7 @@ def test_example_reaches_97_percent_test_accuracy_within_a_minute(name, record_p
     print(f"{name}: test accuracy {test['accuracy']:.4f} in {seconds:.1f} s")
     assert len(history["loss"]) == 25 and history["accuracy"][-1] > 0.99
     assert test["accuracy"] >= 0.97
-    # The bound is for a 2-core machine; on an idle one the MLP takes well under a second, the CNN a few seconds.
+    # The bound is for a 2-core machine; on an idle one the MLPs take about a second or less, the CNN a few seconds.
     assert seconds < 60
 
 
@@ -78,3 +80,19 @@ def test_readme_training_walkthrough_runs_as_written(tmp_path):
     assert lines[0].rsplit("  ", 1)[0] == shown[0].rsplit("  ", 1)[0]
     assert lines[-3:] == shown[-3:]
     assert (tmp_path / "digits_mlp.npz").exists()
+
+
+def test_readme_graphs_section_runs_as_written(tmp_path):
+    """The 'Graphs' section: its residual model compiles, and its two-input, two-output example (the second model,
+    saved as two_halves.nn, then its Python block) prints exactly what the section shows."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Graphs", 1)[1].split("\n## ", 1)[0]
+    (_, residual), (_, two_halves), (language, code), (_, output) = re.findall(
+        r"```(\w*)\n(.*?)\n```", section, re.DOTALL
+    )
+    assert language == "python" and "model ResidualMLP" in residual and "model TwoHalves" in two_halves
+    compile_source(residual, on_warning=pytest.fail)
+    (tmp_path / "two_halves.nn").write_text(two_halves + "\n", encoding="utf-8")
+    (tmp_path / "graphs.py").write_text(code + "\n", encoding="utf-8")
+    result = subprocess.run([sys.executable, "graphs.py"], capture_output=True, text=True, check=True, cwd=tmp_path)
+    assert result.stdout.rstrip("\n") == output
