@@ -94,6 +94,13 @@ class Model:
     optimizer: Component
     # Block instances, in expansion order: instance path ("residual_1", "outer.inner") → block name.
     blocks: dict[str, str] = field(default_factory=dict)
+    # Node → the statement name that stands for its value, where the two differ (`h = x -> A -> B`: B's node).
+    aliases: dict[str, str] = field(default_factory=dict)
+
+    def label(self, value: str) -> str:
+        """A value as the user knows it: `h (linear_2)` for a chain's last node, else its own name."""
+        alias = self.aliases.get(value)
+        return f"{alias} ({value})" if alias else value
 
     @property
     def input_shapes(self) -> dict[str, tuple[int, ...]]:
@@ -387,6 +394,7 @@ class _GraphBuilder:
         self.used: set[str] = set()  # node and input names read by a node or an output
         self.input_names: set[str] = set()
         self.instances: dict[str, str] = {}  # instance path → block name
+        self.aliases: dict[str, str] = {}  # node name → the statement name that stands for its value
 
     # ---- names ----------------------------------------------------------------------------------------------
 
@@ -413,6 +421,8 @@ class _GraphBuilder:
             return
         scope.values[name] = value
         scope.defined_at[name] = span
+        if value and value != scope.prefix + name and value not in self.input_names:
+            self.aliases.setdefault(value, scope.prefix + name)
 
     def resolve(self, name: str, span: Span, scope: _Scope) -> str | None:
         """The node or input a value name stands for; None (after an error) when it cannot be used here."""
@@ -433,6 +443,8 @@ class _GraphBuilder:
         helps = did_you_mean_help(name, scope.values)
         where = "this block" if scope.block else "this model"
         notes = [] if helps else [self._known_values(scope, where)]
+        if any(node.name == scope.prefix + name for node in self.nodes):
+            helps = [f"'{name}' is an automatic layer name, which cannot be read; name the statement, e.g. 'h = ...'"]
         self.reporter.error(f"undefined name '{name}'", span, helps=helps, notes=notes)
         return None
 
@@ -850,6 +862,7 @@ def _build_model(decl: ast.ModelDecl, blocks: dict[str, ast.BlockDecl], filename
             builder.define(model_input.name, stmt.name_span or stmt.span, model_input.name, scope)
     output_names: list[str] = []
     output_values: dict[str, str] = {}
+    outputs_failed = False
     for stmt in decl.statements:
         if isinstance(stmt, ast.LayerStmt):
             builder.layer_statement(stmt, scope)
@@ -859,6 +872,7 @@ def _build_model(decl: ast.ModelDecl, blocks: dict[str, ast.BlockDecl], filename
                     reporter.error(f"'{name}' is listed twice as an output", span)
                     continue
                 value = builder.resolve(name, span, scope)
+                outputs_failed = outputs_failed or value is None
                 if value is not None and value in builder.input_names:
                     reporter.error(f"output '{name}' is an input of the model; an output is computed by a layer", span)
                 elif value is not None:
@@ -872,7 +886,11 @@ def _build_model(decl: ast.ModelDecl, blocks: dict[str, ast.BlockDecl], filename
             output_values[name] = value
     builder.warn_unused(scope, set(output_values.values()), input_stmts)
 
-    terms = _loss_terms(losses, output_names, output_values, scope, builder, reporter)
+    # After a failed output statement, a loss on one of the names it meant to list is no new mistake.
+    listed = {name for stmt in output_stmts[:1] for name, _ in stmt.names} if outputs_failed else set()
+    terms = _loss_terms(
+        [s for s in losses if s.output not in listed], output_names, output_values, scope, builder, reporter
+    )
 
     if optimizers:
         call = optimizers[0].call
@@ -898,6 +916,7 @@ def _build_model(decl: ast.ModelDecl, blocks: dict[str, ast.BlockDecl], filename
         terms,
         optimizer,
         builder.instances,
+        builder.aliases,
     )
 
 

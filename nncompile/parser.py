@@ -228,7 +228,7 @@ def _call_text(call: ast.Call) -> str:
 
 
 # A line that starts a model or a block: where parsing resumes after a syntax error.
-_MODEL_START = re.compile(r"^[ \t]*(model|block)\b", re.MULTILINE)
+_MODEL_START = re.compile(r"^[ \t]*(model|block)\b(?![ \t]*=)", re.MULTILINE)
 
 
 def _blank(text: str) -> str:
@@ -895,7 +895,9 @@ def syntax_diagnostic(err: UnexpectedInput, source: str) -> Diagnostic:
         glued = _bad_word(source, failure.token.start_pos, failure.token.line, failure.token.column)
         if glued is not None:
             return glued
-    if failure.token.type == "MODEL" and re.match(r"\s*=", source[failure.token.end_pos :]):
+    if failure.token.type in _RESERVED_TYPES and re.match(r"\s*=", source[failure.token.end_pos :]):
+        return _reserved_word(failure)
+    if failure.token.type == "EQUAL" and failure.top_is(*_RESERVED_TYPES):
         return _reserved_word(failure)
     exact, by_state = _example_index()
     builders = [exact.get((failure.state, failure.token.type))]

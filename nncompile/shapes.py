@@ -94,7 +94,8 @@ def infer(model: Model, reporter: Reporter) -> None:
                 notes = [_chain(_steps_to(node.inputs[0], model, inputs), last)]
             else:
                 notes = [
-                    f"input {i + 1}, {value}: {_chain(_steps_to(value, model, inputs)[:-1], show(shapes[value]))}"
+                    f"input {i + 1}, {model.label(value)}: "
+                    f"{_chain(_steps_to(value, model, inputs)[:-1], show(shapes[value]))}"
                     for i, value in enumerate(node.inputs)
                 ]
             reporter.error(f"shape error in layer '{node.name}': {err}", node.span, notes=notes)
