@@ -262,6 +262,8 @@ class InputView:
     grad: str
     # False when no live layer reads it: its gradient is zeros.
     reached: bool = True
+    # Integer inputs (indices) have no gradient: backward() gives None for them.
+    integer: bool = False
 
 
 @dataclass
@@ -300,6 +302,10 @@ class ModelView:
     @property
     def name(self):
         return self.model.name
+
+    @property
+    def integer_inputs(self) -> str:
+        return py_literal(tuple(i.name for i in self.inputs if i.integer))
 
     @property
     def state_rows(self) -> list[str]:
@@ -472,7 +478,7 @@ def lower(model: Model, dtype: str = "float32") -> ModelView:
         else:
             var, grad = names.pair(f"x_{item.name}", f"dx_{item.name}")
         var_of[item.name], grad_of[item.name] = var, grad
-        inputs.append(InputView(item.name, item.shape, var, grad))
+        inputs.append(InputView(item.name, item.shape, var, grad, integer=item.dtype == "int"))
 
     offsets: dict[str, dict[str, tuple[int, int]]] = {}
     start = state_start = 0
@@ -520,6 +526,7 @@ def lower(model: Model, dtype: str = "float32") -> ModelView:
         views.append(view)
         by_name[node.name] = view
 
+    integer_inputs = {i.name for i in model.inputs if i.dtype == "int"}
     # Backward, in reverse graph order: the first share of a value's gradient is written, later ones added.
     written = {model.output_values[name] for name in model.outputs}
     for view in reversed(views):
@@ -529,6 +536,8 @@ def lower(model: Model, dtype: str = "float32") -> ModelView:
         distinct = len(set(node.inputs)) == len(node.inputs)
         alias_given = False
         for index, value in enumerate(node.inputs):
+            if value in integer_inputs:
+                continue  # indices have no gradient
             add = value in written
             written.add(value)
             grad = InputGradient(

@@ -3,12 +3,11 @@ shape and argument errors are clear; in-place reuse stays correct around view la
 
 from __future__ import annotations
 
+import importlib
 import re
 
 import numpy as np
 import pytest
-import test_gradients
-import test_gradients_catalogue
 from conftest import ROOT, build, numeric_grad, rel_error
 
 import nncompile
@@ -19,9 +18,10 @@ from nncompile.registry import INITS, LAYERS, LOSSES, OPTIMIZERS, canonical, loa
 
 load_all()
 GOLDEN_SOURCES = "\n".join(p.read_text(encoding="utf-8") for p in (ROOT / "tests" / "golden").glob("*.nn"))
+# Test modules whose module-level CASES dict holds finite-difference cases: {name: (layer statements, ...)}.
+GRADIENT_CASE_MODULES = ["test_gradients", "test_gradients_catalogue", "test_normalization"]
 GRADIENT_CASES = "\n".join(
-    [layers for layers, *_ in test_gradients.CASES.values()]
-    + [layers for layers, *_ in test_gradients_catalogue.CASES.values()]
+    layers for module in GRADIENT_CASE_MODULES for layers, *_ in importlib.import_module(module).CASES.values()
 )
 
 

@@ -65,6 +65,16 @@ def _generator_state_dict(words):
     }
 
 
+def _indices(array, what):
+    """An integer input as an intp array: integers, or floats with whole values; anything else is refused."""
+    array = np.asarray(array)
+    if array.dtype.kind in "iu":
+        return array.astype(np.intp, copy=False)
+    if array.dtype.kind == "f" and np.isfinite(array).all() and np.all(np.mod(array, 1) == 0):
+        return array.astype(np.intp)
+    raise ValueError(f"{what} holds indices and must be integers, got {_dtype_text(array.dtype)}")
+
+
 def _shape_text(shape):
     return "(batch, " + ", ".join(str(d) for d in shape) + ")"
 
@@ -305,7 +315,7 @@ class _CompiledModel:
         elif not accumulated or self._grads_problem is None:
             # Not added to gradients refused before: to be looked over by step().
             self._grads_problem = _UNCHECKED
-        return self._as_inputs(tuple(g.copy() for g in grads))
+        return self._as_inputs(tuple(None if g is None else g.copy() for g in grads))
 
     def zero_grad(self):
         self._flat_grads.fill(0)
@@ -848,7 +858,9 @@ class _CompiledModel:
         model = type(self).__name__
         shape = self.input_shapes[name]
         which = f"input '{name}'" if len(self._input_names) > 1 else "input"
-        if not (isinstance(array, np.ndarray) and array.dtype == DTYPE):
+        if name in self._integer_inputs:
+            array = _indices(array, f"{model}: {which}")
+        elif not (isinstance(array, np.ndarray) and array.dtype == DTYPE):
             if np.iscomplexobj(array):
                 raise ValueError(f"{model}: {which} is complex; the model takes real numbers")
             array = np.asarray(array, dtype=DTYPE)
@@ -1149,6 +1161,8 @@ class TwoInputs(_CompiledModel):
     )
     # Whether a layer behaves differently in training and inference, and whether one draws random numbers.
     _uses_mode = False
+    # Inputs that hold integer indices (for Embedding) rather than DTYPE values.
+    _integer_inputs = ()
     _random = False
     # Workspace arrays per batch size: (key, per-sample shape, dtype, initial value).
     _buffers = (
@@ -1607,6 +1621,8 @@ class Gated(_CompiledModel):
     )
     # Whether a layer behaves differently in training and inference, and whether one draws random numbers.
     _uses_mode = False
+    # Inputs that hold integer indices (for Embedding) rather than DTYPE values.
+    _integer_inputs = ()
     _random = False
     # Workspace arrays per batch size: (key, per-sample shape, dtype, initial value).
     _buffers = (

@@ -1,0 +1,286 @@
+"""BatchNorm, LayerNorm, Dropout and Embedding against PyTorch (float64), in training and inference mode; the
+running statistics, the generator state and the mode are model state like any other."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import GRADIENT_TOLERANCE, build, check_gradients, numeric_grad, rel_error
+from torch import nn
+
+import nncompile
+from nncompile import introspect
+
+TOLERANCE = 1e-9
+
+# Finite-difference cases (training mode): (layer statements, input shape).
+CASES = {
+    # A bias right before BatchNorm has an exact gradient of 0, which finite differences cannot compare.
+    "batchnorm_flat": ("Linear(5, bias=false)\n BatchNorm\n Tanh\n Linear(3)", [4]),
+    "batchnorm_signal": ("BatchNorm(momentum=0.2, eps=0.001)\n Flatten\n Linear(3)", [5, 3]),
+    "batchnorm_no_affine": ("BatchNorm(affine=false)\n Flatten\n Linear(3)", [2, 2, 3]),
+    "layernorm": ("Linear(6)\n LayerNorm\n Linear(3)", [4]),
+    "layernorm_signal_no_affine": ("LayerNorm(affine=false, eps=0.01)\n Flatten\n Linear(3)", [3, 4]),
+    "dropout_none": ("Linear(6)\n Dropout(0.0)\n Linear(3)", [4]),
+    "embedding": ("Embedding(6, 3)\n Tanh\n Flatten\n Linear(3)", "[4] int"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_gradients_match_finite_differences(case, rng):
+    layers, shape = CASES[case]
+    net = build(f"model Net {{\n input {shape}\n {layers}\n loss MSE\n}}\n")
+    for params in net.params.values():
+        params[...] = rng.standard_normal(params.shape) * 0.5
+    t = rng.standard_normal((5, 3))
+    if isinstance(shape, str):  # indices: only the parameters have gradients
+        x = rng.integers(0, 6, (5, 4))
+        net.loss(x, t)
+        net.zero_grad()
+        net.backward()
+        for name, param in net.params.items():
+            expected = numeric_grad(lambda: net.loss(x, t), param)
+            assert rel_error(net.grads[name], expected) < GRADIENT_TOLERANCE, name
+        return
+    check_gradients(net, rng.standard_normal((5, *shape)), t)
+
+
+def _bn_twin(shape, args):
+    """A torch BatchNorm on channels-last data: move channels to axis 1 and back."""
+    channels = shape[-1]
+    dims = len(shape)
+    kind = {1: nn.BatchNorm1d, 2: nn.BatchNorm1d, 3: nn.BatchNorm2d}[dims]
+    bn = kind(channels, momentum=args.get("momentum", 0.1), eps=args.get("eps", 1e-5), affine=args.get("affine", True))
+
+    class ChannelsLast(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.bn = bn
+
+        def forward(self, x):
+            if dims == 1:
+                return self.bn(x)
+            order = (0, dims, *range(1, dims))
+            back = (0, *range(2, dims + 1), 1)
+            return self.bn(x.permute(*order)).permute(*back)
+
+    return ChannelsLast().double(), bn
+
+
+@pytest.mark.parametrize(
+    ("shape", "args"),
+    [
+        ([6], {}),
+        ([5, 3], {"momentum": 0.3}),
+        ([4, 3, 2], {"eps": 1e-3}),
+        ([4, 3], {"affine": False}),
+    ],
+    ids=["flat", "signal", "image", "no_affine"],
+)
+def test_batchnorm_matches_pytorch_in_both_modes_and_through_training(shape, args, rng):
+    text = ", ".join(f"{k}={str(v).lower()}" for k, v in args.items())
+    source = f"model Net {{\n input {shape}\n bn = BatchNorm({text})\n Flatten\n head = Linear(3)\n loss MSE\n}}"
+    net = build(source)
+    for name, params in net.params.items():
+        params[...] = rng.standard_normal(params.shape) * (0.5 if "head" in name else 1)
+    twin, bn = _bn_twin(shape, args)
+    head = nn.Linear(int(np.prod(shape)), 3).double()
+    with torch.no_grad():
+        head.weight.copy_(torch.from_numpy(net.params["head.weight"].T))
+        head.bias.copy_(torch.from_numpy(net.params["head.bias"]))
+        if bn.affine:
+            bn.weight.copy_(torch.from_numpy(net.params["bn.weight"]))
+            bn.bias.copy_(torch.from_numpy(net.params["bn.bias"]))
+    model = nn.Sequential(twin, nn.Flatten(), head)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    pairs = {"head.weight": (head.weight, lambda t: t.T), "head.bias": (head.bias, lambda t: t)}
+    if bn.affine:
+        pairs.update({"bn.weight": (bn.weight, lambda t: t), "bn.bias": (bn.bias, lambda t: t)})
+    for step in range(3):
+        x = rng.standard_normal((7, *shape)) * 2 + 1
+        t = rng.standard_normal((7, 3))
+        xt = torch.tensor(x, requires_grad=True)
+        model.train()
+        optimizer.zero_grad()
+        loss_t = nn.functional.mse_loss(model(xt), torch.from_numpy(t))
+        loss_t.backward()
+        net.zero_grad()
+        loss = net.loss(x, t)
+        dx = net.backward()
+        assert abs(loss - loss_t.item()) <= TOLERANCE * abs(loss_t.item())
+        assert rel_error(dx, xt.grad.numpy()) < TOLERANCE
+        for key, (tensor, to_ours) in pairs.items():
+            assert rel_error(net.grads[key], to_ours(tensor.grad).numpy()) < TOLERANCE, (step, key)
+        # PyTorch updates the running statistics in forward, as does our loss(): compare before the step.
+        assert rel_error(net.buffers["bn.running_mean"], bn.running_mean.numpy()) < TOLERANCE
+        assert rel_error(net.buffers["bn.running_var"], bn.running_var.numpy()) < TOLERANCE
+        optimizer.step()
+        net.step()
+    # Inference: the running statistics, and the gradient through them.
+    model.eval()
+    net.eval()
+    x = rng.standard_normal((4, *shape))
+    xt = torch.tensor(x, requires_grad=True)
+    out = model(xt)
+    out.sum().backward()
+    np.testing.assert_allclose(net.forward(x), out.detach().numpy(), rtol=TOLERANCE, atol=1e-12)
+    dx = net.backward(np.ones((4, 3)))
+    assert rel_error(dx, xt.grad.numpy()) < TOLERANCE
+    assert net.training is False
+
+
+@pytest.mark.parametrize(("shape", "affine"), [([6], True), ([3, 5], True), ([2, 2, 4], False)])
+def test_layernorm_matches_pytorch(shape, affine, rng):
+    source = f"model Net {{\n input {shape}\n ln = LayerNorm(affine={str(affine).lower()})\n loss MSE\n}}"
+    net = build(source)
+    ln = nn.LayerNorm(shape[-1], elementwise_affine=affine).double()
+    if affine:
+        net.params["ln.weight"][...] = rng.standard_normal(shape[-1])
+        net.params["ln.bias"][...] = rng.standard_normal(shape[-1])
+        with torch.no_grad():
+            ln.weight.copy_(torch.from_numpy(net.params["ln.weight"]))
+            ln.bias.copy_(torch.from_numpy(net.params["ln.bias"]))
+    x = rng.standard_normal((5, *shape)) * 3
+    dout = rng.standard_normal((5, *shape))
+    xt = torch.tensor(x, requires_grad=True)
+    out = ln(xt)
+    out.backward(torch.from_numpy(dout))
+    np.testing.assert_allclose(net.forward(x), out.detach().numpy(), rtol=TOLERANCE, atol=1e-12)
+    net.zero_grad()
+    assert rel_error(net.backward(dout), xt.grad.numpy()) < TOLERANCE
+    if affine:
+        assert rel_error(net.grads["ln.weight"], ln.weight.grad.numpy()) < TOLERANCE
+        assert rel_error(net.grads["ln.bias"], ln.bias.grad.numpy()) < TOLERANCE
+
+
+def test_embedding_matches_pytorch_with_repeated_indices(rng):
+    net = build("model Net {\n input tokens [6] int\n emb = Embedding(7, 3)\n Flatten\n head = Linear(2)\n loss MSE\n}")
+    emb = nn.Embedding(7, 3).double()
+    head = nn.Linear(18, 2).double()
+    with torch.no_grad():
+        emb.weight.copy_(torch.from_numpy(net.params["emb.weight"]))
+        head.weight.copy_(torch.from_numpy(net.params["head.weight"].T))
+        head.bias.copy_(torch.from_numpy(net.params["head.bias"]))
+    tokens = np.array([[0, 1, 1, 6, 6, 6], [2, 2, 2, 2, 0, 5], [3, 4, 5, 6, 0, 1]])
+    t = rng.standard_normal((3, 2))
+    loss_t = nn.functional.mse_loss(head(emb(torch.from_numpy(tokens)).flatten(1)), torch.from_numpy(t))
+    loss_t.backward()
+    loss = net.loss(tokens, t)
+    net.zero_grad()
+    assert net.backward() is None  # indices have no gradient
+    assert abs(loss - loss_t.item()) <= TOLERANCE * loss_t.item()
+    assert rel_error(net.grads["emb.weight"], emb.weight.grad.numpy()) < TOLERANCE
+    # Gradients accumulate across backward() calls like any other parameter's.
+    net.backward()
+    assert rel_error(net.grads["emb.weight"], 2 * emb.weight.grad.numpy()) < TOLERANCE
+    # Whole floats are indices too; anything else is refused, as are indices out of range.
+    np.testing.assert_allclose(net.forward(tokens.astype(float)), net.forward(tokens))
+    with pytest.raises(ValueError, match="must be integers"):
+        net.forward(tokens + 0.5)
+    with pytest.raises(ValueError, match=r"Embedding 'emb': index 7 is out of range for 7 rows \(0\.\.6\)"):
+        net.forward(np.full((1, 6), 7))
+    with pytest.raises(ValueError, match="index -1 is out of range"):
+        net.forward(np.full((1, 6), -1))
+
+
+def test_embedding_needs_integer_inputs_and_integers_need_embedding():
+    with pytest.raises(nncompile.CompileError, match="Embedding takes integer indices, and 'x' holds float values"):
+        nncompile.compile_source("model M { input x [4] x -> Embedding(5, 2) }")
+    with pytest.raises(nncompile.CompileError, match="input 't' holds integers, and Linear takes float values"):
+        nncompile.compile_source("model M { input t [4] int\n t -> Linear(2) }")
+
+
+DROPOUT = "model Net {\n input [4000]\n drop = Dropout(0.3)\n loss MSE\n}"
+
+
+def test_dropout_masks_scale_and_reuse(rng):
+    net = build(DROPOUT, seed=5)
+    x = rng.standard_normal((5, 4000)) + 3  # no zeros in x
+    y = net.forward(x)
+    kept = y != 0
+    np.testing.assert_allclose(y[kept], x[kept] / 0.7, rtol=1e-12)
+    # The drop rate is p within 5 standard deviations of a binomial over 20,000 elements.
+    rate = 1 - kept.mean()
+    assert abs(rate - 0.3) < 5 * np.sqrt(0.3 * 0.7 / kept.size)
+    # Backward uses the same mask.
+    dx = net.backward(np.ones_like(x))
+    np.testing.assert_allclose(dx, kept / 0.7, rtol=1e-12)
+    # Inference is the identity, and its gradient too.
+    net.eval()
+    np.testing.assert_array_equal(net.forward(x), x)
+    np.testing.assert_array_equal(net.backward(np.ones_like(x)), np.ones_like(x))
+
+
+def test_dropout_masks_follow_the_seed_and_resume_exactly(rng, tmp_path):
+    x = rng.standard_normal((2, 4000))
+    a, b, c = build(DROPOUT, seed=1), build(DROPOUT, seed=1), build(DROPOUT, seed=2)
+    first = a.forward(x)
+    np.testing.assert_array_equal(first, b.forward(x))
+    assert not np.array_equal(first, c.forward(x))
+    # The generator's state is saved with the model: a reload continues the same stream of masks.
+    a.save(tmp_path / "a.npz")
+    expected = a.forward(x)
+    b.load(tmp_path / "a.npz")
+    np.testing.assert_array_equal(b.forward(x), expected)
+    assert "buffers/rng" in a.state_dict()
+
+
+def test_modes_are_restored_by_fit_predict_evaluate_and_train_step(rng):
+    source = "model Net {\n input [6]\n Linear(8)\n BatchNorm\n Dropout(0.5)\n Linear(2)\n loss MSE\n}"
+    net = build(source)
+    x, t = rng.standard_normal((20, 6)), rng.standard_normal((20, 2))
+    net.eval()
+    before = net.buffers["batchnorm_1.running_mean"].copy()
+    net.train_step(x, t)  # trains: the running statistics move
+    assert net.training is False and not np.array_equal(before, net.buffers["batchnorm_1.running_mean"])
+    net.fit(x, t, epochs=1, verbose=False)
+    assert net.training is False
+    net.train()
+    stats = net.buffers["batchnorm_1.running_mean"].copy()
+    first = net.predict(x)
+    np.testing.assert_array_equal(first, net.predict(x))  # inference: deterministic
+    net.evaluate(x, t)
+    assert net.training is True
+    np.testing.assert_array_equal(stats, net.buffers["batchnorm_1.running_mean"])  # inference leaves them
+
+
+def test_buffers_are_state_not_parameters(rng, tmp_path):
+    source = (
+        "model Net {\n input [3]\n bn = BatchNorm\n Linear(2)\n loss MSE\n optimizer SGD(lr=0.1, weight_decay=0.5)\n}"
+    )
+    net = build(source)
+    assert set(net.buffers) == {"bn.running_mean", "bn.running_var"}
+    assert "bn.running_mean" not in net.params and "bn.running_mean" not in net.grads
+    x, t = rng.standard_normal((8, 3)), rng.standard_normal((8, 2))
+    net.train_step(x, t)
+    # Weight decay and the optimizer never touch the running statistics: only the batch moved them.
+    mean = x.mean(axis=0)
+    np.testing.assert_allclose(net.buffers["bn.running_mean"], 0.1 * mean, rtol=1e-12)
+    net.save(tmp_path / "w.npz")
+    other = build(source, seed=3)
+    other.load(tmp_path / "w.npz")
+    np.testing.assert_array_equal(other.buffers["bn.running_var"], net.buffers["bn.running_var"])
+    # A bad buffer is refused before anything changes.
+    state = net.state_dict()
+    state["buffers/bn.running_var"] = np.ones(3, complex)
+    before = other.state_dict()
+    with pytest.raises(ValueError):
+        other.load_state_dict(state)
+    for key, value in before.items():
+        np.testing.assert_array_equal(other.state_dict()[key], value)
+
+
+def test_summary_counts_non_trainable_state():
+    models = nncompile.compile_models("model Net {\n input [3]\n BatchNorm\n Linear(2)\n}")
+    text = introspect.summary(models)
+    assert "Trainable params: 14 (56 B)" in text and "Non-trainable params: 6 (24 B)" in text
+    assert "Total params: 20 (80 B)" in text
+
+
+def test_batchnorm_refuses_a_single_value_per_channel_in_training():
+    net = build("model Net {\n input [3]\n BatchNorm\n}")
+    with pytest.raises(ValueError, match="needs more than one value per channel"):
+        net.forward(np.ones((1, 3)))
+    net.eval()
+    assert net.forward(np.ones((1, 3))).shape == (1, 3)
