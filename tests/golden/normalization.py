@@ -1416,7 +1416,10 @@ class Normalized(_CompiledModel):
         if training:
             uniform = self._rng.random(out=ws["dropout_1.uniform"], dtype=DTYPE)
             keep = np.greater_equal(uniform, 0.25, out=ws["dropout_1.keep"])
-            scale = np.multiply(keep, 1.3333333333333333, out=ws["dropout_1.scale"])
+            # The 0/1 mask is made float first: multiplying by a bool array would allocate a cast buffer.
+            scale = ws["dropout_1.scale"]
+            np.copyto(scale, keep)
+            scale *= 1.3333333333333333
             dropout_1_y = np.multiply(relu_1_y, scale, out=ws["dropout_1.y"])
         else:
             # A copy: later layers may overwrite their input, and x is not this layer's to give away.
