@@ -50,7 +50,7 @@ def test_normalization_and_dropout_train_steps_allocate_under_5_percent_of_the_f
         "model Net {\n input [16, 32]\n BatchNorm\n ReLU\n Dropout(0.2)\n LayerNorm\n Flatten\n Linear(10)\n"
         " loss CrossEntropy\n}"
     )
-    net = getattr(nncompile.load(source), "Net")(seed=0)
+    net = nncompile.load(source).Net(seed=0)
     rng = np.random.default_rng(0)
     x = rng.standard_normal((64, 16, 32)).astype(np.float32)
     y = rng.integers(0, 10, 64)
