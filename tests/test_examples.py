@@ -96,3 +96,11 @@ def test_readme_graphs_section_runs_as_written(tmp_path):
     (tmp_path / "graphs.py").write_text(code + "\n", encoding="utf-8")
     result = subprocess.run([sys.executable, "graphs.py"], capture_output=True, text=True, check=True, cwd=tmp_path)
     assert result.stdout.rstrip("\n") == output
+
+
+def test_token_example_learns_from_integer_inputs():
+    """examples/train_tokens.py: an Embedding over integer tokens, on data the example makes itself."""
+    spec = importlib.util.spec_from_file_location("train_tokens", ROOT / "examples" / "train_tokens.py")
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    assert example.main() >= 0.95
