@@ -277,16 +277,21 @@ class _CompiledModel:
 
         Targets with a NaN or infinite value are refused (ValueError). A non-finite loss from other causes is
         returned as it is; backward() then computes its gradients, but step() refuses to apply them."""
+        inputs, targets, loss = self._forward_loss(x, y)
+        if not -np.inf < loss < np.inf:
+            # Only now look for the cause, so a finite loss costs no scan of the targets.
+            self._refuse_non_finite_targets(targets)
+        return loss
+
+    def _forward_loss(self, x, y):
+        """Checked inputs and targets, and the loss of a forward pass on them (kept for backward())."""
         self._require_loss()
         inputs = self._check_inputs(x)
         targets = self._check_targets(y, len(inputs[0]))
         outputs = self._forward(*inputs)
         self._targets = targets
         loss = self._last_loss = self._total(self._loss_values(outputs, targets))
-        if not -np.inf < loss < np.inf:
-            # Only now look for the cause, so a finite loss costs no scan of the targets.
-            self._refuse_non_finite_targets(targets)
-        return loss
+        return inputs, targets, loss
 
     def backward(self, dout=None):
         """Gradient of the loss w.r.t. the input (a dict {input name: array} when there are several); adds
@@ -365,12 +370,7 @@ class _CompiledModel:
                 return self.train_step(x, y)
             finally:
                 self.training = False
-        self._require_loss()
-        inputs = self._check_inputs(x)
-        targets = self._check_targets(y, len(inputs[0]))
-        outputs = self._forward(*inputs)
-        self._targets = targets
-        loss = self._last_loss = self._total(self._loss_values(outputs, targets))
+        inputs, targets, loss = self._forward_loss(x, y)
         if not -np.inf < loss < np.inf:
             # The gradients are left as they were; step() refuses them until they are computed again.
             self._grads_problem = f"the last train_step() had a loss of {loss}"
