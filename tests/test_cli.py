@@ -61,6 +61,7 @@ def test_compiled_examples_import_and_train(tmp_path):
             f"import {example.stem} as m\n"
             "cls = getattr(m, m.__all__[0]); net = cls(seed=0)\n"
             "x = np.random.default_rng(0).standard_normal((8, *cls.input_shape))\n"
+            "x = np.abs(x).astype(int) % 2 if cls._integer_inputs else x  # indices for an Embedding\n"
             "print(net.train_step(x, np.arange(8) % cls.output_shape[0]))\n"
         )
         result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=False)

@@ -277,7 +277,7 @@ class _CompiledModel:
 
         Targets with a NaN or infinite value are refused (ValueError). A non-finite loss from other causes is
         returned as it is; backward() then computes its gradients, but step() refuses to apply them."""
-        inputs, targets, loss = self._forward_loss(x, y)
+        _, targets, loss = self._forward_loss(x, y)
         if not -np.inf < loss < np.inf:
             # Only now look for the cause, so a finite loss costs no scan of the targets.
             self._refuse_non_finite_targets(targets)
