@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import test_gradients
 import test_gradients_catalogue
+import test_pooling2d
 from conftest import ROOT, build, numeric_grad, rel_error
 
 import nncompile
@@ -22,6 +23,7 @@ GOLDEN_SOURCES = "\n".join(p.read_text(encoding="utf-8") for p in (ROOT / "tests
 GRADIENT_CASES = "\n".join(
     [layers for layers, *_ in test_gradients.CASES.values()]
     + [layers for layers, *_ in test_gradients_catalogue.CASES.values()]
+    + [layers for layers, *_ in test_pooling2d.CASES.values()]
 )
 
 
@@ -93,7 +95,7 @@ def test_unknown_initializer_suggests_the_closest_name():
 def test_pool_stride_defaults_to_k():
     net = build("model N { input [9, 2] MaxPool1D(3) }")
     assert net.output_shape == (3, 2)
-    assert LAYERS["MaxPool1D"].signature() == "MaxPool1D(k, stride=k)"
+    assert LAYERS["MaxPool1D"].signature() == "MaxPool1D(k, stride=k, padding=0)"
 
 
 # ---- in-place reuse around view layers and layers whose backward reads their input ----
