@@ -173,6 +173,35 @@ def test_max_pool_2x2_ties_by_hand():
     np.testing.assert_array_equal(dx[0, :, :, 0], [[2, 0, 0, 5], [0, 0, 0, 0]])
 
 
+GRAPH = """
+model Branches {
+    input x [6, 7, 2]
+    h = x -> MaxPool2D(2, padding=1)
+    m = h -> MaxPool2D(3, stride=1, padding=1)
+    a = h -> AvgPool2D(3, stride=1, padding=1)
+    p = h -> Permute([1, 0, 2])
+    s = (m, a, p) -> Add
+    g = s -> GlobalMaxPool
+    v = s -> GlobalAvgPool
+    r = h -> Reshape([-1])
+    signal = x -> Reshape([21, -1]) -> MaxPool1D(3, stride=2, padding=1) -> AvgPool1D(2, padding=1) -> GlobalMaxPool
+    (g, v, r, signal) -> Concat -> Linear(3)
+    loss MSE
+    optimizer OPTIMIZER
+}
+"""
+
+
+@pytest.mark.parametrize("optimizer", [SGD, ADAM])
+def test_graph_with_fan_out_through_every_new_layer_matches_pytorch(optimizer, rng):
+    """Values read by several layers (x, h, s) add their gradients through temporaries: every template's dx
+    works when it is a share to add, not the value's whole gradient."""
+    net = build(GRAPH.replace("OPTIMIZER", optimizer))
+    twin = PoolTwin(net)
+    compare_once(net, twin, *oracle_batch(twin.config, rng))
+    compare_training(net, twin, rng)
+
+
 # ---- finite differences -------------------------------------------------------------------------------------
 
 # name: (layer statements, input shape, losses to check with); test_catalogue requires every layer to have a case.
@@ -271,6 +300,13 @@ def test_shape_and_argument_errors_are_clear_and_located(layer, shape, message):
         assert column > 5, first  # at the argument
     else:
         assert column == 5 and "error: shape error in layer " in first, first  # at the layer
+
+
+def test_a_list_written_without_brackets_gets_a_hint():
+    text = _error("model N {\n    input [64]\n    Reshape(8, 8, 1)\n}\n")
+    assert "Reshape takes at most 1 positional argument, got 3" in text
+    assert "help: a list goes in brackets: Reshape([8, 8, 1])" in text
+    assert "help: a list goes in brackets: Permute([2, 0, 1])" in _error("model N { input [2, 3, 4] Permute(2, 0, 1) }")
 
 
 # ---- random stacks -------------------------------------------------------------------------------------------
