@@ -269,9 +269,15 @@ def bind_args(entry: type[Entry], call: ast.Call, reporter: Reporter) -> dict | 
     given: dict[str, ast.Arg] = {}
     if positional and not forms:
         most = max(len(f) for f in entry.forms())
+        helps = []
+        numbers = [a.value.value for a in positional]
+        if entry.args and entry.args[0].type == "ints" and all(type(v) is int for v in numbers):
+            # Reshape(8, 8, 1) for Reshape([8, 8, 1])
+            helps.append(f"a list goes in brackets: {entry.name}([{', '.join(map(str, numbers))}])")
         reporter.error(
             f"{entry.name} takes at most {most} positional argument{'s' if most != 1 else ''}, got {len(positional)}",
             positional[most].span if most < len(positional) else call.span,
+            helps=helps,
             notes=[f"signature: {entry.signature()}"],
         )
         return None

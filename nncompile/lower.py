@@ -45,6 +45,9 @@ def _flat_literal(value, flat_of: dict) -> str:
         if known is None:
             known = flat_of[id(value)] = _flat_container(value, flat_of)
         return known
+    if isinstance(value, float) and math.isinf(value):
+        # A buffer's first value may be ±∞ (max pooling pads with −∞); repr() would give the bare name `inf`.
+        return "np.inf" if value > 0 else "-np.inf"
     if isinstance(value, str):
         # JSON's escapes are Python's too: quotes, backslashes and control characters can never end the string.
         return json.dumps(value, ensure_ascii=False)
@@ -344,7 +347,7 @@ class ModelView:
     def buffer_rows(self) -> list[str]:
         rows = []
         for b in self.buffers:
-            dtype = "bool" if b.kind == "bool" else "DTYPE"
+            dtype = {"bool": "bool", "int": "np.intp"}.get(b.kind, "DTYPE")
             rows.append(f'("{b.key}", {py_literal(b.shape)}, {dtype}, {py_literal(b.fill)})')
         return rows
 

@@ -89,7 +89,8 @@ class Param:
 
 @dataclass(frozen=True)
 class Buffer:
-    """A per-batch workspace array a layer writes into: shape per sample, 'float' or 'bool', and its first value."""
+    """A per-batch workspace array a layer writes into: shape per sample, 'float', 'bool' or 'int' (np.intp, for
+    indices such as an argmax), and its first value (may be ±inf)."""
 
     name: str
     shape: tuple[int, ...]

@@ -19,7 +19,7 @@ from nncompile.registry import INITS, LAYERS, LOSSES, OPTIMIZERS, canonical, loa
 load_all()
 GOLDEN_SOURCES = "\n".join(p.read_text(encoding="utf-8") for p in (ROOT / "tests" / "golden").glob("*.nn"))
 # Test modules whose module-level CASES dict holds finite-difference cases: {name: (layer statements, ...)}.
-GRADIENT_CASE_MODULES = ["test_gradients", "test_gradients_catalogue", "test_normalization"]
+GRADIENT_CASE_MODULES = ["test_gradients", "test_gradients_catalogue", "test_normalization", "test_pooling2d"]
 GRADIENT_CASES = "\n".join(
     layers for module in GRADIENT_CASE_MODULES for layers, *_ in importlib.import_module(module).CASES.values()
 )
@@ -93,7 +93,7 @@ def test_unknown_initializer_suggests_the_closest_name():
 def test_pool_stride_defaults_to_k():
     net = build("model N { input [9, 2] MaxPool1D(3) }")
     assert net.output_shape == (3, 2)
-    assert LAYERS["MaxPool1D"].signature() == "MaxPool1D(k, stride=k)"
+    assert LAYERS["MaxPool1D"].signature() == "MaxPool1D(k, stride=k, padding=0)"
 
 
 # ---- in-place reuse around view layers and layers whose backward reads their input ----

@@ -95,7 +95,8 @@ class TorchTwin:
             return out.transpose(1, 2)
         if kind in ("MaxPool1D", "AvgPool1D"):
             pool = F.max_pool1d if kind == "MaxPool1D" else F.avg_pool1d
-            return pool(x.transpose(1, 2), args["k"], args["stride"] or args["k"]).transpose(1, 2)
+            stride = args["stride"] or args["k"]
+            return pool(x.transpose(1, 2), args["k"], stride, args.get("padding", 0)).transpose(1, 2)
         simple = {
             "Flatten": lambda t: t.flatten(1),
             "ReLU": F.relu,

@@ -609,7 +609,7 @@ def test_documented_signatures_show_only_values_a_file_can_write():
         nncompile.load("model M { input [4] Linear(3, in=none) }")
     text = docs.render()
     assert "Signature: `Linear(out, in=<inferred>, bias=true, init=he_normal)`" in text
-    assert "Signature: `MaxPool1D(k, stride=k)`" in text
+    assert "Signature: `MaxPool1D(k, stride=k, padding=0)`" in text
     assert "`none`" not in text
 
 

@@ -43,7 +43,7 @@ def _torch_layer(layer: dict, in_shape):
     if kind in ("MaxPool1D", "AvgPool1D"):
         stride = args["stride"] or args["k"]
         pool = nn.MaxPool1d if kind == "MaxPool1D" else nn.AvgPool1d
-        return ChannelsLast(pool(args["k"], stride=stride))
+        return ChannelsLast(pool(args["k"], stride=stride, padding=args.get("padding", 0)))
     simple = {
         "Flatten": nn.Flatten,
         "ReLU": nn.ReLU,

@@ -1292,7 +1292,7 @@ class SignalNet(_CompiledModel):
                 {
                     "name": "maxpool1d_1",
                     "type": "MaxPool1D",
-                    "args": {"k": 2, "stride": None},
+                    "args": {"k": 2, "stride": None, "padding": 0},
                     "inputs": ["leakyrelu_1"],
                     "block": None,
                     "input_shapes": [[28, 8]],
@@ -1322,7 +1322,7 @@ class SignalNet(_CompiledModel):
                 {
                     "name": "avgpool1d_1",
                     "type": "AvgPool1D",
-                    "args": {"k": 3, "stride": 2},
+                    "args": {"k": 3, "stride": 2, "padding": 0},
                     "inputs": ["softplus_1"],
                     "block": None,
                     "input_shapes": [[6, 8]],
