@@ -7,6 +7,7 @@ import re
 
 import numpy as np
 import pytest
+import test_activations_losses_v2
 import test_gradients
 import test_gradients_catalogue
 from conftest import ROOT, build, numeric_grad, rel_error
@@ -19,9 +20,13 @@ from nncompile.registry import INITS, LAYERS, LOSSES, OPTIMIZERS, canonical, loa
 
 load_all()
 GOLDEN_SOURCES = "\n".join(p.read_text(encoding="utf-8") for p in (ROOT / "tests" / "golden").glob("*.nn"))
-GRADIENT_CASES = "\n".join(
-    [layers for layers, *_ in test_gradients.CASES.values()]
-    + [layers for layers, *_ in test_gradients_catalogue.CASES.values()]
+# The modules with a CASES dict of finite-difference cases: name → (layer statements, input shape[, losses]).
+GRADIENT_CASE_MODULES = (test_gradients, test_gradients_catalogue, test_activations_losses_v2)
+GRADIENT_CASES = "\n".join(layers for module in GRADIENT_CASE_MODULES for layers, *_ in module.CASES.values())
+# The losses those cases are checked with: each case's own list, or test_gradients' LOSSES for all of its cases.
+GRADIENT_LOSSES = "\n".join(
+    [*test_gradients.LOSSES]
+    + [loss for module in GRADIENT_CASE_MODULES for case in module.CASES.values() if len(case) > 2 for loss in case[2]]
 )
 
 
@@ -39,6 +44,8 @@ def test_every_entry_has_its_template_golden_case_and_gradient_test(entry):
         assert entry.summary and entry.shape_rule and entry.forward_formula and entry.backward_formulas
         assert all(arg.doc for arg in entry.args), entry.name
         assert _used(entry.name, GRADIENT_CASES), f"{entry.name} has no finite-difference case"
+    if entry in canonical(LOSSES):
+        assert _used(entry.name, GRADIENT_LOSSES), f"{entry.name} has no finite-difference case"
     assert _used(entry.name, GOLDEN_SOURCES), f"{entry.name} appears in no golden case"
 
 
