@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from .registry import Buffer, Loss, ShapeError, register
+from .registry import Arg, Buffer, Loss, ShapeError, positive, register
 
 
 @register
@@ -83,3 +83,61 @@ class BCE(Loss):
     @classmethod
     def constants(cls, shape, args, dtype):
         return {"log_floor": cls.LOG_FLOOR, "eps": cls.EPS}
+
+
+# The target forms of the losses on outputs of any shape (an output of shape [1] also takes one value per sample).
+SAME_SHAPE = "an array of the output's shape; for an output of shape [1], also one value per sample, (batch,)"
+
+
+@register
+class BCEWithLogits(Loss):
+    name = "BCEWithLogits"
+    template = "losses/bce_with_logits.py.j2"
+    summary = (
+        "Binary cross-entropy on logits (sigmoid and BCE in one), mean over all elements, as PyTorch's "
+        "BCEWithLogitsLoss: stable for any logit, with no clamping: log(1 + e^(-|z|)) never overflows, and the "
+        "gradient sigmoid(z) - t is taken as (1 - t) - sigmoid(-z) for z ≥ 0, so it keeps its precision where "
+        "sigmoid(z) rounds to 1."
+    )
+    targets = "probabilities in [0, 1] of the output's shape; for an output of shape [1], also (batch,)"
+    forward_formula = "L = mean( max(z, 0) - z·t + log(1 + e^(-|z|)) )"
+    backward_formulas = ("dz = (sigmoid(z) - t) / N,  N = number of elements",)
+    metric = "accuracy"
+    predicted_classes = "z > 0"
+    true_classes = "target > 0.5"
+
+    @classmethod
+    def buffers(cls, shape, args):
+        return [Buffer("d", shape), Buffer("e", shape), Buffer("work", shape), Buffer("positive", shape, "bool")]
+
+
+@register
+class Huber(Loss):
+    name = "Huber"
+    args = (Arg("delta", "float", 1.0, check=positive, doc="where the loss turns from quadratic to linear"),)
+    template = "losses/huber.py.j2"
+    summary = (
+        "Huber loss, mean over all elements, as PyTorch's HuberLoss: quadratic for errors up to delta, linear "
+        "beyond, so outliers pull with a bounded gradient."
+    )
+    targets = SAME_SHAPE
+    forward_formula = "L = mean( 0.5·d² if |d| < delta else delta·(|d| - 0.5·delta) ),  d = z - t"
+    backward_formulas = ("dz = clip(d, -delta, delta) / N,  N = number of elements",)
+
+    @classmethod
+    def buffers(cls, shape, args):
+        return [Buffer("diff", shape), Buffer("work", shape), Buffer("small", shape)]
+
+
+@register
+class L1(Loss):
+    name = "L1"
+    template = "losses/l1.py.j2"
+    summary = "Mean absolute error over all elements, as PyTorch's L1Loss (its gradient is 0 where z = t)."
+    targets = SAME_SHAPE
+    forward_formula = "L = mean( |z - t| )"
+    backward_formulas = ("dz = sign(z - t) / N,  N = number of elements  (0 where z = t)",)
+
+    @classmethod
+    def buffers(cls, shape, args):
+        return [Buffer("diff", shape), Buffer("work", shape)]

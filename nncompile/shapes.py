@@ -149,7 +149,18 @@ def lint(model: Model, reporter: Reporter) -> None:
             reporter.warning(
                 f"BCE takes probabilities, but its input '{node.name}' is a {node.kind.name} output, not a Sigmoid (or Softmax)",
                 term.span,
-                helps=["add Sigmoid before the loss, so the outputs are in (0, 1)"],
+                helps=[
+                    "use BCEWithLogits instead: it takes logits and applies the sigmoid itself, stably",
+                    "or add Sigmoid before the loss, so the outputs are in (0, 1)",
+                ],
+            )
+        if loss == "BCEWithLogits" and node.kind.name in ("Sigmoid", "Softmax"):
+            reporter.warning(
+                f"BCEWithLogits applies the sigmoid itself; the {node.kind.name} '{node.name}' before it makes it "
+                "see probabilities as logits",
+                term.span,
+                helps=[f"remove {node.kind.name} and give BCEWithLogits the logits, or use BCE on the probabilities"],
+                notes=[f"'{node.name}' is at {node.span}"],
             )
     for node in model.nodes:
         if node.kind.name == "Conv1D" and node.positional == 3:

@@ -18,10 +18,29 @@ from nncompile.registry import INITS, LAYERS, LOSSES, OPTIMIZERS, canonical, loa
 
 load_all()
 GOLDEN_SOURCES = "\n".join(p.read_text(encoding="utf-8") for p in (ROOT / "tests" / "golden").glob("*.nn"))
-# Test modules whose module-level CASES dict holds finite-difference cases: {name: (layer statements, ...)}.
-GRADIENT_CASE_MODULES = ["test_gradients", "test_gradients_catalogue", "test_normalization", "test_pooling2d"]
-GRADIENT_CASES = "\n".join(
-    layers for module in GRADIENT_CASE_MODULES for layers, *_ in importlib.import_module(module).CASES.values()
+# Test modules whose module-level CASES dict holds finite-difference cases: name → (layer statements, input
+# shape[, losses]).
+GRADIENT_CASE_MODULES = [
+    importlib.import_module(name)
+    for name in (
+        "test_gradients",
+        "test_gradients_catalogue",
+        "test_normalization",
+        "test_pooling2d",
+        "test_activations_losses_v2",
+    )
+]
+GRADIENT_CASES = "\n".join(layers for module in GRADIENT_CASE_MODULES for layers, *_ in module.CASES.values())
+# The losses those cases are checked with: each case's own list, or test_gradients' LOSSES for all of its cases.
+GRADIENT_LOSSES = "\n".join(
+    [*GRADIENT_CASE_MODULES[0].LOSSES]
+    + [
+        loss
+        for module in GRADIENT_CASE_MODULES
+        for case in module.CASES.values()
+        if len(case) > 2 and isinstance(case[2], (list, tuple))
+        for loss in case[2]
+    ]
 )
 
 
@@ -39,6 +58,8 @@ def test_every_entry_has_its_template_golden_case_and_gradient_test(entry):
         assert entry.summary and entry.shape_rule and entry.forward_formula and entry.backward_formulas
         assert all(arg.doc for arg in entry.args), entry.name
         assert _used(entry.name, GRADIENT_CASES), f"{entry.name} has no finite-difference case"
+    if entry in canonical(LOSSES):
+        assert _used(entry.name, GRADIENT_LOSSES), f"{entry.name} has no finite-difference case"
     assert _used(entry.name, GOLDEN_SOURCES), f"{entry.name} appears in no golden case"
 
 

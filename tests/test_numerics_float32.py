@@ -18,10 +18,15 @@ softmax entry 1e4 below its row maximum) is there an absolute floor, ZERO_FLOOR,
 
 Where PyTorch float32 is itself inexact in the same way ours is (the slope y·(1 - y) of Sigmoid at x ≥ 17 and
 1 - y² of TanH at |x| ≥ 9, both read from an output that has rounded to 1), agreeing with PyTorch is accepted.
+
+The exact value is PyTorch float64 of the same function, except where PyTorch's float64 formula itself cancels
+(EXACT): GELU's 1 + erf(x/√2) and the tanh form's 1 + tanh(u) round to 0 for x ≲ -8 even in float64, where the true
+output is a tiny negative number, so there the reference is x·erfc(-x/√2)/2 and x·sigmoid(2u).
 """
 
 from __future__ import annotations
 
+import math
 import tracemalloc
 
 import numpy as np
@@ -56,12 +61,35 @@ ACTIVATIONS = {
     "Softplus": F.softplus,
     "Softmax": lambda t: torch.softmax(t, dim=-1),
     "LogSoftmax": lambda t: torch.log_softmax(t, dim=-1),
+    "GELU": F.gelu,
+    "GELU(tanh)": lambda t: F.gelu(t, approximate="tanh"),
+    "SiLU": F.silu,
+    "ELU": F.elu,
+    "ELU(0.5)": lambda t: F.elu(t, 0.5),
 }
+GELU_BETA, GELU_KAPPA = math.sqrt(2 / math.pi), 0.044715
+# Float64 references where PyTorch's float64 formula cancels (see the module docstring).
+EXACT = {
+    "GELU": lambda t: t * torch.special.erfc(-t / math.sqrt(2)) / 2,
+    "GELU(tanh)": lambda t: t * torch.sigmoid(2 * GELU_BETA * (t + GELU_KAPPA * t**3)),
+}
+
+
+def exact(layer: str):
+    """The float64 reference function of a layer."""
+    return EXACT.get(layer, ACTIVATIONS[layer])
+
+
 # What may precede each loss: "" is the loss on the input itself (behind a Flatten, as a model needs a layer).
 LOSS_INPUTS = {
     "MSE": ["", *ACTIVATIONS],
     "CrossEntropy": ["", *ACTIVATIONS],
     "BCE": ["", "Sigmoid", "Softmax"],
+    # Not after Sigmoid or Softmax, which the compiler warns about.
+    "BCEWithLogits": ["", *(layer for layer in ACTIVATIONS if layer not in ("Sigmoid", "Softmax"))],
+    "Huber": ["", *ACTIVATIONS],
+    "Huber(0.5)": ["", "GELU", "SiLU", "ELU"],
+    "L1": ["", *ACTIVATIONS],
 }
 
 
@@ -114,9 +142,9 @@ def test_activation_value_and_input_gradient_match_pytorch_float32(layer):
         dx = net.backward(dout.copy())
 
     results = {}
-    for dtype in (torch.float32, torch.float64):
+    for dtype, function in ((torch.float32, ACTIVATIONS[layer]), (torch.float64, exact(layer))):
         xt = torch.tensor(x, dtype=dtype, requires_grad=True)
-        yt = ACTIVATIONS[layer](xt)
+        yt = function(xt)
         yt.backward(torch.tensor(dout, dtype=dtype))
         results[dtype] = yt.detach().numpy(), xt.grad.numpy()
     (y32, dx32), (y64, dx64) = results[torch.float32], results[torch.float64]
@@ -127,7 +155,7 @@ def test_activation_value_and_input_gradient_match_pytorch_float32(layer):
 def _targets(loss: str, shape, rng):
     if loss == "CrossEntropy":
         return rng.integers(0, shape[1], shape[0])
-    if loss == "BCE":
+    if loss in ("BCE", "BCEWithLogits"):
         # Hard labels, where saturated outputs matter most, and soft ones.
         t = rng.integers(0, 2, shape).astype(np.float32)
         t[::3] = rng.random(t[::3].shape)
@@ -146,6 +174,12 @@ def _torch_loss(loss: str, z, target):
         return F.mse_loss(z, target)
     if loss == "BCE":
         return F.binary_cross_entropy(z, target)
+    if loss == "BCEWithLogits":
+        return F.binary_cross_entropy_with_logits(z, target)
+    if loss.startswith("Huber"):
+        return F.huber_loss(z, target, delta=0.5 if loss == "Huber(0.5)" else 1.0)
+    if loss == "L1":
+        return F.l1_loss(z, target)
     return F.cross_entropy(z, target)
 
 
@@ -159,6 +193,14 @@ def _loss_gradient_and_scale(loss: str, z, target):
         # PyTorch's floor is the float32 1e-12 also in float64; ours is 1e-12 in its dtype, the same in float32.
         denominator = (p * (1 - p)).clamp_min(float(np.float32(1e-12))) * n
         return (p - target) / denominator, (p + target) / denominator
+    if loss == "BCEWithLogits":
+        p = torch.sigmoid(z)
+        return (p - target) / n, (p + target) / n
+    if loss.startswith("Huber"):
+        delta = 0.5 if loss == "Huber(0.5)" else 1.0
+        return (z - target).clamp(-delta, delta) / n, (z.abs() + target.abs()) / n
+    if loss == "L1":
+        return torch.sign(z - target) / n, torch.ones_like(z) / n
     batch = z.shape[0]
     p = torch.softmax(z, dim=-1)
     if target.ndim == 2:
@@ -176,27 +218,27 @@ def _input_gradient_and_scale(layer: str, x, gradient, scale):
     if not layer:
         return gradient, scale
     xt = x.clone().requires_grad_(True)
-    z = ACTIVATIONS[layer](xt)
+    z = exact(layer)(xt)
     (dx,) = torch.autograd.grad(z, xt, gradient)
     z = z.detach()
     if layer == "Softmax":  # J = diag(y) - y yᵀ
         return dx, z * (scale + (z * scale).sum(dim=-1, keepdim=True))
     if layer == "LogSoftmax":  # J = I - 1 softmaxᵀ
         return dx, scale + z.exp() * scale.sum(dim=-1, keepdim=True)
-    # Elementwise with a slope ≥ 0: |J|ᵀ|g| = Jᵀ|g|.
-    (dx_scale,) = torch.autograd.grad(ACTIVATIONS[layer](xt), xt, scale)
-    return dx, dx_scale
+    # Elementwise: |J|ᵀ|g| = |slope|·|g| (the slopes of GELU and SiLU change sign).
+    (slope,) = torch.autograd.grad(exact(layer)(xt), xt, torch.ones_like(xt))
+    return dx, slope.abs() * scale
 
 
 def _check_exact_gradient(loss, layer, x64, t64, gradient, scale, dx64):
     """The hand-written exact gradient is PyTorch's float64 autograd, up to float64 rounding of the terms autograd
     sums (at CrossEntropy's true class those are p and 1, whose difference cancels even in float64)."""
     if loss == "CrossEntropy" and t64.ndim == 1:
-        z64 = ACTIVATIONS[layer](x64) if layer else x64
+        z64 = exact(layer)(x64) if layer else x64
         scale = (torch.softmax(z64, dim=-1) + F.one_hot(t64, WIDTH)) / x64.shape[0]
     terms = _input_gradient_and_scale(layer, x64, gradient, scale)[1]
     xt = x64.clone().requires_grad_(True)
-    _torch_loss(loss, ACTIVATIONS[layer](xt) if layer else xt, t64).backward()
+    _torch_loss(loss, exact(layer)(xt) if layer else xt, t64).backward()
     assert (xt.grad - dx64).abs().le(1e-12 * terms).all()
 
 
@@ -230,7 +272,7 @@ def test_loss_value_and_input_gradient_match_pytorch_float32(loss, layer, probab
     value32.backward()
     x64 = torch.tensor(x, dtype=torch.float64)
     t64 = torch.tensor(target) if target.dtype.kind in "iu" else torch.tensor(target, dtype=torch.float64)
-    z64 = ACTIVATIONS[layer](x64) if layer else x64
+    z64 = exact(layer)(x64) if layer else x64
     gradient, scale = _loss_gradient_and_scale(loss, z64, t64)
     dx64, dx_scale = _input_gradient_and_scale(layer, x64, gradient, scale)
     _check_exact_gradient(loss, layer, x64, t64, gradient, scale, dx64)

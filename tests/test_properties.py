@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 TOLERANCE = 1e-6
 ACTIVATIONS = ["ReLU", "LeakyReLU(0.1)", "Softplus", "TanH", "Sigmoid", "StableSigmoid", "Softmax", "LogSoftmax"]
+ACTIVATIONS += ["GELU", "GELU(tanh)", "SiLU", "ELU", "ELU(alpha=0.5)"]
 
 
 @st.composite
