@@ -247,6 +247,8 @@ class _CompiledModel:
         self._input_names = tuple(self.input_shapes)
         self._output_names = tuple(self.output_shapes)
         self._terms = []
+        # Set below for a model with one input, one output and one loss term of scale 1 (train_step's fast path).
+        self._plain_term = None
         for output, scale, metric in self._loss_terms:
             suffix = output.replace(".", "_")
             self._terms.append(
@@ -261,6 +263,8 @@ class _CompiledModel:
                     getattr(self, "_correct_" + suffix) if metric else None,
                 )
             )
+        if len(self._input_names) == len(self._output_names) == len(self._terms) == 1 and self._terms[0][2] == 1:
+            self._plain_term = self._terms[0][4:7]
 
     # ---- the public API ---------------------------------------------------------------------------------
 
@@ -370,7 +374,29 @@ class _CompiledModel:
                 return self.train_step(x, y)
             finally:
                 self.training = False
-        inputs, targets, loss = self._forward_loss(x, y)
+        # _forward_loss() written out: this is the hot path of training, where each call costs.
+        self._require_loss()
+        inputs = self._check_inputs(x)
+        plain = self._plain_term
+        if plain is not None and not isinstance(y, dict):
+            # One input, one output, one unscaled loss term: the term's own methods, without the general wrappers.
+            check, value, gradient = plain
+            if y.dtype.kind == "c" if type(y) is np.ndarray else np.iscomplexobj(y):
+                raise ValueError(f"{type(self).__name__}: targets are complex; the losses take real numbers")
+            target = check(y, len(inputs[0]))
+            targets = self._targets = (target,)
+            loss = self._last_loss = value(self._forward(*inputs)[0], target)
+            if -np.inf < loss < np.inf:
+                self._accumulate = False
+                self._backward((gradient(target),), False)
+                self._grads_problem = None
+                self._update()
+                return loss
+        else:
+            targets = self._check_targets(y, len(inputs[0]))
+            outputs = self._forward(*inputs)
+            self._targets = targets
+            loss = self._last_loss = self._total(self._loss_values(outputs, targets))
         if not -np.inf < loss < np.inf:
             # The gradients are left as they were; step() refuses them until they are computed again.
             self._grads_problem = f"the last train_step() had a loss of {loss}"
@@ -378,9 +404,10 @@ class _CompiledModel:
         # Backward overwrites every gradient when not accumulating: a zero_grad without the memset.
         self._accumulate = False
         self._backward(self._loss_gradients(targets), False)
-        # From a finite loss: applied without scanning them (a scan would cost a pass over every gradient).
+        # From a finite loss: applied without scanning them (a scan would cost a pass over every gradient), so
+        # step()'s check has nothing to do.
         self._grads_problem = None
-        self.step()
+        self._update()
         return loss
 
     def state_dict(self):
@@ -845,6 +872,15 @@ class _CompiledModel:
     def _check_inputs(self, x, allow_empty=False):
         """The input arrays as a tuple in declaration order, each converted to DTYPE and shape-checked."""
         if len(self._input_names) == 1 and not isinstance(x, dict):
+            shape = self.input_shape
+            if (
+                type(x) is np.ndarray
+                and x.dtype == DTYPE
+                and x.shape[1:] == shape
+                and x.ndim == len(shape) + 1
+                and not self._integer_inputs
+            ) and (x.shape[0] or allow_empty):
+                return (x,)  # the common case, checked in one line
             return (self._check_input(self._input_names[0], x, allow_empty),)
         arrays = self._by_name(x, self._input_names, "input", "inputs")
         checked = [self._check_input(name, a, allow_empty) for name, a in zip(self._input_names, arrays)]
@@ -877,7 +913,7 @@ class _CompiledModel:
     def _check_targets(self, y, batch):
         """The targets of every loss term as a tuple in the order of _loss_terms, each checked by its loss."""
         if len(self._terms) == 1 and not isinstance(y, dict):
-            if isinstance(y, np.ndarray) and y.dtype.kind == "c" or np.iscomplexobj(y):
+            if y.dtype.kind == "c" if isinstance(y, np.ndarray) else np.iscomplexobj(y):
                 raise ValueError(f"{type(self).__name__}: targets are complex; the losses take real numbers")
             try:
                 return (self._terms[0][4](y, batch),)
