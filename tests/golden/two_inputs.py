@@ -383,7 +383,10 @@ class _CompiledModel:
             check, value, gradient = plain
             if y.dtype.kind == "c" if type(y) is np.ndarray else np.iscomplexobj(y):
                 raise ValueError(f"{type(self).__name__}: targets are complex; the losses take real numbers")
-            target = check(y, len(inputs[0]))
+            try:
+                target = check(y, len(inputs[0]))
+            except ValueError as err:
+                raise ValueError(f"{type(self).__name__}: {err}") from None
             targets = self._targets = (target,)
             loss = self._last_loss = value(self._forward(*inputs)[0], target)
             if -np.inf < loss < np.inf:
