@@ -340,6 +340,7 @@ def test_random_normalized_stacks_match_finite_differences_in_both_modes(stack, 
     objective = lambda: net.loss(x, t)
     assert rel_error(dx, numeric_grad(objective, x)) < GRADIENT_TOLERANCE, source
     for name, param in net.params.items():
-        if name.endswith(".bias") and "BatchNorm" in source and training:
-            continue  # a bias followed by a training-mode BatchNorm has an exact gradient of 0
-        assert rel_error(net.grads[name], numeric_grad(objective, param)) < GRADIENT_TOLERANCE, (source, name)
+        expected = numeric_grad(objective, param)
+        if np.abs(expected).max() < 1e-8 and np.abs(net.grads[name]).max() < 1e-8:
+            continue  # an exact zero (a bias right before a training-mode BatchNorm): both are round-off
+        assert rel_error(net.grads[name], expected) < GRADIENT_TOLERANCE, (source, name)
