@@ -7,6 +7,7 @@ import re
 
 import numpy as np
 import pytest
+import test_conv2d
 import test_gradients
 import test_gradients_catalogue
 from conftest import ROOT, build, numeric_grad, rel_error
@@ -22,6 +23,7 @@ GOLDEN_SOURCES = "\n".join(p.read_text(encoding="utf-8") for p in (ROOT / "tests
 GRADIENT_CASES = "\n".join(
     [layers for layers, *_ in test_gradients.CASES.values()]
     + [layers for layers, *_ in test_gradients_catalogue.CASES.values()]
+    + [layers for layers, *_ in test_conv2d.CASES.values()]
 )
 
 
