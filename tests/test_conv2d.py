@@ -258,6 +258,26 @@ def test_gradients_match_finite_differences(case, rng):
     check_gradients(net, x, t)
 
 
+def test_graph_model_gradients_match_finite_differences(rng):
+    """Conv2D reading a model input twice, feeding several consumers (its dx added to another's), padded or not."""
+    net = build(
+        """
+model G {
+    input x [6, 5, 2]
+    a = x -> Conv2D(3, 3, padding=same)
+    b = x -> Conv2D(3, [2, 3], padding=same, dilation=2, bias=false)
+    c = a -> Conv2D(3, 1)
+    s = (a, b, c) -> Add -> Tanh
+    out = s -> Conv2D(2, 2, stride=2, padding=1) -> Flatten -> Linear(3)
+    loss MSE
+}
+"""
+    )
+    for param in net.params.values():
+        param[...] = rng.standard_normal(param.shape) * 0.5
+    check_gradients(net, rng.standard_normal((2, 6, 5, 2)), rng.standard_normal((2, 3)))
+
+
 def test_gradients_accumulate_and_backward_takes_dout(rng):
     net = build(_source("conv = Conv2D(3, 3, stride=2, padding=1)", [6, 5, 2], "MSE"))
     x = rng.standard_normal((2, 6, 5, 2))

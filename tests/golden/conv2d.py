@@ -949,8 +949,8 @@ class ImageCnn(_CompiledModel):
         # zero padding: x goes inside a border of zeros in the workspace (1 above, 1 below, 1 left, 1 right; never written)
         image = ws["conv1.padded"]
         np.copyto(image[:, 1:13, 1:13], x)
-        # im2col, tap-major: row (i·3 + j)·1 + c of cols is the image at tap (i, j), channel c of every window
-        # (over the whole batch); its last row stays 1, so that colsᵀ · [W; b] adds the bias inside the GEMM
+        # im2col, tap-major: row i·3 + j of cols holds tap (i, j) of every window of the batch
+        # and its last row stays 1, so that colsᵀ · [W; b] adds the bias inside the GEMM
         cols = ws["conv1.cols"].reshape(10, -1, 12, 12)
         for tap in range(9):
             i, j = divmod(tap, 3)
@@ -969,8 +969,7 @@ class ImageCnn(_CompiledModel):
         # zero padding: x goes inside a border of zeros in the workspace (1 above, 1 below, 0 left, 0 right; never written)
         image = ws["conv2.padded"]
         np.copyto(image[:, 1:13, :12], relu_1_y)
-        # im2col, tap-major: row (i·2 + j)·8 + c of cols is the image at tap (i, j), channel c of every window
-        # (over the whole batch)
+        # im2col, tap-major: row (i·2 + j)·8 + c of cols holds channel c at tap (i, j) of every window of the batch
         cols = ws["conv2.cols"].reshape(48, -1, 6, 5)
         for tap in range(6):
             i, j = divmod(tap, 2)
@@ -1053,7 +1052,7 @@ class ImageCnn(_CompiledModel):
         # [dW; db] = colsᵀ · dy in one GEMM: the 1 that ends each window sums dy into db
         grad = self._stacked_grads["conv3.weight+bias"]
         _matmul_into(cols, dy_rows, grad, accumulate)
-        # dx[:, h + i, w + j] += dy[:, h, w] · W[i, j]ᵀ: one GEMM per tap (i, j) into a contiguous array, then a strided add
+        # dx[:, h + i, w + j] += dy[:, h, w] · W[i, j]ᵀ: per tap (i, j), one GEMM into a contiguous array and a strided add
         dy_rows = conv3_dy.reshape(-1, 8)
         weight = p["conv3.weight"]
         tap_grad = ws["conv3.tap_grad"]
@@ -1078,7 +1077,7 @@ class ImageCnn(_CompiledModel):
         cols = ws["conv2.cols"].reshape(48, -1)
         grad = g["conv2.weight"].reshape(48, 16)
         _matmul_into(cols, dy_rows, grad, accumulate)
-        # dx[:, 2·h + i, 2·w + 2·j] += dy[:, h, w] · W[i, j]ᵀ: one GEMM per tap (i, j) into a contiguous array, then a strided add
+        # dx[:, 2·h + i, 2·w + 2·j] += dy[:, h, w] · W[i, j]ᵀ: per tap (i, j), one GEMM into a contiguous array and a strided add
         # (into the gradient of the padded image, whose middle is dx)
         dy_rows = conv2_dy.reshape(-1, 16)
         weight = p["conv2.weight"]
@@ -1111,7 +1110,7 @@ class ImageCnn(_CompiledModel):
         _matmul_into(cols, dy_rows, grad, accumulate)
         if not need_dx:
             return None
-        # dx[:, h + i, w + j] += dy[:, h, w] · W[i, j]ᵀ: one GEMM per tap (i, j) into a contiguous array, then a strided add
+        # dx[:, h + i, w + j] += dy[:, h, w] · W[i, j]ᵀ: per tap (i, j), one GEMM into a contiguous array and a strided add
         # (into the gradient of the padded image, whose middle is dx)
         dy_rows = conv1_dy.reshape(-1, 8)
         weight = p["conv1.weight"]
