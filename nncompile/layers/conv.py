@@ -132,8 +132,8 @@ class Conv1D(Layer):
         "padding and dilation; positions after the last whole window are not used."
     )
     shape_rule = (
-        "[length, chan_in] → [(length + padding - dilation·(k - 1) - 1) // stride + 1, out], padding counting the "
-        "zeros on both sides; needs dilation·(k - 1) + 1 ≤ length + padding"
+        "[length, chan_in] → [(length + 2·padding - dilation·(k - 1) - 1) // stride + 1, out] (same: [length, out]); "
+        "needs dilation·(k - 1) + 1 ≤ length + 2·padding"
     )
     param_layout = (
         "`weight` (k, chan_in, out), drawn by `init` with fan_in = k·chan_in and fan_out = k·out; `bias` (out,), zeros"

@@ -60,8 +60,8 @@ class Conv2D(Layer):
         "padding, stride and dilation per axis; rows and columns after the last whole window are not used."
     )
     shape_rule = (
-        "[H, W, chan_in] → [H', W', out], per axis n' = (n + padding - dilation·(k - 1) - 1) // stride + 1, padding "
-        "counting the zeros on both sides; needs dilation·(k - 1) + 1 ≤ n + padding on each axis"
+        "[H, W, chan_in] → [H', W', out] with, per axis, n' = (n + 2·padding - dilation·(k - 1) - 1) // stride + 1 "
+        "(same: n' = n); needs dilation·(k - 1) + 1 ≤ n + 2·padding on each axis"
     )
     param_layout = (
         "`weight` (kh, kw, chan_in, out), drawn by `init` with fan_in = kh·kw·chan_in and fan_out = kh·kw·out; "
