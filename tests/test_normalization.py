@@ -383,3 +383,48 @@ def test_layernorm_and_embedding_train_like_pytorch_for_three_steps(optimizer, r
         assert abs(loss - loss_t.item()) <= TOLERANCE * loss_t.item()
     for key, (tensor, to_ours) in pairs.items():
         assert rel_error(net.params[key], to_ours(tensor.detach()).numpy()) < TOLERANCE, key
+
+
+def test_normalizations_in_a_graph_match_pytorch_in_both_modes(rng):
+    """Two branches, one through BatchNorm, joined by Add, then LayerNorm: fan-out and merges around the new layers."""
+    source = (
+        "model Net {\n input x [5]\n a = x -> Linear(6) -> BatchNorm\n b = x -> Linear(6)\n"
+        " h = (a, b) -> Add -> LayerNorm -> Dropout(0.3)\n head = h -> Linear(2)\n loss MSE\n optimizer SGD(lr=0.05)\n}"
+    )
+    net = build(source)
+    la, lb, bn, ln, head = (
+        nn.Linear(5, 6).double(),
+        nn.Linear(5, 6).double(),
+        nn.BatchNorm1d(6).double(),
+        nn.LayerNorm(6).double(),
+        nn.Linear(6, 2).double(),
+    )
+    names = dict(zip(("linear_1", "b", "batchnorm_1", "layernorm_1", "head"), (la, lb, bn, ln, head)))
+    with torch.no_grad():
+        for prefix, module in names.items():
+            module.weight.copy_(torch.from_numpy(net.params[f"{prefix}.weight"].T.copy()))
+            module.bias.copy_(torch.from_numpy(net.params[f"{prefix}.bias"]))
+
+    def torch_forward(x):
+        return head(ln(bn(la(x)) + lb(x)))
+
+    optimizer = torch.optim.SGD([p for m in names.values() for p in m.parameters()], lr=0.05)
+    x, t = rng.standard_normal((8, 5)), rng.standard_normal((8, 2))
+    # Dropout draws masks a twin cannot know: the training path is compared on the same graph with Dropout(0.0),
+    # the inference path (Dropout the identity, BatchNorm on running statistics) on the model itself.
+    net_keep = build(source.replace("Dropout(0.3)", "Dropout(0.0)"))
+    net_keep.load_state_dict(net.state_dict())
+    for _ in range(3):
+        bn.train()
+        optimizer.zero_grad()
+        loss_t = nn.functional.mse_loss(torch_forward(torch.from_numpy(x)), torch.from_numpy(t))
+        loss_t.backward()
+        optimizer.step()
+        loss = net_keep.train_step(x, t)
+        assert abs(loss - loss_t.item()) <= TOLERANCE * loss_t.item()
+    np.testing.assert_allclose(net_keep.buffers["batchnorm_1.running_var"], bn.running_var.numpy(), rtol=TOLERANCE)
+    # Inference: the running statistics, and Dropout is the identity.
+    net.load_state_dict(net_keep.state_dict())
+    bn.eval()
+    expected = torch_forward(torch.from_numpy(x)).detach().numpy()
+    np.testing.assert_allclose(net.predict(x), expected, rtol=TOLERANCE, atol=1e-12)
