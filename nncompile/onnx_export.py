@@ -24,6 +24,7 @@ import numpy as np
 from .compiler import DTYPES, compile_models, read_source
 from .errors import CompileError, Diagnostic
 from .ir import Model, Node
+from .layers.activations import GELU_TANH_BETA, GELU_TANH_KAPPA
 
 DEFAULT_OPSET = 17
 # Opset 13 is the oldest with today's Softmax over one axis; LayerNormalization needs 17 (composed below that).
@@ -362,8 +363,6 @@ def _gelu(g, node, x, out):
         return g.op("Gelu", [x], out, approximate=approximate)
     if approximate == "tanh":
         # x·(1 + tanh u)/2 = x·sigmoid(2u), 2u = 2√(2/π)·(x + 0.044715 x³) = x·(a + b x²): no cancellation at the tails
-        from .layers.activations import GELU_TANH_BETA, GELU_TANH_KAPPA
-
         square = g.op("Mul", [x, x])
         inner = g.op(
             "Add", [g.scalar(2 * GELU_TANH_BETA), g.op("Mul", [square, g.scalar(2 * GELU_TANH_BETA * GELU_TANH_KAPPA)])]
