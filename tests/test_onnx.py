@@ -46,6 +46,18 @@ model EveryLayer {
 }
 """
 
+# Outputs that are no layer's own value: a Dropout (left out of the graph) of a hidden value and of the input.
+DROPOUT_OUTPUTS = """\
+model DropoutOutputs {
+    input [4]
+    kept = Dropout(0.5)
+    h = kept -> Linear(3)
+    d = h -> Dropout
+    output (h, d, kept)
+}
+"""
+SOURCES = {"EVERY_LAYER": EVERY_LAYER, "DROPOUT_OUTPUTS": DROPOUT_OUTPUTS}
+
 
 def _cases():
     files = sorted((ROOT / "examples").glob("*.nn")) + sorted((ROOT / "tests" / "golden").glob("*.nn"))
@@ -53,14 +65,15 @@ def _cases():
     for path in files:
         for model in nncompile.compile_models(path.read_text(encoding="utf-8"), str(path), on_warning=lambda w: None):
             cases.append(pytest.param(path, model.name, id=f"{path.parent.name}/{path.stem}/{model.name}"))
-    return [*cases, pytest.param("EVERY_LAYER", "EveryLayer", id="every_layer")]
+    cases.append(pytest.param("EVERY_LAYER", "EveryLayer", id="every_layer"))
+    return [*cases, pytest.param("DROPOUT_OUTPUTS", "DropoutOutputs", id="dropout_outputs")]
 
 
 CASES = _cases()
 
 
 def _source(path) -> str:
-    return EVERY_LAYER if path == "EVERY_LAYER" else Path(path).read_text(encoding="utf-8")
+    return SOURCES[path] if path in SOURCES else Path(path).read_text(encoding="utf-8")
 
 
 def _session(data: bytes):
@@ -192,6 +205,21 @@ def test_interface_metadata_and_source_lines():
     # No Dropout, no loss; transposes only at the ends of each channels-first run.
     ops = [n.op_type for n in graph.node]
     assert "Dropout" not in ops and ops.count("Transpose") == 7  # 2 for s, 2 for i, 1 Permute, 2 for s's BatchNorm
+
+
+def test_outputs_left_by_dropout_are_identities():
+    proto = onnx.load_from_string(nncompile.export_onnx(DROPOUT_OUTPUTS, seed=0))
+    assert [(n.op_type, list(n.input), list(n.output)) for n in proto.graph.node] == [
+        ("Gemm", ["x", "h.weight", "h.bias"], ["h"]),
+        ("Identity", ["h"], ["d"]),
+        ("Identity", ["x"], ["kept"]),
+    ]
+
+
+def test_importing_nncompile_does_not_import_onnx():
+    code = "import sys, nncompile; nncompile.compile_source('model M {\\n input [2]\\n Linear(1)\\n}'); print('onnx' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert result.stdout == "False\n"
 
 
 def test_seed_export_matches_the_module_drawn_with_that_seed():
