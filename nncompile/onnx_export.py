@@ -186,22 +186,34 @@ def _linear(g, node, xs, values):
     return g.op("Gemm", inputs, g.output_name())
 
 
-def _conv(g, node, xs, values, kernel_perm, geometry):
-    """Conv over the channels-first input: our weight (taps..., cin, out) becomes ONNX's (out, cin, taps...)."""
+def _conv(g, node, xs, values, axes, kernel_perm):
+    """Conv over the channels-first input: our weight (taps..., cin, out) becomes ONNX's (out, cin, taps...); each
+    convolved axis (an `Axis` of nncompile/layers/conv.py) gives its kernel size, stride, dilation and zeros before
+    and after ('same' puts the odd one after, as PyTorch does)."""
     rank = _rank(node)
     x = g.to_channels_first(xs[0], rank)
     inputs = [x, _param(g, node, "weight", values, lambda w: np.transpose(w, kernel_perm))]
-    if node.args.get("bias"):
+    if node.args["bias"]:
         inputs.append(_param(g, node, "bias", values))
-    y = g.op("Conv", inputs, **geometry)
+    y = g.op(
+        "Conv",
+        inputs,
+        kernel_shape=[a.k for a in axes],
+        strides=[a.stride for a in axes],
+        dilations=[a.dilation for a in axes],
+        pads=[a.before for a in axes] + [a.after for a in axes],
+    )
     return g.from_channels_first(y, rank)
 
 
 @maps("Conv1D", "Transpose, Conv (weight as (out, cin, k)), Transpose")
 def _conv1d(g, node, xs, values):
-    k, stride = node.args["k"], node.args["stride"]
-    geometry = {"kernel_shape": [k], "strides": [stride], "pads": [0, 0], "dilations": [1]}
-    return _conv(g, node, xs, values, (2, 1, 0), geometry)
+    return _conv(g, node, xs, values, [node.kind.axis(node.in_shapes[0], node.args)], (2, 1, 0))
+
+
+@maps("Conv2D", "Transpose, Conv (weight as (out, cin, kh, kw)), Transpose")
+def _conv2d(g, node, xs, values):
+    return _conv(g, node, xs, values, node.kind.axes(node.in_shapes[0], node.args), (3, 2, 0, 1))
 
 
 def _pool(g, node, xs, op_type, kernel, strides, pads, **extra):
