@@ -284,17 +284,17 @@ def _print_warning(text: str) -> None:
 
 
 def _onnx(args: argparse.Namespace, source: str) -> bytes:
-    from .onnx_export import DEFAULT_OPSET, OnnxMissing, OpsetError, export_onnx
+    from .onnx_export import DEFAULT_OPSET, OnnxMissing, OpsetError, export_source
 
     try:
-        return export_onnx(
+        return export_source(
             source,
+            args.input,
             weights=args.weights,
             seed=args.seed,
             opset=DEFAULT_OPSET if args.opset is None else args.opset,
             model=args.model,
             dtype=args.dtype,
-            filename=args.input,
             on_warning=_print_warning,
         )
     except (OnnxMissing, OpsetError) as err:

@@ -312,9 +312,6 @@ def _multiply(g, node, xs, values):
 
 # Elementwise layers work on any layout: where the input also exists channels-first (after a Conv or a pool),
 # they run there too, so that a following Conv or pool needs no transposes (the unused ones are dropped at the end).
-ELEMENTWISE: set[str] = set()
-
-
 def elementwise(layer: str, operators: str):
     def register(function):
         def mapping(g, node, xs, values):
@@ -324,7 +321,6 @@ def elementwise(layer: str, operators: str):
             y = function(g, node, g.channels_first[x], None)
             return g.from_channels_first(y, _rank(node))
 
-        ELEMENTWISE.add(layer)
         return maps(layer, operators)(mapping)
 
     return register
@@ -669,11 +665,24 @@ def export_onnx(
     The parameter values come from `weights` (the path of an .npz file written by the module's save(), or a dict
     as its state_dict() returns) or are drawn as `Model(seed=seed)` draws them; give exactly one. `model` names the
     model of a file that holds several. `dtype` is the floating-point type of the ONNX model, as of the module;
-    `filename` names source text in messages and in the model's metadata. Warnings go to `on_warning` (by default
-    Python warnings), as for `compile_models`.
+    `filename` names source text in messages and in the model's metadata. Whether the first argument is a path is
+    decided as `nncompile.load` decides it: a path object, or a one-line string without '{'. Warnings go to
+    `on_warning` (by default Python warnings), as for `compile_models`.
     Raises CompileError for problems with the file or the weights (located, as the compiler reports them),
     OnnxMissing without the onnx package, OpsetError for an opset out of range.
     """
+    if _is_path(source_or_path):
+        path = os.fspath(source_or_path)
+        _check_options(weights, seed, opset, dtype)  # before reading the file: the same order as below
+        return export_source(
+            read_source(path), path, weights, seed, opset, model=model, dtype=dtype, on_warning=on_warning
+        )
+    return export_source(
+        source_or_path, filename or "<string>", weights, seed, opset, model=model, dtype=dtype, on_warning=on_warning
+    )
+
+
+def _check_options(weights, seed, opset, dtype) -> None:
     onnx, _, _ = _import_onnx()
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
@@ -687,11 +696,22 @@ def export_onnx(
             "export_onnx needs exactly one of weights= (a file written by the module's save(), or a state_dict()) "
             "and seed= (fresh parameters, as Model(seed=...) draws them)"
         )
-    if _is_path(source_or_path):
-        filename = os.fspath(source_or_path)
-        source = read_source(filename)
-    else:
-        filename, source = filename or "<string>", source_or_path
+
+
+def export_source(
+    source: str,
+    filename: str,
+    weights=None,
+    seed: int | None = None,
+    opset: int = DEFAULT_OPSET,
+    *,
+    model: str | None = None,
+    dtype: str = "float32",
+    on_warning: Callable[[str], None] | None = None,
+) -> bytes:
+    """`export_onnx` for source text read from `filename` (as the command reads it), without guessing whether a
+    string is a path."""
+    _check_options(weights, seed, opset, dtype)
     chosen = _select(compile_models(source, filename, on_warning), model, filename, source)
     _unmapped(chosen, filename, source)
     if weights is not None:

@@ -442,6 +442,10 @@ def test_file_errors_and_model_choice(tmp_path):
     bad.write_text("model M {\n    input [4]\n    Linear(0)\n}\n")
     result = _cli(bad, "--emit", "onnx", "-o", out, "--seed", "0")
     assert result.returncode == 1 and result.stderr.startswith(f"{bad}:3:") and "Traceback" not in result.stderr
+    # A file of one line without '{' is source text to the command (never taken for a path, as a string may be).
+    bad.write_text("Linear(10)")
+    result = _cli(bad, "--emit", "onnx", "-o", out, "--seed", "0")
+    assert result.returncode == 1 and result.stderr.startswith(f"{bad}:1:1: error: ") and "no such" not in result.stderr
 
 
 def test_api_argument_errors():
