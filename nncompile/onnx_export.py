@@ -400,17 +400,28 @@ def _log_softmax(g, node, xs, values):
 @maps("BatchNorm", "Sub, Mul, then Mul, Add when affine (the running statistics as constants)")
 def _batchnorm(g, node, xs, values):
     # As the module computes inference: (x - running_mean) · (1 / √(running_var + eps)) · weight + bias, with the
-    # same roundings (the reciprocal square root computed here in the model's type, as the module does).
+    # same roundings (the reciprocal square root computed here in the model's type, as the module does). After a
+    # Conv or a pool it runs on their channels-first output, its constants shaped (C, 1, ...) to broadcast there.
+    x, rank = xs[0], _rank(node)
+    first = x in g.channels_first and rank > 2
+    if first:
+        x = g.channels_first[x]
+    shape = (-1, *(1,) * (rank - 2)) if first else (-1,)
+    out = None if first else g.output_name()
+
+    def constant(suffix, value):
+        return g.const(suffix, np.reshape(value, shape))
+
     mean = values[f"{node.name}.running_mean"]
     var = values[f"{node.name}.running_var"]
     inv_std = np.reciprocal(np.sqrt(np.add(var, node.args["eps"], dtype=g.dtype)))
-    y = g.op("Sub", [xs[0], g.const(".running_mean", mean)])
-    last = not node.args["affine"]
-    y = g.op("Mul", [y, g.const("/inv_std", inv_std)], g.output_name() if last else None)
-    if last:
-        return y
-    y = g.op("Mul", [y, _param(g, node, "weight", values)])
-    return g.op("Add", [y, _param(g, node, "bias", values)], g.output_name())
+    y = g.op("Sub", [x, constant(".running_mean", mean)])
+    affine = node.args["affine"]
+    y = g.op("Mul", [y, constant("/inv_std", inv_std)], None if affine else out)
+    if affine:
+        y = g.op("Mul", [y, constant(".weight", values[f"{node.name}.weight"])])
+        y = g.op("Add", [y, constant(".bias", values[f"{node.name}.bias"])], out)
+    return g.from_channels_first(y, rank) if first else y
 
 
 @maps(

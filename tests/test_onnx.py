@@ -238,7 +238,19 @@ def test_interface_metadata_and_source_lines():
         assert match[4] in lines[line - 1][column - 1 :], node.doc_string  # a named chain's span starts at its name
     # No Dropout, no loss; transposes only at the ends of each channels-first run.
     ops = [n.op_type for n in graph.node]
-    assert "Dropout" not in ops and ops.count("Transpose") == 7  # 2 for s, 2 for i, 1 Permute, 2 for s's BatchNorm
+    assert "Dropout" not in ops and ops.count("Transpose") == 5  # 2 for s, 2 for i, 1 Permute
+
+
+def test_a_cnn_is_transposed_only_at_its_ends():
+    """Conv2D, BatchNorm, ReLU and MaxPool2D all run channels-first: one transpose in, one out."""
+    proto = onnx.load_from_string(nncompile.export_onnx(ROOT / "examples" / "digits_cnn2d.nn", seed=0))
+    ops = [n.op_type for n in proto.graph.node]
+    assert ops == ["Transpose", *["Conv", "Sub", "Mul", "Mul", "Add", "Relu"] * 2, "MaxPool", "Transpose"] + [
+        "Flatten",
+        "Gemm",
+        "Relu",
+        "Gemm",
+    ]
 
 
 def test_outputs_left_by_dropout_are_identities():
