@@ -1,6 +1,7 @@
 """nncompile: compile `.nn` neural-network descriptions into standalone, readable NumPy modules.
 
-`compile_source` returns the generated code; `load` compiles and imports it in one go.
+`compile_source` returns the generated code; `load` compiles and imports it in one go; `export_onnx` writes a
+model with its parameters as ONNX (needs the optional onnx package).
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ __version__ = "0.1.0"
 
 from .compiler import DTYPES, NNCompileWarning, compile_file, compile_models, compile_source, load
 from .errors import CompileError, Diagnostic, Span
+from .onnx_export import export_onnx
 
 __all__ = [
     "DTYPES",
@@ -20,5 +22,6 @@ __all__ = [
     "compile_file",
     "compile_models",
     "compile_source",
+    "export_onnx",
     "load",
 ]

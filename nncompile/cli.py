@@ -41,6 +41,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
+    return value
+
+
 class _Parser(argparse.ArgumentParser):
     def print_help(self, file=None) -> None:
         # argparse ignores a failed write of --help and exits 0; report it like any other write to stdout.
@@ -66,14 +76,30 @@ def _parser() -> argparse.ArgumentParser:
     )
     mode.add_argument(
         "--emit",
-        choices=("py", "ir"),
+        choices=("py", "ir", "onnx"),
         default="py",
-        help="what to write: the Python module (py, the default) or the shape-inferred IR as JSON (ir)",
+        help=(
+            "what to write: the Python module (py, the default), the shape-inferred IR as JSON (ir) or an ONNX model "
+            "(onnx, to the file given with -o; needs --weights or --seed)"
+        ),
     )
     parser.add_argument(
         "--batch", type=_positive_int, help="batch size for the activation memory of --summary (default 1)"
     )
     parser.add_argument("--dtype", choices=DTYPES, default="float32", help="floating-point type of the module")
+    onnx = parser.add_argument_group("ONNX export (--emit onnx)")
+    values = onnx.add_mutually_exclusive_group()
+    values.add_argument("--weights", metavar="FILE", help="the parameters: an .npz file written by the module's save()")
+    values.add_argument(
+        "--seed", type=_non_negative_int, metavar="N", help="fresh parameters, drawn as Model(seed=N) draws them"
+    )
+    onnx.add_argument(
+        "--opset",
+        type=_positive_int,
+        metavar="N",
+        help="ONNX opset to target (default 17; GELU becomes one Gelu from 20)",
+    )
+    onnx.add_argument("--model", metavar="NAME", help="the model to export, for a file that holds several")
     return parser
 
 
@@ -149,7 +175,7 @@ def _umask() -> int:
     return mask
 
 
-def write_atomically(path: str, text: str) -> None:
+def write_atomically(path: str, text: str | bytes) -> None:
     """Write to a temporary file beside `path`, then rename, so a failure never leaves half a file.
 
     Only a regular file (or nothing) at `path` is replaced: a device, FIFO or socket is refused and left untouched.
@@ -174,7 +200,8 @@ def write_atomically(path: str, text: str) -> None:
         temp = None
         try:
             fd, temp = tempfile.mkstemp(prefix=".nncompile-", suffix=".tmp", dir=directory)
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            binary = isinstance(text, bytes)
+            with os.fdopen(fd, "wb" if binary else "w", encoding=None if binary else "utf-8") as handle:
                 handle.write(text)
             os.chmod(temp, mode)
             if not held:
@@ -233,6 +260,15 @@ def _check_usage(parser: argparse.ArgumentParser, args: argparse.Namespace) -> N
         parser.error("--summary prints to stdout; it cannot be combined with -o")
     if args.batch is not None and not args.summary:
         parser.error("--batch only applies to --summary")
+    onnx_options = [f"--{o}" for o in ("weights", "seed", "opset", "model") if getattr(args, o) is not None]
+    if args.emit != "onnx" and onnx_options:
+        parser.error(f"{onnx_options[0]} only applies to --emit onnx")
+    if args.emit == "onnx" and args.output is None:
+        parser.error("--emit onnx writes a binary file: give it with -o, e.g. -o model.onnx")
+    if args.emit == "onnx" and args.weights is None and args.seed is None:
+        parser.error("--emit onnx needs the parameters: --weights FILE (written by save()) or --seed N (fresh ones)")
+    if args.weights == "":
+        parser.error("argument --weights: expected a file name, got an empty string")
 
 
 def _same_file(a: str, b: str) -> bool:
@@ -247,14 +283,34 @@ def _print_warning(text: str) -> None:
     _print_error(text)
 
 
-def _produce(args: argparse.Namespace, source: str) -> str | None:
-    """The text to write for these arguments, or None for --check."""
+def _onnx(args: argparse.Namespace, source: str) -> bytes:
+    from .onnx_export import DEFAULT_OPSET, OnnxMissing, OpsetError, export_source
+
+    try:
+        return export_source(
+            source,
+            args.input,
+            weights=args.weights,
+            seed=args.seed,
+            opset=DEFAULT_OPSET if args.opset is None else args.opset,
+            model=args.model,
+            dtype=args.dtype,
+            on_warning=_print_warning,
+        )
+    except (OnnxMissing, OpsetError) as err:
+        raise _Failure(f"{display_name(args.input)}: error: {err}") from None
+
+
+def _produce(args: argparse.Namespace, source: str) -> str | bytes | None:
+    """The text (or, for ONNX, the bytes) to write for these arguments, or None for --check."""
     if args.summary:
         models = compile_models(source, filename=args.input, on_warning=_print_warning)
         return introspect.summary(models, batch=args.batch or 1, dtype=args.dtype)
     if args.emit == "ir":
         models = compile_models(source, filename=args.input, on_warning=_print_warning)
         return introspect.ir_json(models, filename=args.input, dtype=args.dtype)
+    if args.emit == "onnx":
+        return _onnx(args, source)
     code = compile_source(source, dtype=args.dtype, filename=args.input, on_warning=_print_warning)
     return None if args.check else code
 
