@@ -846,7 +846,8 @@ class _CompiledModel:
         weight = None if sample_weight is None else self._check_weight(sample_weight, len(inputs[0]), "sample_weight")
         batch_size = 256 if batch_size is None else _check_int("batch_size", batch_size, 1)
         try:
-            return self._in_mode(False, self._evaluate_checked, inputs, targets, batch_size, weight)
+            weighted = () if weight is None else (weight,)
+            return self._in_mode(False, self._evaluate_checked, inputs, targets, batch_size, *weighted)
         finally:
             self._saved = self._targets = None
 
