@@ -118,6 +118,14 @@ class OptimizerStmt:
 
 
 @dataclass
+class ScheduleStmt:
+    """`schedule Call`: the learning-rate schedule."""
+
+    call: Call
+    span: Span
+
+
+@dataclass
 class BlockParam:
     name: str
     span: Span

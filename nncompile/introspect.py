@@ -95,6 +95,7 @@ def summary(models: list[Model], batch: int = 1, dtype: str = "float32") -> str:
             *_blocks(model),
             *_outputs_and_losses(model),
             f"Optimizer: {model.optimizer.source}" + (" (the default)" if model.optimizer.span is None else ""),
+            *([f"Schedule: {model.schedule.source}"] if model.schedule is not None else []),
         ]
         blocks.append("\n".join(out))
     return "\n\n".join(blocks) + "\n"
@@ -189,6 +190,7 @@ def ir_dict(models: list[Model], filename: str = "<string>", dtype: str = "float
                 "nodes": [_node(n) for n in model.nodes],
                 "losses": [{"output": t.output, "scale": t.scale, **_component(t.component)} for t in model.losses],
                 "optimizer": _component(model.optimizer),
+                "schedule": _component(model.schedule),
             }
             for model in models
         ],

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from . import ast
 from .errors import Reporter, Span, did_you_mean_help
-from .registry import INITS, LAYERS, LOSSES, OPTIMIZERS, Bound, Entry, Layer, Param, format_value
+from .registry import INITS, LAYERS, LOSSES, OPTIMIZERS, SCHEDULES, Bound, Entry, Layer, Param, format_value
 
 # The name of the one input of a model declared the v1 way, `input [64]`.
 DEFAULT_INPUT = "x"
@@ -62,7 +62,7 @@ class Input:
 
 @dataclass
 class Component:
-    """The loss or the optimizer of a model: a registry entry with bound arguments."""
+    """The loss, the optimizer or the schedule of a model: a registry entry with bound arguments."""
 
     kind: type[Entry]
     args: dict
@@ -96,6 +96,8 @@ class Model:
     blocks: dict[str, str] = field(default_factory=dict)
     # Node → the statement name that stands for its value, where the two differ (`h = x -> A -> B`: B's node).
     aliases: dict[str, str] = field(default_factory=dict)
+    # The learning-rate schedule (`schedule StepLR(step_size=10)`), or None.
+    schedule: Component | None = None
 
     def label(self, value: str) -> str:
         """A value as the user knows it: `h (linear_2)` for a chain's last node, else its own name."""
@@ -669,7 +671,7 @@ class _GraphBuilder:
                     )
                 output = stmt
             else:
-                what = "loss" if isinstance(stmt, ast.LossStmt) else "optimizer"
+                what = {ast.LossStmt: "loss", ast.OptimizerStmt: "optimizer"}.get(type(stmt), "schedule")
                 self.reporter.error(f"a block has no {what}; it belongs to the model that uses the block", stmt.span)
         if not scope.results:
             self.reporter.error(f"block '{decl.name}' has no layers", decl.name_span)
@@ -836,12 +838,27 @@ def _build_model(decl: ast.ModelDecl, blocks: dict[str, ast.BlockDecl], filename
     output_stmts = [s for s in decl.statements if isinstance(s, ast.OutputStmt)]
     losses = [s for s in decl.statements if isinstance(s, ast.LossStmt)]
     optimizers = [s for s in decl.statements if isinstance(s, ast.OptimizerStmt)]
+    schedules = [s for s in decl.statements if isinstance(s, ast.ScheduleStmt)]
 
     inputs = _check_inputs(decl, input_stmts, reporter)
     if not layers:
         reporter.error(f"model '{decl.name}' has no layers", decl.name_span)
     for extra in optimizers[1:]:
         reporter.error("a model has at most one optimizer statement", extra.span)
+    for extra in schedules[1:]:
+        reporter.error(
+            "a model has at most one schedule statement",
+            extra.span,
+            notes=[f"the first is at {schedules[0].span}"],
+            helps=["keep one schedule statement"],
+        )
+    if schedules and optimizers and _after(optimizers[0].span, schedules[0].span):
+        reporter.error(
+            "the schedule must come after the optimizer",
+            schedules[0].span,
+            notes=[f"the optimizer is at {optimizers[0].span}"],
+            helps=["move the schedule below the optimizer statement: it changes that optimizer's lr"],
+        )
     for extra in output_stmts[1:]:
         reporter.error(
             "a model has at most one output statement",
@@ -849,7 +866,7 @@ def _build_model(decl: ast.ModelDecl, blocks: dict[str, ast.BlockDecl], filename
             notes=[f"the first is at {output_stmts[0].span}"],
             helps=["list every output in one statement: 'output (a, b)'"],
         )
-    for group, what in ((losses, "loss"), (optimizers, "optimizer")):
+    for group, what in ((losses, "loss"), (optimizers, "optimizer"), (schedules, "schedule")):
         for stmt in group[:1]:
             later_layers = [s for s in layers if (s.span.line, s.span.column) > (stmt.span.line, stmt.span.column)]
             if later_layers:
@@ -908,7 +925,13 @@ def _build_model(decl: ast.ModelDecl, blocks: dict[str, ast.BlockDecl], filename
         name, given = DEFAULT_OPTIMIZER
         kind = OPTIMIZERS[name]
         args = {a.name: given.get(a.name, a.default) for a in kind.args}
-        optimizer = Component(kind, args, None, kind.signature())
+        optimizer = Component(kind, args, None, _default_source(kind, args))
+    schedule = None
+    if schedules:
+        call = schedules[0].call
+        kind = lookup(SCHEDULES, call, "schedule", reporter)
+        args = bind_args(kind, call, reporter) if kind else None
+        schedule = Component(kind, args, schedules[0].span, _call_source(call)) if args is not None else None
 
     if len(reporter.diagnostics) > before or not output_names:
         return None
@@ -924,7 +947,22 @@ def _build_model(decl: ast.ModelDecl, blocks: dict[str, ast.BlockDecl], filename
         optimizer,
         builder.instances,
         builder.aliases,
+        schedule,
     )
+
+
+def _after(first: Span, second: Span) -> bool:
+    """Whether `first` starts after `second`."""
+    return (first.line, first.column) > (second.line, second.column)
+
+
+def _default_source(kind: type[Entry], args: dict) -> str:
+    """The default optimizer written out with the arguments that say something: options not taken (None) and
+    switches left off (false) are left out."""
+    shown = [
+        f"{name}={format_value(value)}" for name, value in args.items() if value is not None and value is not False
+    ]
+    return f"{kind.name}({', '.join(shown)})" if shown else kind.name
 
 
 def _loss_terms(losses, output_names, output_values, scope, builder, reporter) -> list[LossTerm]:

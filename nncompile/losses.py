@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from .registry import Arg, Buffer, Loss, ShapeError, positive, register
+from .registry import Arg, Buffer, Loss, ShapeError, in_closed_unit_interval, positive, register
 
 
 @register
@@ -28,15 +28,28 @@ class MSE(Loss):
 class CrossEntropy(Loss):
     name = "CrossEntropy"
     aliases = ("CELogSoftmax",)
+    args = (
+        Arg(
+            "label_smoothing",
+            "float",
+            0.0,
+            check=in_closed_unit_interval,
+            doc="ε in [0, 1]: the target becomes (1 - ε)·t + ε/classes, as in PyTorch",
+        ),
+    )
     template = "losses/cross_entropy.py.j2"
-    summary = "Log-softmax plus negative log-likelihood on logits, mean over the batch."
+    summary = "Log-softmax plus negative log-likelihood on logits, mean over the batch, with PyTorch's label smoothing."
     targets = (
         "integer class labels (batch,) or probabilities (batch, classes): rows of non-negative values summing to 1, "
         "e.g. one-hot"
     )
-    forward_formula = "L = mean_b( logsumexp(z_b) - Σ_c t_bc z_bc ),  t = one-hot of the label"
-    backward_formulas = ("dz = (softmax(z) - t) / batch",)
+    forward_formula = (
+        "L = mean_b( logsumexp(z_b) - Σ_c t'_bc z_bc ),  t' = (1 - ε)·t + ε/classes,  t = one-hot label or given "
+        "probabilities"
+    )
+    backward_formulas = ("dz = (softmax(z) - t') / batch",)
     metric = "accuracy"
+    probabilities = "softmax"
     predicted_classes = "z.argmax(axis=1)"
     true_classes = "target if target.ndim == 1 else target.argmax(axis=1)"
 
@@ -73,6 +86,7 @@ class BCE(Loss):
     forward_formula = "L = -mean( t·max(log p, -100) + (1 - t)·max(log(1 - p), -100) ),  p = clip(z, 0, 1)"
     backward_formulas = ("dz = (p - t) / max(p·(1 - p), 1e-12) / N,  N = number of elements",)
     metric = "accuracy"
+    probabilities = "identity"
     predicted_classes = "z > 0.5"
     true_classes = "target > 0.5"
 
@@ -103,6 +117,7 @@ class BCEWithLogits(Loss):
     forward_formula = "L = mean( max(z, 0) - z·t + log(1 + e^(-|z|)) )"
     backward_formulas = ("dz = (sigmoid(z) - t) / N,  N = number of elements",)
     metric = "accuracy"
+    probabilities = "sigmoid"
     predicted_classes = "z > 0"
     true_classes = "target > 0.5"
 

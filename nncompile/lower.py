@@ -255,6 +255,38 @@ class OptimizerView:
     args: dict
     source: str
     slots: tuple[str, ...]
+    # Extra scratch arrays of the parameters' size its update needs (not saved).
+    work: tuple[str, ...] = ()
+
+    @property
+    def formula(self) -> str:
+        return self.kind.formula(self.args)
+
+    @property
+    def clipped(self) -> bool:
+        """Whether the update starts by clipping the gradients (clip_norm or clip_value given)."""
+        return self.args.get("clip_norm") is not None or self.args.get("clip_value") is not None
+
+    @property
+    def attributes(self) -> dict:
+        """The arguments the model keeps as checked attributes (hyperparameters): the numbers given a value; the
+        switches (bool) and options not taken (None) are decided in the generated code."""
+        specs = {arg.name: arg for arg in self.kind.args}
+        return {
+            name: value
+            for name, value in self.args.items()
+            if value is not None and specs[name].type in ("float", "int")
+        }
+
+
+@dataclass
+class ScheduleView:
+    """The learning-rate schedule: its template renders `_scheduled_lr(self, epoch, lr)`."""
+
+    kind: type
+    args: dict
+    source: str
+    location: str
 
 
 @dataclass
@@ -287,6 +319,7 @@ class ModelView:
     buffers: list[BufferView]
     losses: list[LossView]
     optimizer: OptimizerView
+    schedule: ScheduleView | None
     saved: list[str]
     config: str
     param_count: int
@@ -305,6 +338,15 @@ class ModelView:
     @property
     def name(self):
         return self.model.name
+
+    def flat_arrays(self, names, beside: int) -> str:
+        """Code for a dict name → a zeroed flat array of the parameters' size, laid out as the formatter would (it
+        follows `beside` characters in a statement indented by 8)."""
+        items = [f'"{name}": _aligned_full({self.param_count}, 0, DTYPE)' for name in names]
+        flat = "{" + ", ".join(items) + "}"
+        if 8 + beside + len(flat) <= LINE_LENGTH:
+            return flat
+        return "{\n" + "".join(f"            {item},\n" for item in items) + "        }"
 
     @property
     def integer_inputs(self) -> str:
@@ -329,11 +371,17 @@ class ModelView:
 
     @property
     def hyperparameters(self) -> str:
-        """(name, type, rule) of each optimizer argument: the runtime checks values set on the model by the rule the
-        compiler checked the .nn value with (the rule names of nncompile/registry.py's checks)."""
+        """(name, type, rule) of each optimizer hyperparameter: the runtime checks values set on the model by the rule
+        the compiler checked the .nn value with (the rule names of nncompile/registry.py's checks). With a schedule,
+        lr may reach 0 (annealed to eta_min=0), and the schedule's base lr is one more."""
         specs = {arg.name: arg for arg in self.optimizer.kind.args}
-        rows = tuple((name, specs[name].type, getattr(specs[name].check, "rule", None)) for name in self.optimizer.args)
-        return py_literal(rows, 4, len("_hyperparameters = "))
+        rows = [
+            (name, specs[name].type, getattr(specs[name].check, "rule", None)) for name in self.optimizer.attributes
+        ]
+        if self.schedule is not None:
+            rows = [(name, kind, "non_negative" if name == "lr" else rule) for name, kind, rule in rows]
+            rows.append(("base_lr", "float", "positive"))
+        return py_literal(tuple(rows), 4, len("_hyperparameters = "))
 
     @property
     def param_rows(self) -> list[str]:
@@ -356,7 +404,7 @@ class ModelView:
         rows = []
         for term in self.losses:
             metric = py_literal(term.kind.metric)
-            rows.append(f'("{term.output}", {py_literal(term.scale)}, {metric})')
+            rows.append(f'("{term.output}", {py_literal(term.scale)}, {metric}, {py_literal(term.kind.probabilities)})')
         return rows
 
     @property
@@ -409,6 +457,9 @@ def _config(model: Model) -> dict:
             for t in model.losses
         ],
         "optimizer": {"type": model.optimizer.kind.name, "args": dict(model.optimizer.args)},
+        "schedule": None
+        if model.schedule is None
+        else {"type": model.schedule.kind.name, "args": dict(model.schedule.args)},
     }
 
 
@@ -642,7 +693,16 @@ def lower(model: Model, dtype: str = "float32") -> ModelView:
         args=model.optimizer.args,
         source=model.optimizer.source,
         slots=model.optimizer.kind.slots(model.optimizer.args),
+        work=model.optimizer.kind.work(model.optimizer.args),
     )
+    schedule = None
+    if model.schedule is not None:
+        schedule = ScheduleView(
+            kind=model.schedule.kind,
+            args=model.schedule.args,
+            source=model.schedule.source,
+            location=_location(model, model.schedule.span),
+        )
     stacked = []
     for node in model.nodes:
         for group, shape in node.bound.stacked.items():
@@ -660,6 +720,7 @@ def lower(model: Model, dtype: str = "float32") -> ModelView:
         buffers=buffers,
         losses=losses,
         optimizer=optimizer,
+        schedule=schedule,
         saved=list(saved),
         config=py_literal(_config(model), indent=8),
         param_count=start,

@@ -26,13 +26,13 @@ from .resources import grammar_text
 
 # Integer literals longer than this are refused while parsing (no argument or dimension is anywhere near it).
 MAX_LITERAL_DIGITS = 100
-RESERVED_WORDS = ("model", "block", "input", "output", "loss", "optimizer", "true", "false", "int")
-_RESERVED_TYPES = {"MODEL", "INPUT", "LOSS", "OPTIMIZER", "BOOL", "OUTPUT", "BLOCK", "INPUT_TYPE"}
+RESERVED_WORDS = ("model", "block", "input", "output", "loss", "optimizer", "schedule", "true", "false", "int")
+_RESERVED_TYPES = {"MODEL", "INPUT", "LOSS", "OPTIMIZER", "SCHEDULE", "BOOL", "OUTPUT", "BLOCK", "INPUT_TYPE"}
 _OPENERS = {"LPAR": "RPAR", "LINE_LPAR": "RPAR", "LSQB": "RSQB", "LBRACE": "RBRACE"}
 _CLOSERS = {"RPAR": "LPAR", "RSQB": "LSQB", "RBRACE": "LBRACE"}
 _VALUE_TYPES = {"NAME", "NUMBER", "BOOL"}
 # Tokens that can only begin a new statement or model, or end one.
-_STATEMENT_START = {"MODEL", "BLOCK", "INPUT", "OUTPUT", "LOSS", "OPTIMIZER", "RBRACE"}
+_STATEMENT_START = {"MODEL", "BLOCK", "INPUT", "OUTPUT", "LOSS", "OPTIMIZER", "SCHEDULE", "RBRACE"}
 
 
 class _LineStartParen(PostLex):
@@ -180,6 +180,9 @@ class _ToAst(Transformer):
     def optimizer_stmt(self, meta, children):
         return ast.OptimizerStmt(children[0], Span.of(meta))
 
+    def schedule_stmt(self, meta, children):
+        return ast.ScheduleStmt(children[0], Span.of(meta))
+
     def call(self, meta, children):
         name, *args = children
         args = [_as_arg(a) for a in args if a is not None]
@@ -293,6 +296,7 @@ _TOKEN_WORDS = {
     "INPUT": "'input'",
     "LOSS": "'loss'",
     "OPTIMIZER": "'optimizer'",
+    "SCHEDULE": "'schedule'",
     "OUTPUT": "'output'",
     "BLOCK": "'block'",
     "ARROW": "'->'",
@@ -453,11 +457,19 @@ def _value_after_equal(f: Failure) -> Diagnostic | None:
     return None
 
 
+_STATEMENT_EXAMPLES = {
+    "loss": "loss CrossEntropy",
+    "optimizer": "optimizer SGD(lr=0.1)",
+    "schedule": "schedule StepLR(step_size=10)",
+}
+
+
 def _statement_as_value(f: Failure) -> Diagnostic | None:
-    """`loss = CrossEntropy`, `optimizer = SGD` and `image = input [64]`: statements written as assignments."""
-    if f.token.type == "EQUAL" and f.top_is("LOSS", "OPTIMIZER"):
+    """`loss = CrossEntropy`, `optimizer = SGD`, `schedule = StepLR` and `image = input [64]`: statements written as
+    assignments."""
+    if f.token.type == "EQUAL" and f.top_is("LOSS", "OPTIMIZER", "SCHEDULE"):
         word = str(f.top())
-        example = "loss CrossEntropy" if word == "loss" else "optimizer SGD(lr=0.1)"
+        example = _STATEMENT_EXAMPLES[word]
         return Diagnostic(
             f"'{word}' is a reserved word: the {word} is a statement, not a value to assign",
             Span.of(f.top()).to(Span.of(f.token)),
@@ -624,6 +636,10 @@ def _optimizer_name(f: Failure) -> Diagnostic | None:
     return _keyword_name(f, "optimizer", "optimizer SGD(lr=0.1)")
 
 
+def _schedule_name(f: Failure) -> Diagnostic | None:
+    return _keyword_name(f, "schedule", "schedule StepLR(step_size=10)")
+
+
 def _between_statements(f: Failure) -> Diagnostic | None:
     """A ',' or ';' between statements, an unmatched ')' or ']', or a '=' with no name before it."""
     if f.token.type == "COMMA":
@@ -653,13 +669,22 @@ SYNTAX_EXAMPLES: list[tuple[Callable[[Failure], Diagnostic | None], list[str]]] 
             _M + "input = Linear(2) }",
             _M + "loss = Linear(2) }",
             _M + "optimizer = SGD }",
+            _M + "schedule = StepLR }",
             _M + "true = Linear(2) }",
             _M + "Linear(input=2) }",
             _M + "Linear(2, loss=2) }",
             _M + "fc = input }",
         ],
     ),
-    (_statement_as_value, [_M + "loss = CrossEntropy }", _M + "optimizer = SGD }", "model M { image = input [4] }"]),
+    (
+        _statement_as_value,
+        [
+            _M + "loss = CrossEntropy }",
+            _M + "optimizer = SGD }",
+            _M + "schedule = StepLR }",
+            "model M { image = input [4] }",
+        ],
+    ),
     (
         _stray_comma,
         [
@@ -690,6 +715,7 @@ SYNTAX_EXAMPLES: list[tuple[Callable[[Failure], Diagnostic | None], list[str]]] 
             _M + "Linear(2\n loss MSE }",
             _M + "Linear(2\n input [3] }",
             _M + "Linear(2\n optimizer SGD }",
+            _M + "Linear(2\n schedule StepLR }",
             _M + "Linear(2\n model",
             _M + "Linear(2",
             _M + "Linear(2 3) }",
@@ -736,6 +762,8 @@ SYNTAX_EXAMPLES: list[tuple[Callable[[Failure], Diagnostic | None], list[str]]] 
             _M + "Linear optimizer SGD",
             _M + "Linear optimizer SGD(lr=1)",
             _M + "Linear optimizer SGD model",
+            _M + "Linear schedule StepLR",
+            _M + "Linear schedule StepLR(step_size=1)",
             "model M { input [4] model",
         ],
     ),
@@ -755,6 +783,7 @@ SYNTAX_EXAMPLES: list[tuple[Callable[[Failure], Diagnostic | None], list[str]]] 
             "fc = Linear(2)",
             "loss MSE",
             "optimizer SGD",
+            "schedule StepLR",
             "}",
             "1",
             "(",
@@ -770,6 +799,10 @@ SYNTAX_EXAMPLES: list[tuple[Callable[[Failure], Diagnostic | None], list[str]]] 
     (
         _optimizer_name,
         [_M + "Linear(2) optimizer }", _M + "Linear(2) optimizer 1 }", _M + "optimizer", _M + "optimizer ("],
+    ),
+    (
+        _schedule_name,
+        [_M + "Linear(2) schedule }", _M + "Linear(2) schedule 1 }", _M + "schedule", _M + "schedule ("],
     ),
     (
         _between_statements,

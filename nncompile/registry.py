@@ -73,6 +73,14 @@ def in_unit_interval(value) -> str | None:
     return None if 0 <= value < 1 else "must be in [0, 1)"
 
 
+def in_closed_unit_interval(value) -> str | None:
+    return None if 0 <= value <= 1 else "must be in [0, 1]"
+
+
+def in_half_open_unit_interval(value) -> str | None:
+    return None if 0 < value <= 1 else "must be in (0, 1]"
+
+
 @dataclass(frozen=True)
 class Param:
     """An array a layer keeps between batches: `name` is the suffix after the layer name (`weight` →
@@ -246,6 +254,9 @@ class Loss(Entry):
     # Then `predicted_classes` and `true_classes` are code over `z` (the last layer's output, batch first) and
     # `target` (as the loss's check_target returns it); accuracy is the fraction of their elements that are equal.
     metric: ClassVar[str | None] = None
+    # What predict_proba() gives for its output: None (it names no classes), "softmax", "sigmoid" or "identity" (the
+    # output is already a probability), each a function of the runtime (nncompile/runtime.py's _PROBABILITIES).
+    probabilities: ClassVar[str | None] = None
     predicted_classes: ClassVar[str] = ""
     true_classes: ClassVar[str] = ""
 
@@ -264,11 +275,35 @@ class Loss(Entry):
 
 
 class Optimizer(Entry):
-    """An update rule; `slots` are the per-parameter state arrays it keeps (e.g. a momentum buffer)."""
+    """An update rule; `slots` are the per-parameter state arrays it keeps (e.g. a momentum buffer).
+
+    Its float arguments are hyperparameters the generated model keeps as checked attributes (changeable between
+    steps), except those left at a default of None (an option not taken, such as clip_norm: its code is not even
+    generated); its bool arguments choose code at compile time (nesterov, amsgrad)."""
+
+    # The update formula of each bool option when it is on, for the docs: (argument, formula).
+    option_formulas: ClassVar[tuple[tuple[str, str], ...]] = ()
 
     @classmethod
     def slots(cls, args: dict) -> tuple[str, ...]:
         return ()
+
+    @classmethod
+    def work(cls, args: dict) -> tuple[str, ...]:
+        """Scratch arrays of the parameters' size the update needs beyond the one every model has (not saved)."""
+        return ()
+
+    @classmethod
+    def formula(cls, args: dict) -> str:
+        """The update formula for these arguments: the forward formula, with that of each option switched on."""
+        options = [text for name, text in cls.option_formulas if args.get(name)]
+        return "; ".join([cls.forward_formula, *options])
+
+
+class Schedule(Entry):
+    """A learning-rate schedule, stepped once per epoch as torch.optim.lr_scheduler's schedulers are; its template
+    renders `_scheduled_lr(self, epoch, lr)`: the lr for the epoch count `epoch` given the lr in force (PyTorch's
+    chainable form), called with epoch 0 when the model is made."""
 
 
 class Init(Entry):
@@ -284,9 +319,10 @@ class Init(Entry):
 LAYERS: dict[str, type[Layer]] = {}
 LOSSES: dict[str, type[Loss]] = {}
 OPTIMIZERS: dict[str, type[Optimizer]] = {}
+SCHEDULES: dict[str, type[Schedule]] = {}
 INITS: dict[str, type[Init]] = {}
 
-_TABLES = {Layer: LAYERS, Loss: LOSSES, Optimizer: OPTIMIZERS, Init: INITS}
+_TABLES = {Layer: LAYERS, Loss: LOSSES, Optimizer: OPTIMIZERS, Schedule: SCHEDULES, Init: INITS}
 
 
 def register(entry):
@@ -326,4 +362,5 @@ def load_all() -> None:
         layers,
         losses,
         optimizers,
+        schedules,
     )

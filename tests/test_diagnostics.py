@@ -177,7 +177,7 @@ SYNTAX = {
         (3, 3, 8),
         "'input' is a reserved word and cannot be used as a name",
         ["choose another name, e.g. 'input_'"],
-        ["reserved words: model, block, input, output, loss, optimizer, true, false, int"],
+        ["reserved words: model, block, input, output, loss, optimizer, schedule, true, false, int"],
     ),
     "reserved_word_model_as_layer_name": (
         m("model = Linear(2)"),

@@ -151,9 +151,19 @@ def test_get_config_is_json_and_describes_the_model():
     assert json.loads(json.dumps(config)) == config
     assert [layer["name"] for layer in config["layers"]] == ["fc1", "relu_1", "fc2"]
     assert config["layers"][0]["output_shape"] == [8]
-    assert config["losses"] == [{"output": "fc2", "scale": 1.0, "type": "CrossEntropy", "args": {}}]
+    assert config["losses"] == [
+        {"output": "fc2", "scale": 1.0, "type": "CrossEntropy", "args": {"label_smoothing": 0.0}}
+    ]
     assert [layer["inputs"] for layer in config["layers"]] == [["x"], ["fc1"], ["relu_1"]]
-    assert config["optimizer"]["args"] == {"lr": 0.1, "momentum": 0.9, "weight_decay": 0.01}
+    assert config["optimizer"]["args"] == {
+        "lr": 0.1,
+        "momentum": 0.9,
+        "weight_decay": 0.01,
+        "nesterov": False,
+        "clip_norm": None,
+        "clip_value": None,
+    }
+    assert config["schedule"] is None
 
 
 def test_model_without_loss_runs_forward_backward_but_not_loss(rng):
@@ -171,7 +181,17 @@ def test_model_without_loss_runs_forward_backward_but_not_loss(rng):
 
 def test_default_optimizer_is_sgd_lr_001():
     net = build("model D { input [2] Linear(2) loss MSE }")
-    assert net.get_config()["optimizer"] == {"type": "SGD", "args": {"lr": 0.01, "momentum": 0.0, "weight_decay": 0.0}}
+    assert net.get_config()["optimizer"] == {
+        "type": "SGD",
+        "args": {
+            "lr": 0.01,
+            "momentum": 0.0,
+            "weight_decay": 0.0,
+            "nesterov": False,
+            "clip_norm": None,
+            "clip_value": None,
+        },
+    }
     assert net.lr == 0.01
 
 

@@ -134,6 +134,29 @@ def _hyperparameter_property(name, kind, rule):
 _UNCHECKED = "unchecked"
 
 
+class _WeightedTargets(tuple):
+    """The checked targets of a loss(x, y, sample_weight=w) call, carrying the weights for backward()."""
+
+    weight = None
+
+
+def _softmax(z):
+    """Softmax over the last axis (the classes), computed as exp(z - max) / Σ exp(z - max) so exp never overflows."""
+    e = np.exp(z - z.max(axis=-1, keepdims=True))
+    e /= e.sum(axis=-1, keepdims=True)
+    return e
+
+
+def _sigmoid(z):
+    """1 / (1 + e^(-z)), from e^(-|z|) ≤ 1 so nothing overflows: e / (1 + e) for z < 0."""
+    e = np.exp(-np.abs(z))
+    return np.where(z >= 0, 1 / (1 + e), e / (1 + e))
+
+
+# predict_proba()'s probabilities by what a loss term names (nncompile/registry.py's Loss.probabilities).
+_PROBABILITIES = {"softmax": _softmax, "sigmoid": _sigmoid, "identity": lambda z: z}
+
+
 def _non_finite_sample(named_arrays):
     """(name, sample index) of the first array with a NaN or infinite value, or None when all are finite."""
     for name, array in named_arrays:
@@ -194,7 +217,7 @@ class _Progress:
             self.width = 0
 
     def _line(self, epoch, position, metrics, started):
-        values = "  ".join(f"{name} {value:.4f}" for name, value in metrics.items())
+        values = "  ".join(f"{name} {value:{'.4g' if name == 'lr' else '.4f'}}" for name, value in metrics.items())
         width = len(str(self.epochs))
         seconds = time.perf_counter() - started
         elapsed = f"{seconds * 1000:.0f} ms" if seconds < 1 else f"{seconds:.1f} s"
@@ -212,16 +235,24 @@ class _CompiledModel:
     """What every compiled model shares. A model class of the generated module adds:
 
     input_shapes, output_shapes  dicts name → per-sample shape, in declaration order
-    has_loss, _loss_terms        whether it has a loss; (output, scale, metric or None) per loss term
+    has_loss, _loss_terms        whether it has a loss; (output, scale, metric or None, probabilities or None) per
+                                 loss term (probabilities: what predict_proba() applies, a key of _PROBABILITIES)
     _hyperparameters             (name, type, rule) per optimizer hyperparameter: model attributes, checked when set
+    _schedule                    the schedule statement's call, or None; a scheduled model also has
+                                 _scheduled_lr(epoch, lr), the lr after `epoch` steps of the schedule given the lr in
+                                 force, and __init__ sets base_lr, schedule_epoch = 0 and the lr of epoch 0
     _param_layout, _buffers      parameter and workspace layouts
     __init__(seed)               parameters and hyperparameters, then self._init_runtime()
     _update()                    the optimizer update, which step() applies
     _forward(*inputs)            a tuple of the outputs; keeps what backward reads in self._saved
     _backward(douts, need_dx)    douts: one gradient per output; returns the input gradients (or None)
-    _check_target_<output>(y, batch), _loss_value_<output>(z, target), _loss_gradient_<output>(target) and,
-    for a term with a metric, _correct_<output>(z, target) → (correct, compared): one set per loss term.
+    _check_target_<output>(y, batch), _loss_value_<output>(z, target), _weighted_loss_value_<output>(z, target,
+    weight) (mean(wᵢ·lᵢ), weight shaped (batch, 1, ...) to broadcast against z, leaving the workspace as the unweighted
+    one does for the gradient), _loss_gradient_<output>(target) and, for a term with a metric,
+    _correct_<output>(z, target) → (correct, compared): one set per loss term.
     """
+
+    _schedule = None
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -249,7 +280,9 @@ class _CompiledModel:
         self._terms = []
         # Set below for a model with one input, one output and one loss term of scale 1 (train_step's fast path).
         self._plain_term = None
-        for output, scale, metric in self._loss_terms:
+        # Set True (by a fit() callback) to stop fit() after the current epoch; fit() sets it False when it starts.
+        self.stop_training = False
+        for output, scale, metric, probabilities in self._loss_terms:
             suffix = output.replace(".", "_")
             self._terms.append(
                 (
@@ -261,6 +294,8 @@ class _CompiledModel:
                     getattr(self, "_loss_value_" + suffix),
                     getattr(self, "_loss_gradient_" + suffix),
                     getattr(self, "_correct_" + suffix) if metric else None,
+                    getattr(self, "_weighted_loss_value_" + suffix),
+                    probabilities,
                 )
             )
         if len(self._input_names) == len(self._output_names) == len(self._terms) == 1 and self._terms[0][2] == 1:
@@ -275,26 +310,34 @@ class _CompiledModel:
         outputs = self._forward(*self._check_inputs(x))
         return self._as_outputs(tuple(z.copy() for z in outputs))
 
-    def loss(self, x, y):
+    def loss(self, x, y, sample_weight=None):
         """The loss on a batch (a Python float; with several loss terms their scaled sum); runs forward and keeps
-        y for backward().
+        y for backward(). With sample_weight (one weight ≥ 0 per sample), each term is mean(wᵢ·lᵢ), lᵢ the loss of
+        sample i, as in Keras; backward() then follows the weighted loss.
 
         Targets with a NaN or infinite value are refused (ValueError). A non-finite loss from other causes is
         returned as it is; backward() then computes its gradients, but step() refuses to apply them."""
-        _, targets, loss = self._forward_loss(x, y)
+        _, targets, loss = self._forward_loss(x, y, sample_weight)
         if not -np.inf < loss < np.inf:
             # Only now look for the cause, so a finite loss costs no scan of the targets.
             self._refuse_non_finite_targets(targets)
         return loss
 
-    def _forward_loss(self, x, y):
+    def _forward_loss(self, x, y, sample_weight=None):
         """Checked inputs and targets, and the loss of a forward pass on them (kept for backward())."""
         self._require_loss()
         inputs = self._check_inputs(x)
         targets = self._check_targets(y, len(inputs[0]))
+        if sample_weight is None:
+            outputs = self._forward(*inputs)
+            self._targets = targets
+            loss = self._last_loss = self._total(self._loss_values(outputs, targets))
+            return inputs, targets, loss
+        weight = self._check_weight(sample_weight, len(inputs[0]), "sample_weight")
         outputs = self._forward(*inputs)
-        self._targets = targets
-        loss = self._last_loss = self._total(self._loss_values(outputs, targets))
+        targets = self._targets = _WeightedTargets(targets)
+        targets.weight = weight
+        loss = self._last_loss = self._total(self._weighted_values(outputs, targets, weight))
         return inputs, targets, loss
 
     def backward(self, dout=None):
@@ -313,7 +356,11 @@ class _CompiledModel:
                 raise RuntimeError(
                     f"{type(self).__name__}: backward() without dout needs a loss(x, y) call after the last forward()"
                 )
-            douts = self._loss_gradients(self._targets)
+            targets = self._targets
+            if type(targets) is _WeightedTargets:
+                douts = self._weighted_gradients(targets, targets.weight)
+            else:
+                douts = self._loss_gradients(targets)
         else:
             douts = self._check_douts(dout)
         accumulated = self._accumulate
@@ -362,18 +409,20 @@ class _CompiledModel:
         """Set inference mode: Dropout is the identity, BatchNorm uses its running statistics; returns the model."""
         return self.train(False)
 
-    def train_step(self, x, y):
+    def train_step(self, x, y, sample_weight=None):
         """zero_grad, loss, backward and step on one batch, in training mode whatever the current mode (which is
-        restored); returns the loss before the update.
+        restored); returns the loss before the update. sample_weight weights the samples as in loss().
 
         A loss that is not finite applies no update: targets with a NaN or infinite value raise ValueError, any
         other cause FloatingPointError naming it; the parameters and optimizer state are then unchanged."""
         if self._uses_mode and not self.training:
             self.training = True
             try:
-                return self.train_step(x, y)
+                return self.train_step(x, y, sample_weight)
             finally:
                 self.training = False
+        if sample_weight is not None:
+            return self._weighted_train_step(x, y, sample_weight)
         # _forward_loss() written out: this is the hot path of training, where each call costs.
         self._require_loss()
         inputs = self._check_inputs(x)
@@ -413,6 +462,31 @@ class _CompiledModel:
         self._update()
         return loss
 
+    def _weighted_train_step(self, x, y, sample_weight):
+        """train_step() with sample weights (kept apart so the unweighted step pays nothing for them)."""
+        inputs, targets, loss = self._forward_loss(x, y, sample_weight)
+        if not -np.inf < loss < np.inf:
+            self._grads_problem = f"the last train_step() had a loss of {loss}"
+            raise self._non_finite_step(loss, inputs, targets)
+        self._accumulate = False
+        self._backward(self._weighted_gradients(targets, targets.weight), False)
+        self._grads_problem = None
+        self._update()
+        return loss
+
+    def schedule_step(self):
+        """Advance the learning-rate schedule by one epoch, as PyTorch's scheduler.step(): fit() calls it after every
+        epoch; call it yourself after each epoch of a loop of your own. Sets lr (the rule may use the lr in force, so
+        a change you made to lr carries on, as in PyTorch) and counts the step in schedule_epoch."""
+        if self._schedule is None:
+            raise RuntimeError(
+                f"model {type(self).__name__} has no schedule; add e.g. 'schedule StepLR(step_size=10)' after its "
+                "optimizer in the .nn file and recompile"
+            )
+        epoch = self.schedule_epoch + 1
+        self.lr = self._scheduled_lr(epoch, self.lr)
+        self.schedule_epoch = epoch
+
     def state_dict(self):
         """Copies of the parameters and the optimizer state, as a flat dict of arrays."""
         state = {f"params/{name}": value.copy() for name, value in self.params.items()}
@@ -420,6 +494,8 @@ class _CompiledModel:
             for slot, value in slots.items():
                 state[f"optimizer/{name}/{slot}"] = value.copy()
         state["optimizer/step_count"] = np.array(self.step_count)
+        if self._schedule is not None:
+            state["optimizer/schedule_epoch"] = np.array(self.schedule_epoch)
         for name, _, _ in self._hyperparameters:
             state[f"optimizer/{name}"] = np.array(getattr(self, name))
         for name, value in self.buffers.items():
@@ -594,12 +670,23 @@ class _CompiledModel:
         restore_best=True,
         verbose=True,
         initial_epoch=0,
+        sample_weight=None,
+        callbacks=None,
     ):
         """Train on (x, y) with mini-batch steps of the optimizer; returns the history, a dict of per-epoch lists.
 
         History: per-epoch lists of "loss" and the metrics (means over the epoch's batches, each taken before its
         step) and, when validating, of the same with "val_" in front (after the epoch). With several loss terms,
         "loss" is their scaled sum and each term adds "<output>_loss" (and "<output>_accuracy" where it has one).
+        A model with a schedule adds "lr", the lr in force during each epoch; the schedule steps after every epoch
+        (schedule_step()), counting its own steps: they are saved with the state, so load() then
+        fit(initial_epoch=e) resumes the schedule exactly too.
+        sample_weight: one weight ≥ 0 per sample of x; each batch's loss is then mean(wᵢ·lᵢ) (as Keras), so a
+        weight of 0 removes a sample from training, and the history's losses are weighted likewise (accuracy is
+        not). validation_data may then be (x_val, y_val, w_val); validation_split splits the weights too.
+        callbacks: functions called as fn(epoch, logs) after every epoch (counted from 0), logs being that epoch's
+        entries of the history (a new dict); one that sets model.stop_training = True stops training after that
+        epoch, as in Keras.
         Each epoch runs train_step() on batches of batch_size samples, the last batch partial, in shuffled order
         when shuffle. With a seed, epoch e (counted from 0) is shuffled by np.random.default_rng([seed, e]), so a
         run is reproducible; to resume one, load() its saved state and call fit again with the same seed and
@@ -617,17 +704,25 @@ class _CompiledModel:
         """
         self._require_loss()
         inputs, targets = self._check_data(x, y, "x", "y")
+        samples = len(inputs[0])
+        weight = None if sample_weight is None else self._check_weight(sample_weight, samples, "sample_weight")
+        if callbacks is None:
+            callbacks = ()
+        elif not isinstance(callbacks, (list, tuple)) or not all(callable(fn) for fn in callbacks):
+            raise ValueError("callbacks must be a list of functions, each called as fn(epoch, logs)")
         batch_size = _check_int("batch_size", batch_size, 1)
         epochs, initial_epoch = _check_int("epochs", epochs, 0), _check_int("initial_epoch", initial_epoch, 0)
         patience = None if patience is None else _check_int("patience", patience, 0)
-        samples = len(inputs[0])
         validation = None
         if validation_data is not None:
             if validation_split:
                 raise ValueError("pass validation_data or validation_split, not both")
-            if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
-                raise ValueError("validation_data must be a pair (x_val, y_val)")
-            validation = self._check_data(*validation_data, "x_val", "y_val")
+            if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3):
+                raise ValueError("validation_data must be a pair (x_val, y_val) or a triple (x_val, y_val, w_val)")
+            validation = self._check_data(*validation_data[:2], "x_val", "y_val")
+            if len(validation_data) == 3 and validation_data[2] is not None:
+                validation_weight = self._check_weight(validation_data[2], len(validation[0][0]), "w_val")
+                validation = (*validation, validation_weight)
         elif validation_split:
             if not 0 < validation_split < 1:
                 raise ValueError(f"validation_split must be in [0, 1), got {validation_split!r}")
@@ -635,6 +730,9 @@ class _CompiledModel:
             if keep == 0 or keep == samples:
                 raise ValueError(f"validation_split={validation_split} of {samples} samples leaves a part empty")
             validation = (tuple(a[keep:] for a in inputs), tuple(t[keep:] for t in targets))
+            if weight is not None:
+                validation = (*validation, weight[keep:])
+                weight = weight[:keep]
             inputs, targets = tuple(a[:keep] for a in inputs), tuple(t[:keep] for t in targets)
             samples = keep
         if patience is not None and validation is None:
@@ -644,6 +742,8 @@ class _CompiledModel:
         history = {name: [] for name in names}
         if validation is not None:
             history.update({"val_" + name: [] for name in names})
+        if self._schedule is not None:
+            history["lr"] = []
         batches = -(-samples // batch_size)
         progress = _Progress(verbose, epochs, batches)
         unseeded = np.random.default_rng() if seed is None else None
@@ -651,10 +751,12 @@ class _CompiledModel:
         before_step = None  # state_dict() before the latest step: restored on a non-finite loss
         stepping = False  # True only while step() runs: an interrupt then restores before_step
         epoch = initial_epoch
+        self.stop_training = False
         found_mode, self.training = self.training, True
         try:
             for epoch in range(initial_epoch, epochs):
                 started = time.perf_counter()
+                lr = self.lr
                 if shuffle:
                     rng = unseeded if seed is None else np.random.default_rng([seed, epoch])
                     order = rng.permutation(samples)
@@ -662,7 +764,8 @@ class _CompiledModel:
                 for batch, start in enumerate(range(0, samples, batch_size), 1):
                     rows = order[start : start + batch_size] if shuffle else slice(start, start + batch_size)
                     batch_targets = tuple(t[rows] for t in targets)
-                    values, counts = self._fit_batch(tuple(a[rows] for a in inputs), batch_targets)
+                    batch_weight = None if weight is None else weight[rows]
+                    values, counts = self._fit_batch(tuple(a[rows] for a in inputs), batch_targets, batch_weight)
                     loss = self._total(values)
                     if not np.isfinite(loss):
                         raise self._non_finite(loss, epoch, batch, batches, before_step, history)
@@ -675,11 +778,22 @@ class _CompiledModel:
                         progress.show(epoch, batch, self._metrics(totals), started)
                 metrics = self._metrics(totals)
                 if validation is not None:
-                    for name, value in self._in_mode(False, self._evaluate_checked, *validation, batch_size).items():
+                    validated = self._in_mode(
+                        False, self._evaluate_checked, *validation[:2], batch_size, *validation[2:]
+                    )
+                    for name, value in validated.items():
                         metrics["val_" + name] = value
+                if self._schedule is not None:
+                    metrics["lr"] = lr
                 for name, value in metrics.items():
                     history[name].append(value)
                 progress.end_epoch(epoch, metrics, started)
+                if self._schedule is not None:
+                    # The epoch is complete: step the schedule before the callbacks, so a state saved by one
+                    # resumes with the next epoch's lr.
+                    self.schedule_step()
+                for callback in callbacks:
+                    callback(epoch, dict(metrics))
                 if patience is not None:
                     if metrics["val_loss"] < best_loss:
                         best_loss, best_epoch, waited = metrics["val_loss"], epoch, 0
@@ -691,6 +805,9 @@ class _CompiledModel:
                         waited += 1
                         if waited >= patience:
                             break
+                if self.stop_training:
+                    progress.note(f"stopped by a callback after epoch {epoch + 1}")
+                    break
         except KeyboardInterrupt:
             if stepping:
                 self._restore(before_step)
@@ -716,17 +833,21 @@ class _CompiledModel:
         finally:
             self.training = found
 
-    def evaluate(self, x, y, batch_size=None):
-        """The loss and metrics on (x, y) as a dict, computed in batches (of 256 when batch_size is None).
+    def evaluate(self, x, y, batch_size=None, sample_weight=None):
+        """The loss and metrics on (x, y) as a dict, computed in batches (of 256 when batch_size is None). With
+        sample_weight (one weight ≥ 0 per sample) the losses are mean(wᵢ·lᵢ), as fit() trains them; accuracy is not
+        weighted.
 
         Changes no parameters, gradients or optimizer state. Its forward passes replace the one backward() would
         use, so that is cleared: backward() afterwards raises until the next loss().
         """
         self._require_loss()
         inputs, targets = self._check_data(x, y, "x", "y")
+        weight = None if sample_weight is None else self._check_weight(sample_weight, len(inputs[0]), "sample_weight")
         batch_size = 256 if batch_size is None else _check_int("batch_size", batch_size, 1)
         try:
-            return self._in_mode(False, self._evaluate_checked, inputs, targets, batch_size)
+            weighted = () if weight is None else (weight,)
+            return self._in_mode(False, self._evaluate_checked, inputs, targets, batch_size, *weighted)
         finally:
             self._saved = self._targets = None
 
@@ -752,6 +873,40 @@ class _CompiledModel:
             self.training = found_mode
         return self._as_outputs(results)
 
+    def predict_proba(self, x, batch_size=None):
+        """Class probabilities for every sample of x, from predict(): the softmax of the logits for a CrossEntropy
+        output, the sigmoid of the logits for BCEWithLogits, the output itself for BCE (already probabilities).
+        With several outputs, a dict {output: probabilities} of the outputs whose loss names classes. A model whose
+        loss names no classes (MSE, Huber, L1) raises RuntimeError."""
+        self._require_loss()
+        kinds = {term[0]: term[9] for term in self._terms if term[9] is not None}
+        if not kinds:
+            losses = ", ".join(sorted({self.get_config()["losses"][i]["type"] for i in range(len(self._terms))}))
+            raise RuntimeError(
+                f"{type(self).__name__}.predict_proba: the loss ({losses}) names no classes; probabilities come from "
+                "a CrossEntropy (softmax), BCEWithLogits (sigmoid) or BCE loss. Use predict() for the outputs."
+            )
+        outputs = self.predict(x, batch_size)
+        if len(self._output_names) == 1:
+            return _PROBABILITIES[kinds[self._output_names[0]]](outputs)
+        return {name: _PROBABILITIES[kind](outputs[name]) for name, kind in kinds.items()}
+
+    def __repr__(self):
+        """What the model is: its name, inputs and outputs with their shapes, parameter count and mode."""
+
+        def shapes(word, named):
+            items = ", ".join(
+                f"{name} [{', '.join(map(str, shape))}]" if len(named) > 1 else f"[{', '.join(map(str, shape))}]"
+                for name, shape in named.items()
+            )
+            return f"{word}{'s' if len(named) > 1 else ''} {items}"
+
+        mode = "training" if self.training else "inference"
+        return (
+            f"<{type(self).__name__}: {shapes('input', self.input_shapes)} -> {shapes('output', self.output_shapes)}, "
+            f"{len(self._flat_params):,} parameters, {mode} mode>"
+        )
+
     # ---- state ------------------------------------------------------------------------------------------
 
     def _state_layout(self):
@@ -762,6 +917,8 @@ class _CompiledModel:
             for slot, value in slots.items():
                 layout[f"optimizer/{name}/{slot}"] = (value.shape, "array")
         layout["optimizer/step_count"] = ((), "count")
+        if self._schedule is not None:
+            layout["optimizer/schedule_epoch"] = ((), "count")
         for name, _, _ in self._hyperparameters:
             layout[f"optimizer/{name}"] = ((), "hyperparameter")
         for name, value in self.buffers.items():
@@ -784,7 +941,7 @@ class _CompiledModel:
     def _checked_state(self, state, where):
         """The arrays and values load_state_dict(state) would set, every one checked; raises before anything changes.
 
-        Returns ([(array to update, new value)], step count, {hyperparameter: value})."""
+        Returns ([(array to update, new value)], {count attribute: value}, {hyperparameter: value}, generator)."""
         if not hasattr(state, "keys"):
             raise TypeError(f"{where}: expected a dict as state_dict() returns, got {type(state).__name__}")
         layout = self._state_layout()
@@ -814,9 +971,14 @@ class _CompiledModel:
             if not np.array_equal(np.isfinite(converted), np.isfinite(value)):
                 raise ValueError(f"{where}: entry {key!r} has values beyond the range of {np.dtype(DTYPE).name}")
             arrays.append((target, converted))
-        step_count = given["optimizer/step_count"][()]
-        if step_count < 0:
-            raise ValueError(f"{where}: entry 'optimizer/step_count' must be an integer >= 0, got {step_count}")
+        counts = {}
+        for name in ("step_count", "schedule_epoch"):
+            key = f"optimizer/{name}"
+            if key in given:
+                count = given[key][()]
+                if count < 0:
+                    raise ValueError(f"{where}: entry {key!r} must be an integer >= 0, got {count}")
+                counts[name] = int(count)
         model = type(self).__name__
         hyperparameters = {}
         for name, kind, rule in self._hyperparameters:
@@ -831,14 +993,15 @@ class _CompiledModel:
                 generator.bit_generator.state = _generator_state_dict(given["buffers/rng"])
             except (ValueError, TypeError) as err:
                 raise ValueError(f"{where}: entry 'buffers/rng' is not a generator state: {err}") from None
-        return arrays, int(step_count), hyperparameters, generator
+        return arrays, counts, hyperparameters, generator
 
     def _apply_state(self, checked):
         """Set what _checked_state() returned: nothing here can fail halfway."""
-        arrays, step_count, hyperparameters, generator = checked
+        arrays, counts, hyperparameters, generator = checked
         for target, value in arrays:
             np.copyto(target, value)
-        self.step_count = step_count
+        for name, value in counts.items():
+            setattr(self, name, value)
         for name, value in hyperparameters.items():
             setattr(self, name, value)
         if generator is not None:
@@ -936,6 +1099,20 @@ class _CompiledModel:
                 raise ValueError(f"{type(self).__name__}: {where}{err}") from None
         return tuple(targets)
 
+    def _check_weight(self, sample_weight, samples, name):
+        """Per-sample weights as a DTYPE vector of length samples: finite numbers ≥ 0 (booleans count as 0 and 1)."""
+        model = type(self).__name__
+        weight = np.asarray(sample_weight)
+        if weight.dtype.kind not in "biuf":
+            raise ValueError(f"{model}: {name} must hold real numbers, got {_dtype_text(weight.dtype)}")
+        if weight.shape != (samples,):
+            raise ValueError(f"{model}: {name} must hold one weight per sample, shape ({samples},), got {weight.shape}")
+        weight = weight.astype(DTYPE)
+        if not (np.isfinite(weight).all() and (weight >= 0).all()):
+            bad = int(np.argmin(np.isfinite(weight) & (weight >= 0)))
+            raise ValueError(f"{model}: {name} must hold finite weights >= 0, got {weight[bad]} for sample {bad}")
+        return weight
+
     def _check_douts(self, dout):
         """backward(dout): one gradient per output, each of that output's shape for the current batch."""
         arrays = self._by_name(dout, self._output_names, "gradient", "gradients")
@@ -1024,7 +1201,7 @@ class _CompiledModel:
                 dz *= scale
             return (dz,)
         douts = [None] * len(self._output_names)
-        for (_, index, scale, _, _, _, gradient, _), target in zip(self._terms, targets):
+        for (_, index, scale, _, _, _, gradient, *_), target in zip(self._terms, targets):
             dz = gradient(target)
             if scale != 1:
                 dz *= scale
@@ -1034,6 +1211,24 @@ class _CompiledModel:
                 shape = self.output_shapes[self._output_names[index]]
                 douts[index] = np.zeros((len(self._ws["ones"]), *shape), DTYPE)
         return tuple(douts)
+
+    def _weight_for(self, weight, output):
+        """Per-sample weights shaped (batch, 1, ...) to broadcast against an output's arrays."""
+        return weight.reshape((-1,) + (1,) * len(self.output_shapes[output]))
+
+    def _weighted_values(self, outputs, targets, weight):
+        """Each loss term's value with per-sample weights, mean(wᵢ·lᵢ) (unscaled), in the order of _loss_terms."""
+        return tuple(
+            term[8](outputs[term[1]], target, self._weight_for(weight, term[0]))
+            for term, target in zip(self._terms, targets)
+        )
+
+    def _weighted_gradients(self, targets, weight):
+        """dL/d(output) of the weighted loss: each sample's rows of the unweighted gradient times its weight."""
+        douts = self._loss_gradients(targets)
+        for term in self._terms:
+            douts[term[1]][...] *= self._weight_for(weight, term[0])
+        return douts
 
     def _counts(self, outputs, targets):
         """(correct, compared) for each loss term with a metric, None for the others."""
@@ -1076,28 +1271,37 @@ class _CompiledModel:
             self._workspaces[batch] = workspace
         return workspace
 
-    def _fit_batch(self, inputs, targets):
+    def _fit_batch(self, inputs, targets, weight=None):
         """train_step() up to the update, on checked arrays: forward, loss and, if the loss is finite, backward.
 
         Returns the loss terms' values and metric counts."""
         outputs = self._forward(*inputs)
         counts = self._counts(outputs, targets)
         self._targets = targets
-        values = self._loss_values(outputs, targets)
+        if weight is None:
+            values = self._loss_values(outputs, targets)
+        else:
+            values = self._weighted_values(outputs, targets, weight)
         if np.isfinite(self._total(values)):
             self._accumulate = False
-            self._backward(self._loss_gradients(targets), False)
+            if weight is None:
+                self._backward(self._loss_gradients(targets), False)
+            else:
+                self._backward(self._weighted_gradients(targets, weight), False)
             self._grads_problem = None
         return values, counts
 
-    def _evaluate_checked(self, inputs, targets, batch_size):
-        """Metrics over checked arrays, batch by batch; losses are means over samples."""
+    def _evaluate_checked(self, inputs, targets, batch_size, weight=None):
+        """Metrics over checked arrays, batch by batch; losses are means over samples (of wᵢ·lᵢ with weights)."""
         totals = _Totals(len(self._terms))
         for start in range(0, len(inputs[0]), batch_size):
             outputs = self._forward(*(a[start : start + batch_size] for a in inputs))
             batch_targets = tuple(t[start : start + batch_size] for t in targets)
             counts = self._counts(outputs, batch_targets)
-            values = self._loss_values(outputs, batch_targets)
+            if weight is None:
+                values = self._loss_values(outputs, batch_targets)
+            else:
+                values = self._weighted_values(outputs, batch_targets, weight[start : start + batch_size])
             totals.add(len(batch_targets[0]), self._total(values), values, counts)
         return self._metrics(totals)
 
@@ -1169,8 +1373,8 @@ class ImageCnn(_CompiledModel):
     input_shape = (12, 12, 1)
     output_shape = (10,)
     has_loss = True
-    # Loss terms: (output, scale, metric); the loss is Σ scale · term.
-    _loss_terms = (("head", 1.0, "accuracy"),)
+    # Loss terms: (output, scale, metric, probabilities for predict_proba); the loss is Σ scale · term.
+    _loss_terms = (("head", 1.0, "accuracy", "softmax"),)
     # Optimizer hyperparameters, attributes saved with the state: (name, type, rule that values set must meet).
     _hyperparameters = (
         ("lr", "float", "positive"),
@@ -1416,11 +1620,21 @@ class ImageCnn(_CompiledModel):
                     "params": {"head.weight": [240, 10], "head.bias": [10]},
                 },
             ],
-            "losses": [{"output": "head", "scale": 1.0, "type": "CrossEntropy", "args": {}}],
+            "losses": [{"output": "head", "scale": 1.0, "type": "CrossEntropy", "args": {"label_smoothing": 0.0}}],
             "optimizer": {
                 "type": "Adam",
-                "args": {"lr": 0.001, "beta1": 0.9, "beta2": 0.999, "eps": 1e-08, "weight_decay": 0.0},
+                "args": {
+                    "lr": 0.001,
+                    "beta1": 0.9,
+                    "beta2": 0.999,
+                    "eps": 1e-08,
+                    "weight_decay": 0.0,
+                    "amsgrad": False,
+                    "clip_norm": None,
+                    "clip_value": None,
+                },
             },
+            "schedule": None,
         }
 
     # ---- internals ---------------------------------------------------------------------------------
@@ -1618,8 +1832,8 @@ class ImageCnn(_CompiledModel):
         return (dx,)
 
     # loss CrossEntropy  (conv2d.nn:12)
-    # L = mean_b( logsumexp(z_b) - Σ_c t_bc z_bc ),  t = one-hot of the label
-    # dz = (softmax(z) - t) / batch
+    # L = mean_b( logsumexp(z_b) - Σ_c t'_bc z_bc ),  t' = (1 - ε)·t + ε/classes,  t = one-hot label or given probabilities
+    # dz = (softmax(z) - t') / batch
     def _check_target_head(self, y, batch):
         y = np.asarray(y)
         classes = 10
@@ -1664,8 +1878,37 @@ class ImageCnn(_CompiledModel):
         if target.ndim == 1:
             # Flat positions of each row's true-class entry, kept for the gradient: b·classes + target[b].
             label_index = ws["loss.head.label_index"] = np.arange(0, batch * 10, 10) + target
-            return float((log_row_sums.sum() - shifted.take(label_index).sum()) / batch)
-        return float((np.vdot(target.sum(axis=1), log_row_sums) - np.vdot(target, shifted)) / batch)
+            total = log_row_sums.sum() - shifted.take(label_index).sum()
+            return float(total / batch)
+        # Σ_b (Σ_c t_bc)·log_row_sums_b - Σ_bc t_bc·shifted_bc
+        row_totals = target.sum(axis=1)
+        return float((np.vdot(row_totals, log_row_sums) - np.vdot(target, shifted)) / batch)
+
+    def _weighted_loss_value_head(self, head_y, target, weight):
+        # mean(wᵢ·lᵢ): the unweighted code with each sample's terms times its weight (shaped to broadcast), before
+        # the same sums, so weights of 1 give the unweighted value exactly.
+        ws = self._ws
+        batch = head_y.shape[0]
+        # Subtract each row's maximum before exponentiating, so exp never overflows.
+        row_max = np.maximum.reduce(head_y, axis=1, keepdims=True, out=ws["loss.head.row_max"])
+        shifted = np.subtract(head_y, row_max, out=ws["loss.head.shifted"])
+        exps = np.exp(shifted, out=ws["loss.head.exps"])
+        # Row sums as exps · 1 (a matrix-vector product is faster than a reduction here); softmax = exps / row_sums.
+        row_sums = np.matmul(exps, ws["loss.head.ones"][0], out=ws["loss.head.row_sums"][:, 0])
+        # log softmax(z)_bc = shifted_bc - log(row_sum_b)
+        log_row_sums = np.log(row_sums)
+        w = weight.reshape(-1)
+        if target.ndim == 1:
+            # Flat positions of each row's true-class entry, kept for the gradient: b·classes + target[b].
+            label_index = ws["loss.head.label_index"] = np.arange(0, batch * 10, 10) + target
+            true_class = shifted.take(label_index) * w
+            total = (log_row_sums * w).sum() - true_class.sum()
+            return float(total / batch)
+        # Σ_b (Σ_c t_bc)·log_row_sums_b - Σ_bc t_bc·shifted_bc
+        row_totals = target.sum(axis=1)
+        row_totals = row_totals * w
+        target = target * weight
+        return float((np.vdot(row_totals, log_row_sums) - np.vdot(target, shifted)) / batch)
 
     def _loss_gradient_head(self, target):
         ws = self._ws
@@ -1715,8 +1958,8 @@ class PaddedSignal(_CompiledModel):
     input_shape = (128, 3)
     output_shape = (2,)
     has_loss = True
-    # Loss terms: (output, scale, metric); the loss is Σ scale · term.
-    _loss_terms = (("head", 1.0, None),)
+    # Loss terms: (output, scale, metric, probabilities for predict_proba); the loss is Σ scale · term.
+    _loss_terms = (("head", 1.0, None, None),)
     # Optimizer hyperparameters, attributes saved with the state: (name, type, rule that values set must meet).
     _hyperparameters = (
         ("lr", "float", "positive"),
@@ -1896,7 +2139,18 @@ class PaddedSignal(_CompiledModel):
                 },
             ],
             "losses": [{"output": "head", "scale": 1.0, "type": "MSE", "args": {}}],
-            "optimizer": {"type": "SGD", "args": {"lr": 0.01, "momentum": 0.9, "weight_decay": 0.0}},
+            "optimizer": {
+                "type": "SGD",
+                "args": {
+                    "lr": 0.01,
+                    "momentum": 0.9,
+                    "weight_decay": 0.0,
+                    "nesterov": False,
+                    "clip_norm": None,
+                    "clip_value": None,
+                },
+            },
+            "schedule": None,
         }
 
     # ---- internals ---------------------------------------------------------------------------------
@@ -2057,6 +2311,14 @@ class PaddedSignal(_CompiledModel):
         ws = self._ws
         diff = np.subtract(head_y, target, out=ws["loss.head.diff"])
         return float(np.vdot(diff, diff) / diff.size)
+
+    def _weighted_loss_value_head(self, head_y, target, weight):
+        # mean(wᵢ·lᵢ): the unweighted code with each sample's terms times its weight (shaped to broadcast), before
+        # the same sums, so weights of 1 give the unweighted value exactly.
+        ws = self._ws
+        diff = np.subtract(head_y, target, out=ws["loss.head.diff"])
+        # Σ wᵢ·(z - t)² as (w·diff)·diff; the dz buffer is free until the gradient overwrites it
+        return float(np.vdot(np.multiply(diff, weight, out=ws["loss.head.dz"]), diff) / diff.size)
 
     def _loss_gradient_head(self, target):
         ws = self._ws
