@@ -1,6 +1,7 @@
 """nncompile: compile `.nn` neural-network descriptions into standalone, readable NumPy modules.
 
-`compile_source` returns the generated code; `load` compiles and imports it in one go.
+`compile_source` returns the generated code; `load` compiles and imports it in one go; `plot_history` draws the
+training curves of a fit() history (with the optional extra `nncompile[plot]`).
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ __version__ = "0.1.0"
 
 from .compiler import DTYPES, NNCompileWarning, compile_file, compile_models, compile_source, load
 from .errors import CompileError, Diagnostic, Span
+from .plot import plot_history
 
 __all__ = [
     "DTYPES",
@@ -21,4 +23,5 @@ __all__ = [
     "compile_models",
     "compile_source",
     "load",
+    "plot_history",
 ]
