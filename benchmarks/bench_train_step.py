@@ -43,6 +43,7 @@ WORKLOADS = {
     "mlp_small_b256": Workload("mlp_small.nn", "MlpSmall", 256, (64,), 10),
     "mlp_mnist_b128": Workload("mlp_mnist.nn", "MlpMnist", 128, (784,), 10),
     "cnn1d_b64": Workload("cnn1d.nn", "Cnn1d", 64, (64, 1), 10),
+    "cnn2d_b64": Workload("cnn2d.nn", "Cnn2d", 64, (28, 28, 1), 10),
 }
 
 

@@ -90,8 +90,9 @@ def pytorch_step(traced, params, x, y, lr: float):
 
 
 def _channels_first(x: np.ndarray) -> np.ndarray:
-    """(B, L, C) channels-last -> (B, C, L) as torch's Conv1d wants; 2-D input unchanged."""
-    return np.ascontiguousarray(np.moveaxis(x, -1, 1) if x.ndim == 3 else x)
+    """(B, L, C) or (B, H, W, C) channels-last -> (B, C, L) or (B, C, H, W) as torch's convolutions want; 2-D input
+    unchanged."""
+    return np.ascontiguousarray(np.moveaxis(x, -1, 1) if x.ndim >= 3 else x)
 
 
 def _torch_module(traced: TracedLayer) -> nn.Module:
@@ -101,27 +102,42 @@ def _torch_module(traced: TracedLayer) -> nn.Module:
     if layer.kind == "Conv1D":
         chan_out, k = layer.args
         return nn.Conv1d(traced.in_shape[1], chan_out, k, stride=kw.get("stride", 1), bias=kw.get("bias", True))
+    if layer.kind == "Conv2D":
+        chan_out, k = layer.args
+        return nn.Conv2d(
+            traced.in_shape[2],
+            chan_out,
+            k,
+            stride=kw.get("stride", 1),
+            padding=kw.get("padding", 0),
+            dilation=kw.get("dilation", 1),
+            bias=kw.get("bias", True),
+        )
     if layer.kind == "MaxPool1D":
         (k,) = layer.args
         return nn.MaxPool1d(k, stride=kw.get("stride", k))
+    if layer.kind == "MaxPool2D":
+        (k,) = layer.args
+        return nn.MaxPool2d(k, stride=kw.get("stride", k))
     if layer.kind == "Flatten":
-        return ChannelsLastFlatten() if len(traced.in_shape) == 2 else nn.Identity()
+        return ChannelsLastFlatten() if len(traced.in_shape) >= 2 else nn.Identity()
     return nn.ReLU()
 
 
 class ChannelsLastFlatten(nn.Module):
-    """Flatten torch's (B, C, L) in the compiler's (L, C) row-major order."""
+    """Flatten torch's (B, C, L) or (B, C, H, W) in the compiler's (L, C) or (H, W, C) row-major order."""
 
     def forward(self, x):
-        return x.transpose(1, 2).flatten(1)
+        return x.movedim(1, -1).flatten(1)
 
 
 def _copy_weights(traced: TracedLayer, module: nn.Module, params: dict) -> None:
     for name in traced.params:
         value = params[name]
         if name.endswith(".weight"):
-            # Linear (in, out) -> (out, in); Conv1D (k, cin, cout) -> (cout, cin, k)
-            value = value.T
+            # Linear (in, out) -> (out, in); Conv1D (k, cin, cout) -> (cout, cin, k);
+            # Conv2D (kh, kw, cin, cout) -> (cout, cin, kh, kw)
+            value = value.transpose(3, 2, 0, 1) if value.ndim == 4 else value.T
         target = getattr(module, name.rsplit(".", 1)[1])
         if tuple(target.shape) != value.shape:
             raise ValueError(f"{name}: torch shape {tuple(target.shape)} vs {value.shape}")
@@ -136,7 +152,7 @@ def gemm_floor_step(traced: list[TracedLayer], batch: int, seed: int):
     """Only the training step's matrix products, on preallocated float32 arrays.
 
     Per parameter layer: forward, weight gradient and (except for the first
-    layer) input gradient; a Conv1D counts as its im2col GEMM.
+    layer) input gradient; a Conv1D or Conv2D counts as its im2col GEMM.
     """
     rng = np.random.default_rng(seed)
     gemms = []
@@ -166,6 +182,10 @@ def _gemm_dims(layer: TracedLayer, batch: int) -> tuple[int, int, int]:
         out_len, chan_out = layer.out_shape
         k = layer.layer.args[1]
         return batch * out_len, k * layer.in_shape[1], chan_out
+    if layer.layer.kind == "Conv2D":
+        out_h, out_w, chan_out = layer.out_shape
+        k = layer.layer.args[1]
+        return batch * out_h * out_w, k * k * layer.in_shape[2], chan_out
     return batch, layer.in_shape[0], layer.out_shape[0]
 
 

@@ -5,8 +5,8 @@ import math
 import re
 from dataclasses import dataclass, field
 
-PARAM_KINDS = ("Linear", "Conv1D")
-KNOWN_KINDS = PARAM_KINDS + ("ReLU", "MaxPool1D", "Flatten")
+PARAM_KINDS = ("Linear", "Conv1D", "Conv2D")
+KNOWN_KINDS = PARAM_KINDS + ("ReLU", "MaxPool1D", "MaxPool2D", "Flatten")
 
 _MODEL_RE = re.compile(r"model\s+(\w+)\s*\{(.*)\}", re.DOTALL)
 _LAYER_RE = re.compile(r"(?:(\w+)\s*=\s*)?(\w+)\s*(?:\((.*)\))?")
@@ -34,7 +34,7 @@ class TracedLayer:
     """A layer with its per-sample input/output shapes and its parameter shapes.
 
     Parameter shapes use the compiler's layout: Linear weight (in, out),
-    Conv1D weight (k, chan_in, chan_out); activations are channels-last.
+    Conv1D weight (k, chan_in, chan_out), Conv2D weight (k, k, chan_in, chan_out); activations are channels-last.
     """
 
     layer: Layer
@@ -120,10 +120,23 @@ def _layer_shapes(layer: Layer, shape: tuple[int, ...]):
         out_len = (length - k) // kw.get("stride", 1) + 1
         params = {"weight": (k, chan_in, chan_out)}
         return (out_len, chan_out), _with_bias(layer, params, chan_out)
+    if kind == "Conv2D":
+        # Square kernels, integer stride/padding/dilation: what the workloads use.
+        height, width, chan_in = shape
+        chan_out, k = layer.args
+        stride, padding, dilation = kw.get("stride", 1), kw.get("padding", 0), kw.get("dilation", 1)
+        out_h, out_w = ((n + 2 * padding - dilation * (k - 1) - 1) // stride + 1 for n in (height, width))
+        params = {"weight": (k, k, chan_in, chan_out)}
+        return (out_h, out_w, chan_out), _with_bias(layer, params, chan_out)
     if kind == "MaxPool1D":
         length, chans = shape
         (k,) = layer.args
         return ((length - k) // kw.get("stride", k) + 1, chans), {}
+    if kind == "MaxPool2D":
+        height, width, chans = shape
+        (k,) = layer.args
+        stride = kw.get("stride", k)
+        return ((height - k) // stride + 1, (width - k) // stride + 1, chans), {}
     if kind == "Flatten":
         return (math.prod(shape),), {}
     return shape, {}  # ReLU

@@ -4,12 +4,13 @@
 
 A MODEL is either a .nn file, compiled here with nncompile.load, or a module written by
 `nncompile model.nn -o model.py` (training it then needs only numpy; scikit-learn supplies the data).
-Without MODEL it trains the three examples: examples/digits_mlp.nn, examples/digits_cnn1d.nn and
-examples/digits_residual.nn.
+Without MODEL it trains the four examples: examples/digits_mlp.nn, examples/digits_cnn1d.nn,
+examples/digits_residual.nn and examples/digits_cnn2d.nn.
 
 The 1797 images are split 75/25 into training and test samples (train_test_split(..., test_size=0.25,
 random_state=0)); pixels are scaled to [0, 1] and reshaped to the model's input shape: [64] for the MLP and the
-residual MLP, [64, 1] (a length-64 signal with one channel) for the 1-D CNN.
+residual MLP, [64, 1] (a length-64 signal with one channel) for the 1-D CNN, [8, 8, 1] (an image with one
+channel) for the 2-D CNN.
 """
 
 from __future__ import annotations
@@ -23,7 +24,12 @@ from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
 EXAMPLES = Path(__file__).resolve().parent
-DEFAULT_MODELS = [EXAMPLES / "digits_mlp.nn", EXAMPLES / "digits_cnn1d.nn", EXAMPLES / "digits_residual.nn"]
+DEFAULT_MODELS = [
+    EXAMPLES / "digits_mlp.nn",
+    EXAMPLES / "digits_cnn1d.nn",
+    EXAMPLES / "digits_residual.nn",
+    EXAMPLES / "digits_cnn2d.nn",
+]
 
 
 def model_class(path):

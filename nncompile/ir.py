@@ -232,7 +232,8 @@ def _whole_numbers(spec, raw, where: str, value: ast.Value, reporter: Reporter) 
         raw = (raw,) * spec.length
     wanted = f"a list of {spec.length} integers" if spec.type != "ints" else "a list of integers, e.g. [8, 8, 1]"
     if spec.type != "ints":
-        wanted = f"an integer or {wanted}"
+        # A one-axis argument (Conv1D's padding) is written as an integer; a list of one is accepted too.
+        wanted = "an integer" if spec.length == 1 else f"an integer or {wanted}"
     if spec.type == "padding":
         wanted += " or " + " or ".join(spec.choices)
     if (

@@ -28,6 +28,7 @@ GRADIENT_CASE_MODULES = [
         "test_normalization",
         "test_pooling2d",
         "test_activations_losses_v2",
+        "test_conv2d",
     )
 ]
 GRADIENT_CASES = "\n".join(layers for module in GRADIENT_CASE_MODULES for layers, *_ in module.CASES.values())

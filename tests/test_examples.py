@@ -24,7 +24,7 @@ def train_digits():
     return module
 
 
-@pytest.mark.parametrize("name", ["digits_mlp", "digits_cnn1d", "digits_residual"])
+@pytest.mark.parametrize("name", ["digits_mlp", "digits_cnn1d", "digits_residual", "digits_cnn2d"])
 def test_example_reaches_97_percent_test_accuracy_within_a_minute(name, record_property):
     """Fixed 75/25 split (random_state=0) and seed 0: compile, train 25 epochs of batches of 16, evaluate."""
     script = train_digits()
@@ -35,8 +35,9 @@ def test_example_reaches_97_percent_test_accuracy_within_a_minute(name, record_p
     record_property("test_accuracy", test["accuracy"])
     record_property("seconds", round(seconds, 2))
     print(f"{name}: test accuracy {test['accuracy']:.4f} in {seconds:.1f} s")
-    assert len(history["loss"]) == 25 and history["accuracy"][-1] > 0.99
-    assert test["accuracy"] >= 0.97
+    # Training accuracy is measured with dropout on for the 2-D CNN, so it sits a little lower there.
+    assert len(history["loss"]) == 25 and history["accuracy"][-1] > (0.98 if name == "digits_cnn2d" else 0.99)
+    assert test["accuracy"] >= (0.98 if name == "digits_cnn2d" else 0.97)
     # The bound is for a 2-core machine; on an idle one the MLPs take about a second or less, the CNN a few seconds.
     assert seconds < 60
 

@@ -7,6 +7,8 @@ import numpy as np
 import pytest
 import torch
 from conftest import GRADIENT_TOLERANCE, build, check_gradients, numeric_grad, rel_error
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from torch import nn
 
 import nncompile
@@ -284,3 +286,145 @@ def test_batchnorm_refuses_a_single_value_per_channel_in_training():
         net.forward(np.ones((1, 3)))
     net.eval()
     assert net.forward(np.ones((1, 3))).shape == (1, 3)
+
+
+@st.composite
+def normalized_stacks(draw):
+    """(input shape, layer statements): signals or vectors through Linear, the normalizations and activations."""
+    shape = [draw(st.integers(2, 5)), draw(st.integers(1, 3))] if draw(st.booleans()) else [draw(st.integers(2, 6))]
+    layers = []
+    flat = len(shape) == 1
+    for _ in range(draw(st.integers(2, 5))):
+        choice = draw(st.sampled_from(["norm", "norm", "activation", "linear" if flat else "flatten"]))
+        if choice == "norm":
+            momentum = draw(st.sampled_from([0.1, 0.5]))
+            affine = draw(st.booleans())
+            layers.append(
+                draw(
+                    st.sampled_from(
+                        [
+                            f"BatchNorm(momentum={momentum}, affine={str(affine).lower()})",
+                            f"LayerNorm(affine={str(affine).lower()})",
+                            "Dropout(0.0)",
+                        ]
+                    )
+                )
+            )
+        elif choice == "activation":
+            layers.append(draw(st.sampled_from(["TanH", "Sigmoid", "Softplus", "SiLU", "ELU"])))
+        elif choice == "flatten":
+            layers.append("Flatten")
+            flat = True
+        else:
+            layers.append(f"Linear({draw(st.integers(2, 5))})")
+    if not flat:
+        layers.append("Flatten")
+    return shape, layers
+
+
+@settings(max_examples=25, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@given(stack=normalized_stacks(), training=st.booleans(), seed=st.integers(0, 2**16))
+def test_random_normalized_stacks_match_finite_differences_in_both_modes(stack, training, seed):
+    shape, layers = stack
+    net = build(f"model Net {{\n input {shape}\n " + "\n ".join(layers) + "\n Linear(2)\n loss MSE\n}\n", seed=seed)
+    rng = np.random.default_rng(seed)
+    x, t = rng.standard_normal((4, *shape)), rng.standard_normal((4, 2))
+    if not training:
+        # Inference reads running statistics: make them non-trivial first.
+        net.train_step(x * 2 + 1, t)
+        net.eval()
+    source = "\n".join(layers)
+    net.loss(x, t)
+    net.zero_grad()
+    dx = net.backward()
+    objective = lambda: net.loss(x, t)
+    assert rel_error(dx, numeric_grad(objective, x)) < GRADIENT_TOLERANCE, source
+    for name, param in net.params.items():
+        expected = numeric_grad(objective, param)
+        if np.abs(expected).max() < 1e-8 and np.abs(net.grads[name]).max() < 1e-8:
+            continue  # an exact zero (a bias right before a training-mode BatchNorm): both are round-off
+        assert rel_error(net.grads[name], expected) < GRADIENT_TOLERANCE, (source, name)
+
+
+@pytest.mark.parametrize("optimizer", ["SGD(lr=0.1, momentum=0.9)", "Adam(lr=0.01)"])
+def test_layernorm_and_embedding_train_like_pytorch_for_three_steps(optimizer, rng):
+    """Tokens through Embedding, LayerNorm and a Linear head: 3 steps of our optimizer against torch.optim."""
+    source = (
+        "model Net {\n input tokens [5] int\n emb = Embedding(9, 4)\n ln = LayerNorm\n Flatten\n head = Linear(2)\n"
+        f" loss MSE\n optimizer {optimizer}\n}}"
+    )
+    net = build(source)
+    emb, ln, head = nn.Embedding(9, 4).double(), nn.LayerNorm(4).double(), nn.Linear(20, 2).double()
+    net.params["ln.weight"][...] = rng.standard_normal(4)
+    net.params["ln.bias"][...] = rng.standard_normal(4)
+    pairs = {
+        "emb.weight": (emb.weight, lambda t: t),
+        "ln.weight": (ln.weight, lambda t: t),
+        "ln.bias": (ln.bias, lambda t: t),
+        "head.weight": (head.weight, lambda t: t.T),
+        "head.bias": (head.bias, lambda t: t),
+    }
+    with torch.no_grad():
+        for key, (tensor, to_ours) in pairs.items():
+            to_ours(tensor).copy_(torch.from_numpy(net.params[key]))
+    parameters = [emb.weight, ln.weight, ln.bias, head.weight, head.bias]
+    if optimizer.startswith("SGD"):
+        torch_optimizer = torch.optim.SGD(parameters, lr=0.1, momentum=0.9)
+    else:
+        torch_optimizer = torch.optim.Adam(parameters, lr=0.01)
+    for _ in range(3):
+        tokens, t = rng.integers(0, 9, (6, 5)), rng.standard_normal((6, 2))
+        torch_optimizer.zero_grad()
+        out = head(ln(emb(torch.from_numpy(tokens))).flatten(1))
+        loss_t = nn.functional.mse_loss(out, torch.from_numpy(t))
+        loss_t.backward()
+        torch_optimizer.step()
+        loss = net.train_step(tokens, t)
+        assert abs(loss - loss_t.item()) <= TOLERANCE * loss_t.item()
+    for key, (tensor, to_ours) in pairs.items():
+        assert rel_error(net.params[key], to_ours(tensor.detach()).numpy()) < TOLERANCE, key
+
+
+def test_normalizations_in_a_graph_match_pytorch_in_both_modes(rng):
+    """Two branches, one through BatchNorm, joined by Add, then LayerNorm: fan-out and merges around the new layers."""
+    source = (
+        "model Net {\n input x [5]\n a = x -> Linear(6) -> BatchNorm\n b = x -> Linear(6)\n"
+        " h = (a, b) -> Add -> LayerNorm -> Dropout(0.3)\n head = h -> Linear(2)\n loss MSE\n optimizer SGD(lr=0.05)\n}"
+    )
+    net = build(source)
+    la, lb, bn, ln, head = (
+        nn.Linear(5, 6).double(),
+        nn.Linear(5, 6).double(),
+        nn.BatchNorm1d(6).double(),
+        nn.LayerNorm(6).double(),
+        nn.Linear(6, 2).double(),
+    )
+    names = dict(zip(("linear_1", "b", "batchnorm_1", "layernorm_1", "head"), (la, lb, bn, ln, head)))
+    with torch.no_grad():
+        for prefix, module in names.items():
+            module.weight.copy_(torch.from_numpy(net.params[f"{prefix}.weight"].T.copy()))
+            module.bias.copy_(torch.from_numpy(net.params[f"{prefix}.bias"]))
+
+    def torch_forward(x):
+        return head(ln(bn(la(x)) + lb(x)))
+
+    optimizer = torch.optim.SGD([p for m in names.values() for p in m.parameters()], lr=0.05)
+    x, t = rng.standard_normal((8, 5)), rng.standard_normal((8, 2))
+    # Dropout draws masks a twin cannot know: the training path is compared on the same graph with Dropout(0.0),
+    # the inference path (Dropout the identity, BatchNorm on running statistics) on the model itself.
+    net_keep = build(source.replace("Dropout(0.3)", "Dropout(0.0)"))
+    net_keep.load_state_dict(net.state_dict())
+    for _ in range(3):
+        bn.train()
+        optimizer.zero_grad()
+        loss_t = nn.functional.mse_loss(torch_forward(torch.from_numpy(x)), torch.from_numpy(t))
+        loss_t.backward()
+        optimizer.step()
+        loss = net_keep.train_step(x, t)
+        assert abs(loss - loss_t.item()) <= TOLERANCE * loss_t.item()
+    np.testing.assert_allclose(net_keep.buffers["batchnorm_1.running_var"], bn.running_var.numpy(), rtol=TOLERANCE)
+    # Inference: the running statistics, and Dropout is the identity.
+    net.load_state_dict(net_keep.state_dict())
+    bn.eval()
+    expected = torch_forward(torch.from_numpy(x)).detach().numpy()
+    np.testing.assert_allclose(net.predict(x), expected, rtol=TOLERANCE, atol=1e-12)

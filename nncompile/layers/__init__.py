@@ -4,4 +4,17 @@ Importing this package registers every layer; add a new module to the list below
 """
 
 # This order is the order of docs/layers.md.
-from . import linear, conv, pooling, pooling2d, flatten, shape, activations, softmax, merge, normalization, embedding  # noqa: F401, I001
+from . import (
+    linear,
+    conv,
+    conv2d,
+    pooling,
+    pooling2d,
+    flatten,
+    shape,
+    activations,
+    softmax,
+    merge,
+    normalization,
+    embedding,
+)  # noqa: F401, I001

@@ -1520,7 +1520,15 @@ class SignalNet(_CompiledModel):
                 {
                     "name": "conv1",
                     "type": "Conv1D",
-                    "args": {"out": 8, "k": 5, "stride": 1, "bias": True, "init": "he_normal"},
+                    "args": {
+                        "out": 8,
+                        "k": 5,
+                        "stride": 1,
+                        "padding": 0,
+                        "dilation": 1,
+                        "bias": True,
+                        "init": "he_normal",
+                    },
                     "inputs": ["x"],
                     "block": None,
                     "input_shapes": [[32, 2]],
@@ -1550,7 +1558,15 @@ class SignalNet(_CompiledModel):
                 {
                     "name": "conv2",
                     "type": "Conv1D",
-                    "args": {"out": 8, "k": 3, "stride": 2, "bias": False, "init": "xavier_normal"},
+                    "args": {
+                        "out": 8,
+                        "k": 3,
+                        "stride": 2,
+                        "padding": 0,
+                        "dilation": 1,
+                        "bias": False,
+                        "init": "xavier_normal",
+                    },
                     "inputs": ["maxpool1d_1"],
                     "block": None,
                     "input_shapes": [[14, 8]],
