@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -337,3 +338,50 @@ def test_several_inputs_and_outputs_are_named(tmp_path):
         FloatingPointError, match=r"^size = Linear\(1\) \(<string>:\d+\): forward produced nan at \[0, 0\]$"
     ):
         net.train_step({"pixels": np.ones((3, 4)), "tokens": np.zeros((3, 3), int)}, y)
+
+
+# ---- every layer: the golden models ------------------------------------------------------------------------------
+
+GOLDEN = sorted((Path(__file__).resolve().parent / "golden").glob("*.nn"))
+
+
+def random_batch(net, rng, batch=6, labels=True):
+    """Inputs and targets of the right kinds for any model: indices for integer inputs, labels (when `labels`) for a
+    loss with an accuracy, values in (0, 1) for the others (valid for MSE, BCE and the like)."""
+    x = {
+        name: rng.integers(0, 4, (batch, *shape)) if name in net._integer_inputs else rng.normal(size=(batch, *shape))
+        for name, shape in net.input_shapes.items()
+    }
+    y = {}
+    for output, _, metric in net._loss_terms:
+        shape = net.output_shapes[output]
+        if labels and metric == "accuracy" and shape[-1] > 1:
+            y[output] = rng.integers(0, shape[-1], (batch, *shape[:-1]) if len(shape) > 1 else batch)
+        else:
+            y[output] = rng.uniform(0.1, 0.9, (batch, *shape))
+    return (x if len(x) > 1 else next(iter(x.values()))), (y if len(y) > 1 else next(iter(y.values())))
+
+
+@pytest.mark.parametrize("nn_file", GOLDEN, ids=lambda p: p.stem)
+def test_every_golden_model_passes_gradcheck_and_checks_the_same_numbers(nn_file):
+    for dtype in ("float64", "float32"):
+        module = nncompile.load(nn_file, dtype=dtype)
+        for name in module.__all__:
+            cls = getattr(module, name)
+            if not cls.has_loss:
+                continue
+            x, y = random_batch(cls(seed=0), np.random.default_rng(11))
+            try:
+                cls(seed=0).loss(x, y)
+            except ValueError:  # a loss with an accuracy that takes probabilities (multi-label BCE)
+                x, y = random_batch(cls(seed=0), np.random.default_rng(11), labels=False)
+            if dtype == "float64":
+                net = cls(seed=0)
+                report = net.gradcheck(x, y, samples=8)
+                assert report.ok, f"{name}\n{report}"
+            plain, checked = cls(seed=0), cls(seed=0)
+            checked.check_numerics = True
+            for _ in range(2):
+                assert plain.train_step(x, y) == checked.train_step(x, y), name
+            for key in plain.params:
+                np.testing.assert_array_equal(plain.params[key], checked.params[key], err_msg=f"{name} {key}")
