@@ -16,7 +16,7 @@ import sys
 import tempfile
 import threading
 
-from . import introspect
+from . import dot, introspect
 from .compiler import DTYPES, compile_models, compile_source, read_source
 from .errors import CompileError, display_name
 
@@ -76,12 +76,17 @@ def _parser() -> argparse.ArgumentParser:
     )
     mode.add_argument(
         "--emit",
-        choices=("py", "ir", "onnx"),
+        choices=("py", "ir", "onnx", "dot"),
         default="py",
         help=(
-            "what to write: the Python module (py, the default), the shape-inferred IR as JSON (ir) or an ONNX model "
-            "(onnx, to the file given with -o; needs --weights or --seed)"
+            "what to write: the Python module (py, the default), the shape-inferred IR as JSON (ir), an ONNX model "
+            "(onnx, to the file given with -o; needs --weights or --seed) or a Graphviz graph of the layers (dot)"
         ),
+    )
+    mode.add_argument(
+        "--diagram",
+        metavar="PICTURE",
+        help="draw the layer graph into PICTURE (.svg, .png or .pdf) with Graphviz's dot program; write nothing else",
     )
     parser.add_argument(
         "--batch", type=_positive_int, help="batch size for the activation memory of --summary (default 1)"
@@ -176,7 +181,8 @@ def _umask() -> int:
 
 
 def write_atomically(path: str, text: str | bytes) -> None:
-    """Write to a temporary file beside `path`, then rename, so a failure never leaves half a file.
+    """Write text (as UTF-8) or bytes to a temporary file beside `path`, then rename, so a failure never leaves half a
+    file.
 
     Only a regular file (or nothing) at `path` is replaced: a device, FIFO or socket is refused and left untouched.
     The file gets the permissions of the file it replaces, or those of a plain open() (0o666 less the umask).
@@ -256,6 +262,10 @@ def _check_usage(parser: argparse.ArgumentParser, args: argparse.Namespace) -> N
         parser.error("argument input: expected a file name, got an empty string")
     if args.output == "":
         parser.error("argument -o/--output: expected a file name, got an empty string")
+    if args.diagram is not None and os.path.splitext(args.diagram)[1].lower() not in dot.FORMATS:
+        parser.error(f"argument --diagram: expected a file name ending in .svg, .png or .pdf, got {args.diagram!r}")
+    if args.diagram is not None and args.output is not None:
+        parser.error("--diagram writes the picture; it cannot be combined with -o")
     if args.summary and args.output is not None:
         parser.error("--summary prints to stdout; it cannot be combined with -o")
     if args.batch is not None and not args.summary:
@@ -311,6 +321,15 @@ def _produce(args: argparse.Namespace, source: str) -> str | bytes | None:
         return introspect.ir_json(models, filename=args.input, dtype=args.dtype)
     if args.emit == "onnx":
         return _onnx(args, source)
+    if args.emit == "dot" or args.diagram is not None:
+        models = compile_models(source, filename=args.input, on_warning=_print_warning)
+        text = dot.to_dot(models, filename=args.input)
+        if args.diagram is None:
+            return text
+        try:
+            return dot.render(text, dot.FORMATS[os.path.splitext(args.diagram)[1].lower()])
+        except (dot.GraphvizMissing, RuntimeError) as err:
+            raise _Failure(f"{display_name(args.diagram)}: error: cannot draw the diagram: {err}") from None
     code = compile_source(source, dtype=args.dtype, filename=args.input, on_warning=_print_warning)
     return None if args.check else code
 
@@ -339,14 +358,15 @@ def run(argv: list[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     try:
-        if args.output is not None and _same_file(args.output, args.input):
-            raise _Failure(f"{display_name(args.output)}: error: refusing to overwrite the input file with the output")
+        target = args.diagram if args.diagram is not None else args.output
+        if target is not None and _same_file(target, args.input):
+            raise _Failure(f"{display_name(target)}: error: refusing to overwrite the input file with the output")
         source = read_source(args.input)
         text = _produce(args, source)
         if text is None:
             return 0
-        if args.output is not None:
-            write_atomically(args.output, text)
+        if target is not None:
+            write_atomically(target, text)
         else:
             _write_stdout(text)
     except CompileError as err:

@@ -192,6 +192,11 @@ class LayerView:
             f"{shape_text(self.out_shape)}"
         )
 
+    @property
+    def numerics_label(self) -> str:
+        """The layer as check_numerics names it: `fc2 = Linear(10) (model.nn:6)`."""
+        return f"{self.node.name} = {self.node.source} ({self.location})"
+
     def p(self, param: str) -> str:
         return f'p["{self.node.name}.{param}"]'
 

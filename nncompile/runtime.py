@@ -178,6 +178,83 @@ def _dtype_text(dtype):
     return f"{kinds.get(dtype.kind, 'values')} (dtype {dtype})"
 
 
+def _check_finite(array, where, what=""):
+    """check_numerics: a FloatingPointError at the first NaN or infinite value of array (in C order), naming where it
+    was made; nothing when every value is finite. A finite sum proves that (a NaN or an infinity makes the sum NaN or
+    infinite), so a clean array costs one pass and no allocation; only a non-finite sum looks value by value."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        if np.isfinite(np.add.reduce(array, axis=None)):
+            return
+    bad = ~np.isfinite(array)
+    if bad.any():  # else the sum of finite values overflowed
+        index = np.unravel_index(int(np.argmax(bad)), array.shape)
+        at = ", ".join(str(int(i)) for i in index)
+        raise FloatingPointError(f"{where} {float(array[index])} at [{at}]{what}")
+
+
+# gradcheck(): the finite-difference step (relative to max(1, |value|)) and the tolerance, by DTYPE: an entry agrees
+# when |analytic - numeric| <= atol * max(1, |loss|) + rtol * max(|analytic|, |numeric|) (the loss's rounding error
+# grows with the loss). float32 keeps about 7 digits, so its step must be large and its tolerance loose (an error of
+# a few percent of a gradient can pass): a float64 build is the one to trust.
+_GRADCHECK = {
+    "float64": {"eps": 1e-6, "atol": 1e-7, "rtol": 1e-5},
+    "float32": {"eps": 3e-4, "atol": 1e-3, "rtol": 2e-2},
+}
+
+
+class _GradcheckTensor:
+    """gradcheck()'s finding for one tensor: kind ("parameter" or "input"), entries checked, the largest absolute and
+    relative difference between backward() and finite differences, the worst entry's index, and whether all agree."""
+
+    __slots__ = ("checked", "kind", "max_abs_error", "max_rel_error", "ok", "worst")
+
+    def __init__(self, kind, checked, max_abs_error, max_rel_error, worst, ok):
+        self.kind, self.checked, self.worst, self.ok = kind, checked, worst, ok
+        self.max_abs_error, self.max_rel_error = max_abs_error, max_rel_error
+
+    def __repr__(self):
+        return (
+            f"_GradcheckTensor(kind={self.kind!r}, checked={self.checked}, max_abs_error={self.max_abs_error:.3g}, "
+            f"max_rel_error={self.max_rel_error:.3g}, worst={self.worst}, ok={self.ok})"
+        )
+
+
+class _GradcheckReport:
+    """What model.gradcheck() found. report.ok: every entry checked agrees within the tolerance; report.tensors:
+    name → _GradcheckTensor, the parameters (by their names in model.params) then the inputs (by input name);
+    report.failures: the names of the tensors that disagree; str(report): a table."""
+
+    def __init__(self, tensors, dtype, eps, atol, rtol, loss):
+        self.tensors, self.dtype, self.eps, self.atol, self.rtol, self.loss = tensors, dtype, eps, atol, rtol, loss
+
+    @property
+    def ok(self):
+        return all(t.ok for t in self.tensors.values())
+
+    @property
+    def failures(self):
+        return [name for name, t in self.tensors.items() if not t.ok]
+
+    def __repr__(self):
+        return f"<GradcheckReport {'ok' if self.ok else 'FAILED: ' + ', '.join(self.failures)}>"
+
+    def __str__(self):
+        verdict = "ok" if self.ok else f"FAILED for {', '.join(self.failures)}"
+        width = max(len("tensor"), *(len(name) for name in self.tensors))
+        lines = [
+            f"gradcheck ({self.dtype}, eps {self.eps:g}, loss {self.loss:.6g}): {verdict}",
+            f"  an entry agrees when |analytic - numeric| <= {self.atol:.3g} + {self.rtol:g} * max(|analytic|, |numeric|)",
+            f"  {'tensor':<{width}}  {'checked':>7}  {'max abs error':>13}  {'max rel error':>13}  worst entry",
+        ]
+        for name, t in self.tensors.items():
+            mark = "" if t.ok else "  <- disagrees"
+            lines.append(
+                f"  {name:<{width}}  {t.checked:>7}  {t.max_abs_error:>13.3g}  {t.max_rel_error:>13.3g}  "
+                f"{list(t.worst)}{mark}"
+            )
+        return "\n".join(lines)
+
+
 class _Progress:
     """fit()'s progress on stdout: one line per epoch; on a terminal the line is redrawn in place (with \\r) as
     batches complete. Prints nothing when not verbose."""
@@ -250,6 +327,7 @@ class _CompiledModel:
     weight) (mean(wᵢ·lᵢ), weight shaped (batch, 1, ...) to broadcast against z, leaving the workspace as the unweighted
     one does for the gradient), _loss_gradient_<output>(target) and, for a term with a metric,
     _correct_<output>(z, target) → (correct, compared): one set per loss term.
+    _forward_checked, _backward_checked   the same with a check after every layer (check_numerics)
     """
 
     _schedule = None
@@ -282,6 +360,8 @@ class _CompiledModel:
         self._plain_term = None
         # Set True (by a fit() callback) to stop fit() after the current epoch; fit() sets it False when it starts.
         self.stop_training = False
+        # check_numerics: False runs _forward and _backward, True their checked twins (see the check_numerics setter).
+        self._checking = False
         for output, scale, metric, probabilities in self._loss_terms:
             suffix = output.replace(".", "_")
             self._terms.append(
@@ -399,6 +479,121 @@ class _CompiledModel:
                     "are unchanged. Call zero_grad() and compute the gradients again."
                 )
         self._update()
+
+    @property
+    def check_numerics(self):
+        """When True, every forward and backward pass (train_step, fit, predict, ...) checks the inputs, each layer's
+        output and each gradient as soon as it is made: the first NaN or infinite value raises FloatingPointError
+        naming the layer, its .nn file and line, forward or backward, and the value's index, e.g.
+        `fc2 = Linear(10) (model.nn:6): forward produced inf at [3, 7]`.
+
+        Off by default, and then free: setting it swaps in _forward_checked and _backward_checked (the same code with
+        a check after every layer) for this model; clearing it puts the plain methods back."""
+        return self._checking
+
+    @check_numerics.setter
+    def check_numerics(self, on):
+        self._checking = bool(on)
+        if self._checking:
+            self._forward, self._backward = self._forward_checked, self._backward_checked
+        else:
+            self.__dict__.pop("_forward", None)
+            self.__dict__.pop("_backward", None)
+
+    def gradcheck(self, x, y, eps=None, samples=20, seed=0):
+        """Check backward() against central finite differences of the loss on the batch (x, y); returns a
+        GradcheckReport (report.ok, per-tensor errors, a table when printed).
+
+        For every parameter and every float input, `samples` entries (all when fewer; chosen by
+        np.random.default_rng(seed)) are nudged by ±eps·max(1, |value|) and (L(+) - L(-)) / (2·step) is compared with
+        the gradient backward() gives. The model runs in its current mode (train() or eval()), and Dropout draws the
+        same masks for every evaluation. eps and the tolerance default by dtype (see _GRADCHECK): a float64 build
+        (nncompile --dtype float64) is the one to trust; float32 catches only gross errors.
+
+        Changes no parameters, gradients, buffers, optimizer state or random state (all are put back). Its forward
+        passes replace the one backward() would use: call loss() again before backward().
+        """
+        self._require_loss()
+        inputs = tuple(a.copy() for a in self._check_inputs(x))
+        targets = self._check_targets(y, len(inputs[0]))
+        samples = _check_int("samples", samples, 1)
+        dtype = np.dtype(DTYPE).name
+        settings = _GRADCHECK[dtype]
+        eps = settings["eps"] if eps is None else float(eps)
+        if not 0 < eps < np.inf:
+            raise ValueError(f"eps must be a positive number, got {eps!r}")
+        rtol = settings["rtol"]
+        nontrainable = getattr(self, "_flat_nontrainable", None)
+        kept = (
+            self._flat_params.copy(),
+            self._flat_grads.copy(),
+            None if nontrainable is None else nontrainable.copy(),
+            self._rng.bit_generator.state if self._random else None,
+            self._accumulate,
+            self._grads_problem,
+        )
+        masks = kept[3]
+
+        def loss_here():
+            if masks is not None:
+                self._rng.bit_generator.state = masks  # the same Dropout masks every time
+            return self._total(self._loss_values(self._forward(*inputs), targets))
+
+        try:
+            loss = loss_here()
+            if not -np.inf < loss < np.inf:
+                raise FloatingPointError(f"{type(self).__name__}.gradcheck: the loss is {loss}; nothing to compare")
+            atol = settings["atol"] * max(1.0, abs(loss))
+            self._accumulate = False
+            input_grads = self._backward(self._loss_gradients(targets), True)
+            analytic = [(name, "parameter", param, self.grads[name].copy()) for name, param in self.params.items()]
+            for name, array, grad in zip(self._input_names, inputs, input_grads):
+                if grad is not None:
+                    analytic.append((name, "input", array, grad.copy()))
+            rng = np.random.default_rng(seed)
+            tensors = {}
+            for name, kind, array, grad in analytic:
+                flat, grad = array.reshape(-1), grad.reshape(-1)
+                chosen = np.sort(rng.choice(flat.size, min(samples, flat.size), replace=False))
+                # Per entry: the central, forward and backward difference quotients.
+                numeric = np.empty((len(chosen), 3))
+                for n, i in enumerate(chosen):
+                    old = flat[i]
+                    step = eps * max(1.0, abs(float(old)))
+                    flat[i] = old + step
+                    up, plus = float(flat[i]) - float(old), loss_here()
+                    flat[i] = old - step
+                    down, minus = float(old) - float(flat[i]), loss_here()
+                    flat[i] = old
+                    numeric[n] = (plus - minus) / (up + down), (plus - loss) / up, (loss - minus) / down
+                given = grad[chosen].astype(np.float64)
+                # Where the step crosses a kink (ReLU at 0, a max changing hands), the central difference mixes two
+                # slopes, but the one-sided difference on the kink-free side still matches: the closest one counts.
+                closest = np.argmin(np.abs(numeric - given[:, None]), axis=1)
+                numeric = numeric[np.arange(len(chosen)), closest]
+                error = np.abs(given - numeric)
+                scale = np.maximum(np.abs(given), np.abs(numeric))
+                relative = np.divide(error, scale, out=np.zeros_like(error), where=scale > 0)
+                excess = error / (atol + rtol * scale)
+                worst = np.unravel_index(int(chosen[np.argmax(excess)]), array.shape)
+                tensors[name] = _GradcheckTensor(
+                    kind,
+                    len(chosen),
+                    float(error.max()),
+                    float(relative.max()),
+                    tuple(int(i) for i in worst),
+                    bool(np.all(excess <= 1)),
+                )
+        finally:
+            np.copyto(self._flat_params, kept[0])
+            np.copyto(self._flat_grads, kept[1])
+            if nontrainable is not None:
+                np.copyto(nontrainable, kept[2])
+            if masks is not None:
+                self._rng.bit_generator.state = masks
+            self._accumulate, self._grads_problem = kept[4], kept[5]
+            self._saved = self._targets = self._last_loss = None
+        return _GradcheckReport(tensors, dtype, eps, atol, rtol, loss)
 
     def train(self, mode=True):
         """Set training mode (or inference mode with mode=False); returns the model."""
@@ -672,6 +867,7 @@ class _CompiledModel:
         initial_epoch=0,
         sample_weight=None,
         callbacks=None,
+        check_numerics=None,
     ):
         """Train on (x, y) with mini-batch steps of the optimizer; returns the history, a dict of per-epoch lists.
 
@@ -696,6 +892,9 @@ class _CompiledModel:
         patience: stop when val_loss has not improved for that many epochs; then, with restore_best, the
         parameters of the epoch with the lowest val_loss are put back (the optimizer state is kept).
         verbose: a progress line per epoch on stdout, redrawn in place while the epoch runs on a terminal.
+        check_numerics: True or False sets model.check_numerics for this call (None, the default, keeps it): when on,
+        the first NaN or infinite value a layer produces, forward or backward, raises FloatingPointError naming the
+        layer and its line; the model is left as it was then, for inspection, and error.history holds the history.
 
         A non-finite loss stops training with FloatingPointError naming the epoch and batch, after restoring the
         parameters and optimizer state from before the step that produced it. Ctrl-C (KeyboardInterrupt) stops
@@ -753,6 +952,10 @@ class _CompiledModel:
         epoch = initial_epoch
         self.stop_training = False
         found_mode, self.training = self.training, True
+        found_checking = self.check_numerics
+        switch = check_numerics is not None and bool(check_numerics) != found_checking
+        if switch:
+            self.check_numerics = check_numerics
         try:
             for epoch in range(initial_epoch, epochs):
                 started = time.perf_counter()
@@ -808,6 +1011,10 @@ class _CompiledModel:
                 if self.stop_training:
                     progress.note(f"stopped by a callback after epoch {epoch + 1}")
                     break
+        except FloatingPointError as err:
+            if not hasattr(err, "history"):  # from check_numerics
+                err.history = history
+            raise
         except KeyboardInterrupt:
             if stepping:
                 self._restore(before_step)
@@ -817,6 +1024,8 @@ class _CompiledModel:
             progress.close()
             self._saved = self._targets = None
             self.training = found_mode
+            if switch:
+                self.check_numerics = found_checking
         if best_params is not None and best_epoch != epoch:
             for name, value in best_params.items():
                 np.copyto(self.params[name] if name in self.params else self.buffers[name], value)

@@ -178,6 +178,83 @@ def _dtype_text(dtype):
     return f"{kinds.get(dtype.kind, 'values')} (dtype {dtype})"
 
 
+def _check_finite(array, where, what=""):
+    """check_numerics: a FloatingPointError at the first NaN or infinite value of array (in C order), naming where it
+    was made; nothing when every value is finite. A finite sum proves that (a NaN or an infinity makes the sum NaN or
+    infinite), so a clean array costs one pass and no allocation; only a non-finite sum looks value by value."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        if np.isfinite(np.add.reduce(array, axis=None)):
+            return
+    bad = ~np.isfinite(array)
+    if bad.any():  # else the sum of finite values overflowed
+        index = np.unravel_index(int(np.argmax(bad)), array.shape)
+        at = ", ".join(str(int(i)) for i in index)
+        raise FloatingPointError(f"{where} {float(array[index])} at [{at}]{what}")
+
+
+# gradcheck(): the finite-difference step (relative to max(1, |value|)) and the tolerance, by DTYPE: an entry agrees
+# when |analytic - numeric| <= atol * max(1, |loss|) + rtol * max(|analytic|, |numeric|) (the loss's rounding error
+# grows with the loss). float32 keeps about 7 digits, so its step must be large and its tolerance loose (an error of
+# a few percent of a gradient can pass): a float64 build is the one to trust.
+_GRADCHECK = {
+    "float64": {"eps": 1e-6, "atol": 1e-7, "rtol": 1e-5},
+    "float32": {"eps": 3e-4, "atol": 1e-3, "rtol": 2e-2},
+}
+
+
+class _GradcheckTensor:
+    """gradcheck()'s finding for one tensor: kind ("parameter" or "input"), entries checked, the largest absolute and
+    relative difference between backward() and finite differences, the worst entry's index, and whether all agree."""
+
+    __slots__ = ("checked", "kind", "max_abs_error", "max_rel_error", "ok", "worst")
+
+    def __init__(self, kind, checked, max_abs_error, max_rel_error, worst, ok):
+        self.kind, self.checked, self.worst, self.ok = kind, checked, worst, ok
+        self.max_abs_error, self.max_rel_error = max_abs_error, max_rel_error
+
+    def __repr__(self):
+        return (
+            f"_GradcheckTensor(kind={self.kind!r}, checked={self.checked}, max_abs_error={self.max_abs_error:.3g}, "
+            f"max_rel_error={self.max_rel_error:.3g}, worst={self.worst}, ok={self.ok})"
+        )
+
+
+class _GradcheckReport:
+    """What model.gradcheck() found. report.ok: every entry checked agrees within the tolerance; report.tensors:
+    name → _GradcheckTensor, the parameters (by their names in model.params) then the inputs (by input name);
+    report.failures: the names of the tensors that disagree; str(report): a table."""
+
+    def __init__(self, tensors, dtype, eps, atol, rtol, loss):
+        self.tensors, self.dtype, self.eps, self.atol, self.rtol, self.loss = tensors, dtype, eps, atol, rtol, loss
+
+    @property
+    def ok(self):
+        return all(t.ok for t in self.tensors.values())
+
+    @property
+    def failures(self):
+        return [name for name, t in self.tensors.items() if not t.ok]
+
+    def __repr__(self):
+        return f"<GradcheckReport {'ok' if self.ok else 'FAILED: ' + ', '.join(self.failures)}>"
+
+    def __str__(self):
+        verdict = "ok" if self.ok else f"FAILED for {', '.join(self.failures)}"
+        width = max(len("tensor"), *(len(name) for name in self.tensors))
+        lines = [
+            f"gradcheck ({self.dtype}, eps {self.eps:g}, loss {self.loss:.6g}): {verdict}",
+            f"  an entry agrees when |analytic - numeric| <= {self.atol:.3g} + {self.rtol:g} * max(|analytic|, |numeric|)",
+            f"  {'tensor':<{width}}  {'checked':>7}  {'max abs error':>13}  {'max rel error':>13}  worst entry",
+        ]
+        for name, t in self.tensors.items():
+            mark = "" if t.ok else "  <- disagrees"
+            lines.append(
+                f"  {name:<{width}}  {t.checked:>7}  {t.max_abs_error:>13.3g}  {t.max_rel_error:>13.3g}  "
+                f"{list(t.worst)}{mark}"
+            )
+        return "\n".join(lines)
+
+
 class _Progress:
     """fit()'s progress on stdout: one line per epoch; on a terminal the line is redrawn in place (with \\r) as
     batches complete. Prints nothing when not verbose."""
@@ -250,6 +327,7 @@ class _CompiledModel:
     weight) (mean(wᵢ·lᵢ), weight shaped (batch, 1, ...) to broadcast against z, leaving the workspace as the unweighted
     one does for the gradient), _loss_gradient_<output>(target) and, for a term with a metric,
     _correct_<output>(z, target) → (correct, compared): one set per loss term.
+    _forward_checked, _backward_checked   the same with a check after every layer (check_numerics)
     """
 
     _schedule = None
@@ -282,6 +360,8 @@ class _CompiledModel:
         self._plain_term = None
         # Set True (by a fit() callback) to stop fit() after the current epoch; fit() sets it False when it starts.
         self.stop_training = False
+        # check_numerics: False runs _forward and _backward, True their checked twins (see the check_numerics setter).
+        self._checking = False
         for output, scale, metric, probabilities in self._loss_terms:
             suffix = output.replace(".", "_")
             self._terms.append(
@@ -399,6 +479,121 @@ class _CompiledModel:
                     "are unchanged. Call zero_grad() and compute the gradients again."
                 )
         self._update()
+
+    @property
+    def check_numerics(self):
+        """When True, every forward and backward pass (train_step, fit, predict, ...) checks the inputs, each layer's
+        output and each gradient as soon as it is made: the first NaN or infinite value raises FloatingPointError
+        naming the layer, its .nn file and line, forward or backward, and the value's index, e.g.
+        `fc2 = Linear(10) (model.nn:6): forward produced inf at [3, 7]`.
+
+        Off by default, and then free: setting it swaps in _forward_checked and _backward_checked (the same code with
+        a check after every layer) for this model; clearing it puts the plain methods back."""
+        return self._checking
+
+    @check_numerics.setter
+    def check_numerics(self, on):
+        self._checking = bool(on)
+        if self._checking:
+            self._forward, self._backward = self._forward_checked, self._backward_checked
+        else:
+            self.__dict__.pop("_forward", None)
+            self.__dict__.pop("_backward", None)
+
+    def gradcheck(self, x, y, eps=None, samples=20, seed=0):
+        """Check backward() against central finite differences of the loss on the batch (x, y); returns a
+        GradcheckReport (report.ok, per-tensor errors, a table when printed).
+
+        For every parameter and every float input, `samples` entries (all when fewer; chosen by
+        np.random.default_rng(seed)) are nudged by ±eps·max(1, |value|) and (L(+) - L(-)) / (2·step) is compared with
+        the gradient backward() gives. The model runs in its current mode (train() or eval()), and Dropout draws the
+        same masks for every evaluation. eps and the tolerance default by dtype (see _GRADCHECK): a float64 build
+        (nncompile --dtype float64) is the one to trust; float32 catches only gross errors.
+
+        Changes no parameters, gradients, buffers, optimizer state or random state (all are put back). Its forward
+        passes replace the one backward() would use: call loss() again before backward().
+        """
+        self._require_loss()
+        inputs = tuple(a.copy() for a in self._check_inputs(x))
+        targets = self._check_targets(y, len(inputs[0]))
+        samples = _check_int("samples", samples, 1)
+        dtype = np.dtype(DTYPE).name
+        settings = _GRADCHECK[dtype]
+        eps = settings["eps"] if eps is None else float(eps)
+        if not 0 < eps < np.inf:
+            raise ValueError(f"eps must be a positive number, got {eps!r}")
+        rtol = settings["rtol"]
+        nontrainable = getattr(self, "_flat_nontrainable", None)
+        kept = (
+            self._flat_params.copy(),
+            self._flat_grads.copy(),
+            None if nontrainable is None else nontrainable.copy(),
+            self._rng.bit_generator.state if self._random else None,
+            self._accumulate,
+            self._grads_problem,
+        )
+        masks = kept[3]
+
+        def loss_here():
+            if masks is not None:
+                self._rng.bit_generator.state = masks  # the same Dropout masks every time
+            return self._total(self._loss_values(self._forward(*inputs), targets))
+
+        try:
+            loss = loss_here()
+            if not -np.inf < loss < np.inf:
+                raise FloatingPointError(f"{type(self).__name__}.gradcheck: the loss is {loss}; nothing to compare")
+            atol = settings["atol"] * max(1.0, abs(loss))
+            self._accumulate = False
+            input_grads = self._backward(self._loss_gradients(targets), True)
+            analytic = [(name, "parameter", param, self.grads[name].copy()) for name, param in self.params.items()]
+            for name, array, grad in zip(self._input_names, inputs, input_grads):
+                if grad is not None:
+                    analytic.append((name, "input", array, grad.copy()))
+            rng = np.random.default_rng(seed)
+            tensors = {}
+            for name, kind, array, grad in analytic:
+                flat, grad = array.reshape(-1), grad.reshape(-1)
+                chosen = np.sort(rng.choice(flat.size, min(samples, flat.size), replace=False))
+                # Per entry: the central, forward and backward difference quotients.
+                numeric = np.empty((len(chosen), 3))
+                for n, i in enumerate(chosen):
+                    old = flat[i]
+                    step = eps * max(1.0, abs(float(old)))
+                    flat[i] = old + step
+                    up, plus = float(flat[i]) - float(old), loss_here()
+                    flat[i] = old - step
+                    down, minus = float(old) - float(flat[i]), loss_here()
+                    flat[i] = old
+                    numeric[n] = (plus - minus) / (up + down), (plus - loss) / up, (loss - minus) / down
+                given = grad[chosen].astype(np.float64)
+                # Where the step crosses a kink (ReLU at 0, a max changing hands), the central difference mixes two
+                # slopes, but the one-sided difference on the kink-free side still matches: the closest one counts.
+                closest = np.argmin(np.abs(numeric - given[:, None]), axis=1)
+                numeric = numeric[np.arange(len(chosen)), closest]
+                error = np.abs(given - numeric)
+                scale = np.maximum(np.abs(given), np.abs(numeric))
+                relative = np.divide(error, scale, out=np.zeros_like(error), where=scale > 0)
+                excess = error / (atol + rtol * scale)
+                worst = np.unravel_index(int(chosen[np.argmax(excess)]), array.shape)
+                tensors[name] = _GradcheckTensor(
+                    kind,
+                    len(chosen),
+                    float(error.max()),
+                    float(relative.max()),
+                    tuple(int(i) for i in worst),
+                    bool(np.all(excess <= 1)),
+                )
+        finally:
+            np.copyto(self._flat_params, kept[0])
+            np.copyto(self._flat_grads, kept[1])
+            if nontrainable is not None:
+                np.copyto(nontrainable, kept[2])
+            if masks is not None:
+                self._rng.bit_generator.state = masks
+            self._accumulate, self._grads_problem = kept[4], kept[5]
+            self._saved = self._targets = self._last_loss = None
+        return _GradcheckReport(tensors, dtype, eps, atol, rtol, loss)
 
     def train(self, mode=True):
         """Set training mode (or inference mode with mode=False); returns the model."""
@@ -672,6 +867,7 @@ class _CompiledModel:
         initial_epoch=0,
         sample_weight=None,
         callbacks=None,
+        check_numerics=None,
     ):
         """Train on (x, y) with mini-batch steps of the optimizer; returns the history, a dict of per-epoch lists.
 
@@ -696,6 +892,9 @@ class _CompiledModel:
         patience: stop when val_loss has not improved for that many epochs; then, with restore_best, the
         parameters of the epoch with the lowest val_loss are put back (the optimizer state is kept).
         verbose: a progress line per epoch on stdout, redrawn in place while the epoch runs on a terminal.
+        check_numerics: True or False sets model.check_numerics for this call (None, the default, keeps it): when on,
+        the first NaN or infinite value a layer produces, forward or backward, raises FloatingPointError naming the
+        layer and its line; the model is left as it was then, for inspection, and error.history holds the history.
 
         A non-finite loss stops training with FloatingPointError naming the epoch and batch, after restoring the
         parameters and optimizer state from before the step that produced it. Ctrl-C (KeyboardInterrupt) stops
@@ -753,6 +952,10 @@ class _CompiledModel:
         epoch = initial_epoch
         self.stop_training = False
         found_mode, self.training = self.training, True
+        found_checking = self.check_numerics
+        switch = check_numerics is not None and bool(check_numerics) != found_checking
+        if switch:
+            self.check_numerics = check_numerics
         try:
             for epoch in range(initial_epoch, epochs):
                 started = time.perf_counter()
@@ -808,6 +1011,10 @@ class _CompiledModel:
                 if self.stop_training:
                     progress.note(f"stopped by a callback after epoch {epoch + 1}")
                     break
+        except FloatingPointError as err:
+            if not hasattr(err, "history"):  # from check_numerics
+                err.history = history
+            raise
         except KeyboardInterrupt:
             if stepping:
                 self._restore(before_step)
@@ -817,6 +1024,8 @@ class _CompiledModel:
             progress.close()
             self._saved = self._targets = None
             self.training = found_mode
+            if switch:
+                self.check_numerics = found_checking
         if best_params is not None and best_epoch != epoch:
             for name, value in best_params.items():
                 np.copyto(self.params[name] if name in self.params else self.buffers[name], value)
@@ -1780,6 +1989,255 @@ class Scorer(_CompiledModel):
 
         return (dx,)
 
+    # ---- check_numerics: _forward and _backward again, each result checked as soon as it is made ----------------
+
+    def _forward_checked(self, x):
+        """_forward for check_numerics: the inputs and each layer's output are checked as soon as they are made."""
+        # The workspace of this batch size; the loss and backward of this batch use it too.
+        ws = self._ws = self._workspace(x.shape[0])
+        _check_finite(x, "input x holds")
+
+        # linear_1 = Linear(8)  (activations_v2.nn:5)  [6] -> [8]
+        # computed as [x, 1] · [W; b], so the GEMM adds the bias
+        x1 = ws["linear_1.x1"]
+        np.copyto(x1[:, :6], x)
+        weight_bias = self._stacked_params["linear_1.weight+bias"]
+        linear_1_y = np.matmul(x1, weight_bias, out=ws["linear_1.y"])
+        _check_finite(linear_1_y, "linear_1 = Linear(8) (activations_v2.nn:5): forward produced")
+
+        # gelu_1 = GELU  (activations_v2.nn:6)  [8] -> [8]
+        # a = |x|, clipped at 40: beyond, Φ(x) is 0 or 1 even in float64, and every power of a below stays finite.
+        a = np.abs(linear_1_y, out=ws["gelu_1.a"])
+        np.minimum(a, 40, out=a)
+        # Products of tiny factors far out on the tails underflow to 0 or a subnormal: the right answer, not an error.
+        with np.errstate(under="ignore"):
+            # erfc(a/√2) = e^(-a²/2)·r for a > 0.71: r = P(a)/Q(a) up to 5.66, ...
+            r = np.multiply(a, 2.1531153547440383e-08, out=ws["gelu_1.r"])
+            b = np.add(a, 22.266688044328117, out=ws["gelu_1.b"])
+            r += 0.7978830241762694
+            r *= a
+            b *= a
+            for top, bottom in (
+                (17.766299588776757, 235.38790178262505),
+                (187.01331226435576, 1519.3775994075552),
+                (1194.540552789601, 6485.558298266764),
+                (4989.075170580747, 18615.571640885104),
+                (13696.38090107257, 34900.95272114599),
+                (23205.302875294718, 38912.0032860933),
+            ):
+                r += top
+                r *= a
+                b += bottom
+                b *= a
+            r += 19685.42967676797
+            b += 19685.429676860007
+            r /= b
+            big = np.greater(a, 5.656854249492381, out=ws["gelu_1.mask"])
+            if big.any():
+                # ... and beyond, r = (√(2/π) - z·P(z)/Q(z)) / a, z = 1/a² (computed from max(a, 5.66): finite)
+                inverse = np.maximum(a, 5.656854249492381, out=ws["gelu_1.b"])
+                np.reciprocal(inverse, out=inverse)
+                z = np.square(inverse, out=ws["gelu_1.c"])
+                d = np.multiply(z, 0.04614688352988035, out=ws["gelu_1.d"])
+                slope = np.add(z, 1.284260096144911, out=ws["gelu_1.slope"])
+                d += 0.431797068115914
+                d *= z
+                slope *= z
+                for top, bottom in (
+                    (0.25480232232049477, 0.46823821248086683),
+                    (0.04447055574129962, 0.06598813786892856),
+                    (0.0028432383864557867, 0.0037823963320275824),
+                ):
+                    d += top
+                    d *= z
+                    slope += bottom
+                    slope *= z
+                d += 5.8225749902337586e-05
+                slope += 7.297515550839662e-05
+                d /= slope
+                d *= z
+                np.subtract(0.7978845608028654, d, out=d)
+                d *= inverse
+                np.copyto(r, d, where=big)
+            # e^(-a²/2) with a = h + (a - h), h = a truncated to sixteenths: h² is exact, so a² is never rounded.
+            h = np.multiply(a, 16, out=ws["gelu_1.b"])
+            np.trunc(h, out=h)
+            h *= 0.0625
+            e = np.subtract(a, h, out=ws["gelu_1.c"])
+            e *= np.add(a, h, out=ws["gelu_1.d"])
+            e *= -0.5
+            np.exp(e, out=e)
+            np.square(h, out=h)
+            h *= -0.5
+            np.exp(h, out=h)
+            e *= h
+            r *= e
+            # a ≤ 0.71: erfc(a/√2) = 1 - a·P(a²)/Q(a²)
+            s = np.square(a, out=ws["gelu_1.b"])
+            d = np.multiply(s, 0.1313646758364149, out=ws["gelu_1.d"])
+            slope = np.add(s, 47.202581904688245, out=ws["gelu_1.slope"])
+            d += 4.4705040709213675
+            d *= s
+            slope *= s
+            for top, bottom in (
+                (322.05646213711174, 976.0985517377767),
+                (2135.3789709207417, 10260.932208618979),
+            ):
+                d += top
+                d *= s
+                slope += bottom
+                slope *= s
+            d += 36309.962506687116
+            slope += 45507.78933502673
+            d /= slope
+            d *= a
+            np.subtract(1, d, out=d)
+            np.copyto(r, d, where=np.less_equal(a, 0.7071067811865476, out=ws["gelu_1.mask"]))
+            # Φ(x) = |[x ≥ 0] - erfc(a/√2)/2|: erfc/2 for x < 0, 1 - erfc/2 for x ≥ 0 (from here on, r is Φ(x))
+            r *= 0.5
+            np.subtract(np.greater_equal(linear_1_y, 0, out=ws["gelu_1.mask"]), r, out=r)
+            np.abs(r, out=r)
+            # slope = Φ(x) + x·e^(-x²/2)/√(2π), kept for backward (x is no longer read after y, which may overwrite it)
+            slope = np.multiply(linear_1_y, e, out=ws["gelu_1.slope"])
+            slope *= 0.3989422804014327
+            slope += r
+            gelu_1_y = np.multiply(linear_1_y, r, out=linear_1_y)
+        _check_finite(gelu_1_y, "gelu_1 = GELU (activations_v2.nn:6): forward produced")
+
+        # linear_2 = Linear(8)  (activations_v2.nn:7)  [8] -> [8]
+        # computed as [x, 1] · [W; b], so the GEMM adds the bias
+        x1 = ws["linear_2.x1"]
+        np.copyto(x1[:, :8], gelu_1_y)
+        weight_bias = self._stacked_params["linear_2.weight+bias"]
+        linear_2_y = np.matmul(x1, weight_bias, out=ws["linear_2.y"])
+        _check_finite(linear_2_y, "linear_2 = Linear(8) (activations_v2.nn:7): forward produced")
+
+        # silu_1 = SiLU  (activations_v2.nn:8)  [8] -> [8]
+        q = np.abs(linear_2_y, out=ws["silu_1.slope"])
+        np.negative(q, out=q)
+        # Far out on the tails exp and the products below underflow to 0 or a subnormal: the right answer, not an error.
+        with np.errstate(under="ignore"):
+            np.exp(q, out=q)
+            q /= np.add(q, 1, out=ws["silu_1.s"])
+            positive = np.greater_equal(linear_2_y, 0, out=ws["silu_1.mask"])
+            s = np.subtract(positive, q, out=ws["silu_1.s"])
+            np.abs(s, out=s)
+            # c = 1 - s = sigmoid(-x)
+            c = np.subtract(np.logical_not(positive, out=positive), q, out=q)
+            np.abs(c, out=c)
+            # slope = s + x·s·c = s·(1 + x·c), kept for backward (x is no longer read after y, which may overwrite it)
+            slope = c
+            slope *= linear_2_y
+            slope += 1
+            slope *= s
+            silu_1_y = np.multiply(linear_2_y, s, out=linear_2_y)
+        _check_finite(silu_1_y, "silu_1 = SiLU (activations_v2.nn:8): forward produced")
+
+        # linear_3 = Linear(1)  (activations_v2.nn:9)  [8] -> [1]
+        # computed as [x, 1] · [W; b], so the GEMM adds the bias
+        x1 = ws["linear_3.x1"]
+        np.copyto(x1[:, :8], silu_1_y)
+        weight_bias = self._stacked_params["linear_3.weight+bias"]
+        linear_3_y = np.matmul(x1, weight_bias, out=ws["linear_3.y"])
+        _check_finite(linear_3_y, "linear_3 = Linear(1) (activations_v2.nn:9): forward produced")
+
+        # What backward reads from this pass (the workspace keeps the rest).
+        self._saved = ()
+        return (linear_3_y,)
+
+    def _backward_checked(self, douts, need_dx):
+        """_backward for check_numerics: each gradient is checked as soon as it is made."""
+        ws = self._ws
+        p = self.params
+        g = self.grads
+        accumulate = self._accumulate
+        self._accumulate = True
+        (linear_3_dy,) = douts
+        _check_finite(linear_3_dy, "the gradient of output linear_3 holds")
+
+        # backward of linear_3 = Linear(1)  (activations_v2.nn:9)  [8] -> [1]
+        # [dW; db] = [x, 1]ᵀ · dy
+        grad = self._stacked_grads["linear_3.weight+bias"]
+        _matmul_into(ws["linear_3.x1"].T, linear_3_dy, grad, accumulate)
+        _check_finite(
+            g["linear_3.weight"],
+            "linear_3 = Linear(1) (activations_v2.nn:9): backward produced",
+            " in the gradient of linear_3.weight",
+        )
+        _check_finite(
+            g["linear_3.bias"],
+            "linear_3 = Linear(1) (activations_v2.nn:9): backward produced",
+            " in the gradient of linear_3.bias",
+        )
+        silu_1_dy = np.matmul(linear_3_dy, p["linear_3.weight"].T, out=ws["linear_3.dx"])
+        _check_finite(
+            silu_1_dy,
+            "linear_3 = Linear(1) (activations_v2.nn:9): backward produced",
+            " in the gradient of its input (silu_1's output)",
+        )
+
+        # backward of silu_1 = SiLU  (activations_v2.nn:8)  [8] -> [8]
+        linear_2_dy = np.multiply(silu_1_dy, ws["silu_1.slope"], out=silu_1_dy)
+        _check_finite(
+            linear_2_dy,
+            "silu_1 = SiLU (activations_v2.nn:8): backward produced",
+            " in the gradient of its input (linear_2's output)",
+        )
+
+        # backward of linear_2 = Linear(8)  (activations_v2.nn:7)  [8] -> [8]
+        # [dW; db] = [x, 1]ᵀ · dy
+        grad = self._stacked_grads["linear_2.weight+bias"]
+        _matmul_into(ws["linear_2.x1"].T, linear_2_dy, grad, accumulate)
+        _check_finite(
+            g["linear_2.weight"],
+            "linear_2 = Linear(8) (activations_v2.nn:7): backward produced",
+            " in the gradient of linear_2.weight",
+        )
+        _check_finite(
+            g["linear_2.bias"],
+            "linear_2 = Linear(8) (activations_v2.nn:7): backward produced",
+            " in the gradient of linear_2.bias",
+        )
+        gelu_1_dy = np.matmul(linear_2_dy, p["linear_2.weight"].T, out=ws["linear_2.dx"])
+        _check_finite(
+            gelu_1_dy,
+            "linear_2 = Linear(8) (activations_v2.nn:7): backward produced",
+            " in the gradient of its input (gelu_1's output)",
+        )
+
+        # backward of gelu_1 = GELU  (activations_v2.nn:6)  [8] -> [8]
+        linear_1_dy = np.multiply(gelu_1_dy, ws["gelu_1.slope"], out=gelu_1_dy)
+        _check_finite(
+            linear_1_dy,
+            "gelu_1 = GELU (activations_v2.nn:6): backward produced",
+            " in the gradient of its input (linear_1's output)",
+        )
+
+        # backward of linear_1 = Linear(8)  (activations_v2.nn:5)  [6] -> [8]
+        # [dW; db] = [x, 1]ᵀ · dy
+        grad = self._stacked_grads["linear_1.weight+bias"]
+        _matmul_into(ws["linear_1.x1"].T, linear_1_dy, grad, accumulate)
+        _check_finite(
+            g["linear_1.weight"],
+            "linear_1 = Linear(8) (activations_v2.nn:5): backward produced",
+            " in the gradient of linear_1.weight",
+        )
+        _check_finite(
+            g["linear_1.bias"],
+            "linear_1 = Linear(8) (activations_v2.nn:5): backward produced",
+            " in the gradient of linear_1.bias",
+        )
+        if not need_dx:
+            return None
+        dx = np.matmul(linear_1_dy, p["linear_1.weight"].T, out=ws["linear_1.dx"])
+        _check_finite(
+            dx,
+            "linear_1 = Linear(8) (activations_v2.nn:5): backward produced",
+            " in the gradient of its input (input x)",
+        )
+
+        return (dx,)
+
     # loss BCEWithLogits  (activations_v2.nn:10)
     # L = mean( max(z, 0) - z·t + log(1 + e^(-|z|)) )
     # dz = (sigmoid(z) - t) / N,  N = number of elements
@@ -2385,6 +2843,339 @@ class Robust(_CompiledModel):
 
         return (dx,)
 
+    # ---- check_numerics: _forward and _backward again, each result checked as soon as it is made ----------------
+
+    def _forward_checked(self, x):
+        """_forward for check_numerics: the inputs and each layer's output are checked as soon as they are made."""
+        # The workspace of this batch size; the loss and backward of this batch use it too.
+        ws = self._ws = self._workspace(x.shape[0])
+        _check_finite(x, "input x holds")
+
+        # gelu_1 = GELU  (activations_v2.nn:16)  [4] -> [4]
+        # a = |x|, clipped at 40: beyond, Φ(x) is 0 or 1 even in float64, and every power of a below stays finite.
+        a = np.abs(x, out=ws["gelu_1.a"])
+        np.minimum(a, 40, out=a)
+        # Products of tiny factors far out on the tails underflow to 0 or a subnormal: the right answer, not an error.
+        with np.errstate(under="ignore"):
+            # erfc(a/√2) = e^(-a²/2)·r for a > 0.71: r = P(a)/Q(a) up to 5.66, ...
+            r = np.multiply(a, 2.1531153547440383e-08, out=ws["gelu_1.r"])
+            b = np.add(a, 22.266688044328117, out=ws["gelu_1.b"])
+            r += 0.7978830241762694
+            r *= a
+            b *= a
+            for top, bottom in (
+                (17.766299588776757, 235.38790178262505),
+                (187.01331226435576, 1519.3775994075552),
+                (1194.540552789601, 6485.558298266764),
+                (4989.075170580747, 18615.571640885104),
+                (13696.38090107257, 34900.95272114599),
+                (23205.302875294718, 38912.0032860933),
+            ):
+                r += top
+                r *= a
+                b += bottom
+                b *= a
+            r += 19685.42967676797
+            b += 19685.429676860007
+            r /= b
+            big = np.greater(a, 5.656854249492381, out=ws["gelu_1.mask"])
+            if big.any():
+                # ... and beyond, r = (√(2/π) - z·P(z)/Q(z)) / a, z = 1/a² (computed from max(a, 5.66): finite)
+                inverse = np.maximum(a, 5.656854249492381, out=ws["gelu_1.b"])
+                np.reciprocal(inverse, out=inverse)
+                z = np.square(inverse, out=ws["gelu_1.c"])
+                d = np.multiply(z, 0.04614688352988035, out=ws["gelu_1.d"])
+                slope = np.add(z, 1.284260096144911, out=ws["gelu_1.slope"])
+                d += 0.431797068115914
+                d *= z
+                slope *= z
+                for top, bottom in (
+                    (0.25480232232049477, 0.46823821248086683),
+                    (0.04447055574129962, 0.06598813786892856),
+                    (0.0028432383864557867, 0.0037823963320275824),
+                ):
+                    d += top
+                    d *= z
+                    slope += bottom
+                    slope *= z
+                d += 5.8225749902337586e-05
+                slope += 7.297515550839662e-05
+                d /= slope
+                d *= z
+                np.subtract(0.7978845608028654, d, out=d)
+                d *= inverse
+                np.copyto(r, d, where=big)
+            # e^(-a²/2) with a = h + (a - h), h = a truncated to sixteenths: h² is exact, so a² is never rounded.
+            h = np.multiply(a, 16, out=ws["gelu_1.b"])
+            np.trunc(h, out=h)
+            h *= 0.0625
+            e = np.subtract(a, h, out=ws["gelu_1.c"])
+            e *= np.add(a, h, out=ws["gelu_1.d"])
+            e *= -0.5
+            np.exp(e, out=e)
+            np.square(h, out=h)
+            h *= -0.5
+            np.exp(h, out=h)
+            e *= h
+            r *= e
+            # a ≤ 0.71: erfc(a/√2) = 1 - a·P(a²)/Q(a²)
+            s = np.square(a, out=ws["gelu_1.b"])
+            d = np.multiply(s, 0.1313646758364149, out=ws["gelu_1.d"])
+            slope = np.add(s, 47.202581904688245, out=ws["gelu_1.slope"])
+            d += 4.4705040709213675
+            d *= s
+            slope *= s
+            for top, bottom in (
+                (322.05646213711174, 976.0985517377767),
+                (2135.3789709207417, 10260.932208618979),
+            ):
+                d += top
+                d *= s
+                slope += bottom
+                slope *= s
+            d += 36309.962506687116
+            slope += 45507.78933502673
+            d /= slope
+            d *= a
+            np.subtract(1, d, out=d)
+            np.copyto(r, d, where=np.less_equal(a, 0.7071067811865476, out=ws["gelu_1.mask"]))
+            # Φ(x) = |[x ≥ 0] - erfc(a/√2)/2|: erfc/2 for x < 0, 1 - erfc/2 for x ≥ 0 (from here on, r is Φ(x))
+            r *= 0.5
+            np.subtract(np.greater_equal(x, 0, out=ws["gelu_1.mask"]), r, out=r)
+            np.abs(r, out=r)
+            # slope = Φ(x) + x·e^(-x²/2)/√(2π), kept for backward (x is no longer read after y, which may overwrite it)
+            slope = np.multiply(x, e, out=ws["gelu_1.slope"])
+            slope *= 0.3989422804014327
+            slope += r
+            gelu_1_y = np.multiply(x, r, out=ws["gelu_1.y"])
+        _check_finite(gelu_1_y, "gelu_1 = GELU (activations_v2.nn:16): forward produced")
+
+        # linear_1 = Linear(6)  (activations_v2.nn:17)  [4] -> [6]
+        # computed as [x, 1] · [W; b], so the GEMM adds the bias
+        x1 = ws["linear_1.x1"]
+        np.copyto(x1[:, :4], gelu_1_y)
+        weight_bias = self._stacked_params["linear_1.weight+bias"]
+        linear_1_y = np.matmul(x1, weight_bias, out=ws["linear_1.y"])
+        _check_finite(linear_1_y, "linear_1 = Linear(6) (activations_v2.nn:17): forward produced")
+
+        # gelu_2 = GELU(approximate=tanh)  (activations_v2.nn:18)  [6] -> [6]
+        # 2u = 2·√(2/π)·(x + 0.044715 x³) and g = x·d(2u)/dx, from x clipped at ±1000 (there sigmoid(2u) is
+        # already 0 or 1, and x³ stays finite)
+        t = np.clip(linear_1_y, -1000, 1000, out=ws["gelu_2.a"])
+        w = np.square(t, out=ws["gelu_2.slope"])
+        w *= 0.044715
+        w += 1
+        w *= t
+        w *= 1.5957691216057308
+        g = np.square(t, out=ws["gelu_2.b"])
+        g *= 0.134145
+        g += 1
+        g *= t
+        g *= 1.5957691216057308
+        # q = sigmoid(-|2u|) = e / (1 + e), e = e^(-|2u|) ≤ 1: no overflow, no cancellation
+        np.abs(w, out=w)
+        np.negative(w, out=w)
+        with np.errstate(under="ignore"):
+            q = np.exp(w, out=w)
+            q /= np.add(q, 1, out=ws["gelu_2.a"])
+            # s = sigmoid(2u) = |[x ≥ 0] - q| and c = 1 - s = |[x < 0] - q|, each without cancelling
+            positive = np.greater_equal(linear_1_y, 0, out=ws["gelu_2.mask"])
+            s = np.subtract(positive, q, out=ws["gelu_2.a"])
+            np.abs(s, out=s)
+            c = np.subtract(np.logical_not(positive, out=positive), q, out=q)
+            np.abs(c, out=c)
+            # slope = s + x·s·c·d(2u)/dx = s·(1 + c·g), kept for backward
+            slope = c
+            slope *= g
+            slope += 1
+            slope *= s
+            gelu_2_y = np.multiply(linear_1_y, s, out=linear_1_y)
+        _check_finite(gelu_2_y, "gelu_2 = GELU(approximate=tanh) (activations_v2.nn:18): forward produced")
+
+        # linear_2 = Linear(6)  (activations_v2.nn:19)  [6] -> [6]
+        # computed as [x, 1] · [W; b], so the GEMM adds the bias
+        x1 = ws["linear_2.x1"]
+        np.copyto(x1[:, :6], gelu_2_y)
+        weight_bias = self._stacked_params["linear_2.weight+bias"]
+        linear_2_y = np.matmul(x1, weight_bias, out=ws["linear_2.y"])
+        _check_finite(linear_2_y, "linear_2 = Linear(6) (activations_v2.nn:19): forward produced")
+
+        # elu_1 = ELU(alpha=0.5)  (activations_v2.nn:20)  [6] -> [6]
+        m = np.minimum(linear_2_y, 0, out=ws["elu_1.work"])
+        slope = ws["elu_1.slope"]
+        # e^m and its products underflowing to 0 or a subnormal far out are the right answer, not an error
+        with np.errstate(under="ignore"):
+            np.exp(m, out=slope)
+            slope *= 0.5
+            np.copyto(slope, 1, where=np.greater(linear_2_y, 0, out=ws["elu_1.positive"]))
+            np.expm1(m, out=m)
+            m *= 0.5
+        # y = max(x, 0) + alpha·expm1(min(x, 0))
+        elu_1_y = np.maximum(linear_2_y, 0, out=linear_2_y)
+        elu_1_y += m
+        _check_finite(elu_1_y, "elu_1 = ELU(alpha=0.5) (activations_v2.nn:20): forward produced")
+
+        # linear_3 = Linear(5)  (activations_v2.nn:21)  [6] -> [5]
+        # computed as [x, 1] · [W; b], so the GEMM adds the bias
+        x1 = ws["linear_3.x1"]
+        np.copyto(x1[:, :6], elu_1_y)
+        weight_bias = self._stacked_params["linear_3.weight+bias"]
+        linear_3_y = np.matmul(x1, weight_bias, out=ws["linear_3.y"])
+        _check_finite(linear_3_y, "linear_3 = Linear(5) (activations_v2.nn:21): forward produced")
+
+        # elu_2 = ELU  (activations_v2.nn:22)  [5] -> [5]
+        m = np.minimum(linear_3_y, 0, out=ws["elu_2.work"])
+        slope = ws["elu_2.slope"]
+        # e^m and its products underflowing to 0 or a subnormal far out are the right answer, not an error
+        with np.errstate(under="ignore"):
+            np.exp(m, out=slope)
+            # slope = e^m: eˣ for x ≤ 0, e⁰ = 1 for x > 0
+            np.expm1(m, out=m)
+        # y = max(x, 0) + alpha·expm1(min(x, 0))
+        elu_2_y = np.maximum(linear_3_y, 0, out=linear_3_y)
+        elu_2_y += m
+        _check_finite(elu_2_y, "elu_2 = ELU (activations_v2.nn:22): forward produced")
+
+        # head = Linear(2)  (activations_v2.nn:23)  [5] -> [2]
+        # computed as [x, 1] · [W; b], so the GEMM adds the bias
+        x1 = ws["head.x1"]
+        np.copyto(x1[:, :5], elu_2_y)
+        weight_bias = self._stacked_params["head.weight+bias"]
+        head_y = np.matmul(x1, weight_bias, out=ws["head.y"])
+        _check_finite(head_y, "head = Linear(2) (activations_v2.nn:23): forward produced")
+
+        # What backward reads from this pass (the workspace keeps the rest).
+        self._saved = ()
+        return (head_y,)
+
+    def _backward_checked(self, douts, need_dx):
+        """_backward for check_numerics: each gradient is checked as soon as it is made."""
+        ws = self._ws
+        p = self.params
+        g = self.grads
+        accumulate = self._accumulate
+        self._accumulate = True
+        (head_dy,) = douts
+        _check_finite(head_dy, "the gradient of output head holds")
+
+        # backward of head = Linear(2)  (activations_v2.nn:23)  [5] -> [2]
+        # [dW; db] = [x, 1]ᵀ · dy
+        grad = self._stacked_grads["head.weight+bias"]
+        _matmul_into(ws["head.x1"].T, head_dy, grad, accumulate)
+        _check_finite(
+            g["head.weight"],
+            "head = Linear(2) (activations_v2.nn:23): backward produced",
+            " in the gradient of head.weight",
+        )
+        _check_finite(
+            g["head.bias"],
+            "head = Linear(2) (activations_v2.nn:23): backward produced",
+            " in the gradient of head.bias",
+        )
+        elu_2_dy = np.matmul(head_dy, p["head.weight"].T, out=ws["head.dx"])
+        _check_finite(
+            elu_2_dy,
+            "head = Linear(2) (activations_v2.nn:23): backward produced",
+            " in the gradient of its input (elu_2's output)",
+        )
+
+        # backward of elu_2 = ELU  (activations_v2.nn:22)  [5] -> [5]
+        linear_3_dy = np.multiply(elu_2_dy, ws["elu_2.slope"], out=elu_2_dy)
+        _check_finite(
+            linear_3_dy,
+            "elu_2 = ELU (activations_v2.nn:22): backward produced",
+            " in the gradient of its input (linear_3's output)",
+        )
+
+        # backward of linear_3 = Linear(5)  (activations_v2.nn:21)  [6] -> [5]
+        # [dW; db] = [x, 1]ᵀ · dy
+        grad = self._stacked_grads["linear_3.weight+bias"]
+        _matmul_into(ws["linear_3.x1"].T, linear_3_dy, grad, accumulate)
+        _check_finite(
+            g["linear_3.weight"],
+            "linear_3 = Linear(5) (activations_v2.nn:21): backward produced",
+            " in the gradient of linear_3.weight",
+        )
+        _check_finite(
+            g["linear_3.bias"],
+            "linear_3 = Linear(5) (activations_v2.nn:21): backward produced",
+            " in the gradient of linear_3.bias",
+        )
+        elu_1_dy = np.matmul(linear_3_dy, p["linear_3.weight"].T, out=ws["linear_3.dx"])
+        _check_finite(
+            elu_1_dy,
+            "linear_3 = Linear(5) (activations_v2.nn:21): backward produced",
+            " in the gradient of its input (elu_1's output)",
+        )
+
+        # backward of elu_1 = ELU(alpha=0.5)  (activations_v2.nn:20)  [6] -> [6]
+        linear_2_dy = np.multiply(elu_1_dy, ws["elu_1.slope"], out=elu_1_dy)
+        _check_finite(
+            linear_2_dy,
+            "elu_1 = ELU(alpha=0.5) (activations_v2.nn:20): backward produced",
+            " in the gradient of its input (linear_2's output)",
+        )
+
+        # backward of linear_2 = Linear(6)  (activations_v2.nn:19)  [6] -> [6]
+        # [dW; db] = [x, 1]ᵀ · dy
+        grad = self._stacked_grads["linear_2.weight+bias"]
+        _matmul_into(ws["linear_2.x1"].T, linear_2_dy, grad, accumulate)
+        _check_finite(
+            g["linear_2.weight"],
+            "linear_2 = Linear(6) (activations_v2.nn:19): backward produced",
+            " in the gradient of linear_2.weight",
+        )
+        _check_finite(
+            g["linear_2.bias"],
+            "linear_2 = Linear(6) (activations_v2.nn:19): backward produced",
+            " in the gradient of linear_2.bias",
+        )
+        gelu_2_dy = np.matmul(linear_2_dy, p["linear_2.weight"].T, out=ws["linear_2.dx"])
+        _check_finite(
+            gelu_2_dy,
+            "linear_2 = Linear(6) (activations_v2.nn:19): backward produced",
+            " in the gradient of its input (gelu_2's output)",
+        )
+
+        # backward of gelu_2 = GELU(approximate=tanh)  (activations_v2.nn:18)  [6] -> [6]
+        linear_1_dy = np.multiply(gelu_2_dy, ws["gelu_2.slope"], out=gelu_2_dy)
+        _check_finite(
+            linear_1_dy,
+            "gelu_2 = GELU(approximate=tanh) (activations_v2.nn:18): backward produced",
+            " in the gradient of its input (linear_1's output)",
+        )
+
+        # backward of linear_1 = Linear(6)  (activations_v2.nn:17)  [4] -> [6]
+        # [dW; db] = [x, 1]ᵀ · dy
+        grad = self._stacked_grads["linear_1.weight+bias"]
+        _matmul_into(ws["linear_1.x1"].T, linear_1_dy, grad, accumulate)
+        _check_finite(
+            g["linear_1.weight"],
+            "linear_1 = Linear(6) (activations_v2.nn:17): backward produced",
+            " in the gradient of linear_1.weight",
+        )
+        _check_finite(
+            g["linear_1.bias"],
+            "linear_1 = Linear(6) (activations_v2.nn:17): backward produced",
+            " in the gradient of linear_1.bias",
+        )
+        gelu_1_dy = np.matmul(linear_1_dy, p["linear_1.weight"].T, out=ws["linear_1.dx"])
+        _check_finite(
+            gelu_1_dy,
+            "linear_1 = Linear(6) (activations_v2.nn:17): backward produced",
+            " in the gradient of its input (gelu_1's output)",
+        )
+
+        # backward of gelu_1 = GELU  (activations_v2.nn:16)  [4] -> [4]
+        if not need_dx:
+            return None
+        dx = np.multiply(gelu_1_dy, ws["gelu_1.slope"], out=gelu_1_dy)
+        _check_finite(
+            dx, "gelu_1 = GELU (activations_v2.nn:16): backward produced", " in the gradient of its input (input x)"
+        )
+
+        return (dx,)
+
     # loss Huber(delta=0.5)  (activations_v2.nn:24)
     # L = mean( 0.5·d² if |d| < delta else delta·(|d| - 0.5·delta) ),  d = z - t
     # dz = clip(d, -delta, delta) / N,  N = number of elements
@@ -2675,6 +3466,119 @@ class Absolute(_CompiledModel):
         if not need_dx:
             return None
         dx = np.matmul(linear_1_dy, p["linear_1.weight"].T, out=ws["linear_1.dx"])
+
+        return (dx,)
+
+    # ---- check_numerics: _forward and _backward again, each result checked as soon as it is made ----------------
+
+    def _forward_checked(self, x):
+        """_forward for check_numerics: the inputs and each layer's output are checked as soon as they are made."""
+        # The workspace of this batch size; the loss and backward of this batch use it too.
+        ws = self._ws = self._workspace(x.shape[0])
+        _check_finite(x, "input x holds")
+
+        # linear_1 = Linear(4)  (activations_v2.nn:30)  [3] -> [4]
+        # computed as [x, 1] · [W; b], so the GEMM adds the bias
+        x1 = ws["linear_1.x1"]
+        np.copyto(x1[:, :3], x)
+        weight_bias = self._stacked_params["linear_1.weight+bias"]
+        linear_1_y = np.matmul(x1, weight_bias, out=ws["linear_1.y"])
+        _check_finite(linear_1_y, "linear_1 = Linear(4) (activations_v2.nn:30): forward produced")
+
+        # silu_1 = SiLU  (activations_v2.nn:31)  [4] -> [4]
+        q = np.abs(linear_1_y, out=ws["silu_1.slope"])
+        np.negative(q, out=q)
+        # Far out on the tails exp and the products below underflow to 0 or a subnormal: the right answer, not an error.
+        with np.errstate(under="ignore"):
+            np.exp(q, out=q)
+            q /= np.add(q, 1, out=ws["silu_1.s"])
+            positive = np.greater_equal(linear_1_y, 0, out=ws["silu_1.mask"])
+            s = np.subtract(positive, q, out=ws["silu_1.s"])
+            np.abs(s, out=s)
+            # c = 1 - s = sigmoid(-x)
+            c = np.subtract(np.logical_not(positive, out=positive), q, out=q)
+            np.abs(c, out=c)
+            # slope = s + x·s·c = s·(1 + x·c), kept for backward (x is no longer read after y, which may overwrite it)
+            slope = c
+            slope *= linear_1_y
+            slope += 1
+            slope *= s
+            silu_1_y = np.multiply(linear_1_y, s, out=linear_1_y)
+        _check_finite(silu_1_y, "silu_1 = SiLU (activations_v2.nn:31): forward produced")
+
+        # linear_2 = Linear(1)  (activations_v2.nn:32)  [4] -> [1]
+        # computed as [x, 1] · [W; b], so the GEMM adds the bias
+        x1 = ws["linear_2.x1"]
+        np.copyto(x1[:, :4], silu_1_y)
+        weight_bias = self._stacked_params["linear_2.weight+bias"]
+        linear_2_y = np.matmul(x1, weight_bias, out=ws["linear_2.y"])
+        _check_finite(linear_2_y, "linear_2 = Linear(1) (activations_v2.nn:32): forward produced")
+
+        # What backward reads from this pass (the workspace keeps the rest).
+        self._saved = ()
+        return (linear_2_y,)
+
+    def _backward_checked(self, douts, need_dx):
+        """_backward for check_numerics: each gradient is checked as soon as it is made."""
+        ws = self._ws
+        p = self.params
+        g = self.grads
+        accumulate = self._accumulate
+        self._accumulate = True
+        (linear_2_dy,) = douts
+        _check_finite(linear_2_dy, "the gradient of output linear_2 holds")
+
+        # backward of linear_2 = Linear(1)  (activations_v2.nn:32)  [4] -> [1]
+        # [dW; db] = [x, 1]ᵀ · dy
+        grad = self._stacked_grads["linear_2.weight+bias"]
+        _matmul_into(ws["linear_2.x1"].T, linear_2_dy, grad, accumulate)
+        _check_finite(
+            g["linear_2.weight"],
+            "linear_2 = Linear(1) (activations_v2.nn:32): backward produced",
+            " in the gradient of linear_2.weight",
+        )
+        _check_finite(
+            g["linear_2.bias"],
+            "linear_2 = Linear(1) (activations_v2.nn:32): backward produced",
+            " in the gradient of linear_2.bias",
+        )
+        silu_1_dy = np.matmul(linear_2_dy, p["linear_2.weight"].T, out=ws["linear_2.dx"])
+        _check_finite(
+            silu_1_dy,
+            "linear_2 = Linear(1) (activations_v2.nn:32): backward produced",
+            " in the gradient of its input (silu_1's output)",
+        )
+
+        # backward of silu_1 = SiLU  (activations_v2.nn:31)  [4] -> [4]
+        linear_1_dy = np.multiply(silu_1_dy, ws["silu_1.slope"], out=silu_1_dy)
+        _check_finite(
+            linear_1_dy,
+            "silu_1 = SiLU (activations_v2.nn:31): backward produced",
+            " in the gradient of its input (linear_1's output)",
+        )
+
+        # backward of linear_1 = Linear(4)  (activations_v2.nn:30)  [3] -> [4]
+        # [dW; db] = [x, 1]ᵀ · dy
+        grad = self._stacked_grads["linear_1.weight+bias"]
+        _matmul_into(ws["linear_1.x1"].T, linear_1_dy, grad, accumulate)
+        _check_finite(
+            g["linear_1.weight"],
+            "linear_1 = Linear(4) (activations_v2.nn:30): backward produced",
+            " in the gradient of linear_1.weight",
+        )
+        _check_finite(
+            g["linear_1.bias"],
+            "linear_1 = Linear(4) (activations_v2.nn:30): backward produced",
+            " in the gradient of linear_1.bias",
+        )
+        if not need_dx:
+            return None
+        dx = np.matmul(linear_1_dy, p["linear_1.weight"].T, out=ws["linear_1.dx"])
+        _check_finite(
+            dx,
+            "linear_1 = Linear(4) (activations_v2.nn:30): backward produced",
+            " in the gradient of its input (input x)",
+        )
 
         return (dx,)
 

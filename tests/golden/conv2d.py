@@ -178,6 +178,83 @@ def _dtype_text(dtype):
     return f"{kinds.get(dtype.kind, 'values')} (dtype {dtype})"
 
 
+def _check_finite(array, where, what=""):
+    """check_numerics: a FloatingPointError at the first NaN or infinite value of array (in C order), naming where it
+    was made; nothing when every value is finite. A finite sum proves that (a NaN or an infinity makes the sum NaN or
+    infinite), so a clean array costs one pass and no allocation; only a non-finite sum looks value by value."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        if np.isfinite(np.add.reduce(array, axis=None)):
+            return
+    bad = ~np.isfinite(array)
+    if bad.any():  # else the sum of finite values overflowed
+        index = np.unravel_index(int(np.argmax(bad)), array.shape)
+        at = ", ".join(str(int(i)) for i in index)
+        raise FloatingPointError(f"{where} {float(array[index])} at [{at}]{what}")
+
+
+# gradcheck(): the finite-difference step (relative to max(1, |value|)) and the tolerance, by DTYPE: an entry agrees
+# when |analytic - numeric| <= atol * max(1, |loss|) + rtol * max(|analytic|, |numeric|) (the loss's rounding error
+# grows with the loss). float32 keeps about 7 digits, so its step must be large and its tolerance loose (an error of
+# a few percent of a gradient can pass): a float64 build is the one to trust.
+_GRADCHECK = {
+    "float64": {"eps": 1e-6, "atol": 1e-7, "rtol": 1e-5},
+    "float32": {"eps": 3e-4, "atol": 1e-3, "rtol": 2e-2},
+}
+
+
+class _GradcheckTensor:
+    """gradcheck()'s finding for one tensor: kind ("parameter" or "input"), entries checked, the largest absolute and
+    relative difference between backward() and finite differences, the worst entry's index, and whether all agree."""
+
+    __slots__ = ("checked", "kind", "max_abs_error", "max_rel_error", "ok", "worst")
+
+    def __init__(self, kind, checked, max_abs_error, max_rel_error, worst, ok):
+        self.kind, self.checked, self.worst, self.ok = kind, checked, worst, ok
+        self.max_abs_error, self.max_rel_error = max_abs_error, max_rel_error
+
+    def __repr__(self):
+        return (
+            f"_GradcheckTensor(kind={self.kind!r}, checked={self.checked}, max_abs_error={self.max_abs_error:.3g}, "
+            f"max_rel_error={self.max_rel_error:.3g}, worst={self.worst}, ok={self.ok})"
+        )
+
+
+class _GradcheckReport:
+    """What model.gradcheck() found. report.ok: every entry checked agrees within the tolerance; report.tensors:
+    name → _GradcheckTensor, the parameters (by their names in model.params) then the inputs (by input name);
+    report.failures: the names of the tensors that disagree; str(report): a table."""
+
+    def __init__(self, tensors, dtype, eps, atol, rtol, loss):
+        self.tensors, self.dtype, self.eps, self.atol, self.rtol, self.loss = tensors, dtype, eps, atol, rtol, loss
+
+    @property
+    def ok(self):
+        return all(t.ok for t in self.tensors.values())
+
+    @property
+    def failures(self):
+        return [name for name, t in self.tensors.items() if not t.ok]
+
+    def __repr__(self):
+        return f"<GradcheckReport {'ok' if self.ok else 'FAILED: ' + ', '.join(self.failures)}>"
+
+    def __str__(self):
+        verdict = "ok" if self.ok else f"FAILED for {', '.join(self.failures)}"
+        width = max(len("tensor"), *(len(name) for name in self.tensors))
+        lines = [
+            f"gradcheck ({self.dtype}, eps {self.eps:g}, loss {self.loss:.6g}): {verdict}",
+            f"  an entry agrees when |analytic - numeric| <= {self.atol:.3g} + {self.rtol:g} * max(|analytic|, |numeric|)",
+            f"  {'tensor':<{width}}  {'checked':>7}  {'max abs error':>13}  {'max rel error':>13}  worst entry",
+        ]
+        for name, t in self.tensors.items():
+            mark = "" if t.ok else "  <- disagrees"
+            lines.append(
+                f"  {name:<{width}}  {t.checked:>7}  {t.max_abs_error:>13.3g}  {t.max_rel_error:>13.3g}  "
+                f"{list(t.worst)}{mark}"
+            )
+        return "\n".join(lines)
+
+
 class _Progress:
     """fit()'s progress on stdout: one line per epoch; on a terminal the line is redrawn in place (with \\r) as
     batches complete. Prints nothing when not verbose."""
@@ -250,6 +327,7 @@ class _CompiledModel:
     weight) (mean(wᵢ·lᵢ), weight shaped (batch, 1, ...) to broadcast against z, leaving the workspace as the unweighted
     one does for the gradient), _loss_gradient_<output>(target) and, for a term with a metric,
     _correct_<output>(z, target) → (correct, compared): one set per loss term.
+    _forward_checked, _backward_checked   the same with a check after every layer (check_numerics)
     """
 
     _schedule = None
@@ -282,6 +360,8 @@ class _CompiledModel:
         self._plain_term = None
         # Set True (by a fit() callback) to stop fit() after the current epoch; fit() sets it False when it starts.
         self.stop_training = False
+        # check_numerics: False runs _forward and _backward, True their checked twins (see the check_numerics setter).
+        self._checking = False
         for output, scale, metric, probabilities in self._loss_terms:
             suffix = output.replace(".", "_")
             self._terms.append(
@@ -399,6 +479,121 @@ class _CompiledModel:
                     "are unchanged. Call zero_grad() and compute the gradients again."
                 )
         self._update()
+
+    @property
+    def check_numerics(self):
+        """When True, every forward and backward pass (train_step, fit, predict, ...) checks the inputs, each layer's
+        output and each gradient as soon as it is made: the first NaN or infinite value raises FloatingPointError
+        naming the layer, its .nn file and line, forward or backward, and the value's index, e.g.
+        `fc2 = Linear(10) (model.nn:6): forward produced inf at [3, 7]`.
+
+        Off by default, and then free: setting it swaps in _forward_checked and _backward_checked (the same code with
+        a check after every layer) for this model; clearing it puts the plain methods back."""
+        return self._checking
+
+    @check_numerics.setter
+    def check_numerics(self, on):
+        self._checking = bool(on)
+        if self._checking:
+            self._forward, self._backward = self._forward_checked, self._backward_checked
+        else:
+            self.__dict__.pop("_forward", None)
+            self.__dict__.pop("_backward", None)
+
+    def gradcheck(self, x, y, eps=None, samples=20, seed=0):
+        """Check backward() against central finite differences of the loss on the batch (x, y); returns a
+        GradcheckReport (report.ok, per-tensor errors, a table when printed).
+
+        For every parameter and every float input, `samples` entries (all when fewer; chosen by
+        np.random.default_rng(seed)) are nudged by ±eps·max(1, |value|) and (L(+) - L(-)) / (2·step) is compared with
+        the gradient backward() gives. The model runs in its current mode (train() or eval()), and Dropout draws the
+        same masks for every evaluation. eps and the tolerance default by dtype (see _GRADCHECK): a float64 build
+        (nncompile --dtype float64) is the one to trust; float32 catches only gross errors.
+
+        Changes no parameters, gradients, buffers, optimizer state or random state (all are put back). Its forward
+        passes replace the one backward() would use: call loss() again before backward().
+        """
+        self._require_loss()
+        inputs = tuple(a.copy() for a in self._check_inputs(x))
+        targets = self._check_targets(y, len(inputs[0]))
+        samples = _check_int("samples", samples, 1)
+        dtype = np.dtype(DTYPE).name
+        settings = _GRADCHECK[dtype]
+        eps = settings["eps"] if eps is None else float(eps)
+        if not 0 < eps < np.inf:
+            raise ValueError(f"eps must be a positive number, got {eps!r}")
+        rtol = settings["rtol"]
+        nontrainable = getattr(self, "_flat_nontrainable", None)
+        kept = (
+            self._flat_params.copy(),
+            self._flat_grads.copy(),
+            None if nontrainable is None else nontrainable.copy(),
+            self._rng.bit_generator.state if self._random else None,
+            self._accumulate,
+            self._grads_problem,
+        )
+        masks = kept[3]
+
+        def loss_here():
+            if masks is not None:
+                self._rng.bit_generator.state = masks  # the same Dropout masks every time
+            return self._total(self._loss_values(self._forward(*inputs), targets))
+
+        try:
+            loss = loss_here()
+            if not -np.inf < loss < np.inf:
+                raise FloatingPointError(f"{type(self).__name__}.gradcheck: the loss is {loss}; nothing to compare")
+            atol = settings["atol"] * max(1.0, abs(loss))
+            self._accumulate = False
+            input_grads = self._backward(self._loss_gradients(targets), True)
+            analytic = [(name, "parameter", param, self.grads[name].copy()) for name, param in self.params.items()]
+            for name, array, grad in zip(self._input_names, inputs, input_grads):
+                if grad is not None:
+                    analytic.append((name, "input", array, grad.copy()))
+            rng = np.random.default_rng(seed)
+            tensors = {}
+            for name, kind, array, grad in analytic:
+                flat, grad = array.reshape(-1), grad.reshape(-1)
+                chosen = np.sort(rng.choice(flat.size, min(samples, flat.size), replace=False))
+                # Per entry: the central, forward and backward difference quotients.
+                numeric = np.empty((len(chosen), 3))
+                for n, i in enumerate(chosen):
+                    old = flat[i]
+                    step = eps * max(1.0, abs(float(old)))
+                    flat[i] = old + step
+                    up, plus = float(flat[i]) - float(old), loss_here()
+                    flat[i] = old - step
+                    down, minus = float(old) - float(flat[i]), loss_here()
+                    flat[i] = old
+                    numeric[n] = (plus - minus) / (up + down), (plus - loss) / up, (loss - minus) / down
+                given = grad[chosen].astype(np.float64)
+                # Where the step crosses a kink (ReLU at 0, a max changing hands), the central difference mixes two
+                # slopes, but the one-sided difference on the kink-free side still matches: the closest one counts.
+                closest = np.argmin(np.abs(numeric - given[:, None]), axis=1)
+                numeric = numeric[np.arange(len(chosen)), closest]
+                error = np.abs(given - numeric)
+                scale = np.maximum(np.abs(given), np.abs(numeric))
+                relative = np.divide(error, scale, out=np.zeros_like(error), where=scale > 0)
+                excess = error / (atol + rtol * scale)
+                worst = np.unravel_index(int(chosen[np.argmax(excess)]), array.shape)
+                tensors[name] = _GradcheckTensor(
+                    kind,
+                    len(chosen),
+                    float(error.max()),
+                    float(relative.max()),
+                    tuple(int(i) for i in worst),
+                    bool(np.all(excess <= 1)),
+                )
+        finally:
+            np.copyto(self._flat_params, kept[0])
+            np.copyto(self._flat_grads, kept[1])
+            if nontrainable is not None:
+                np.copyto(nontrainable, kept[2])
+            if masks is not None:
+                self._rng.bit_generator.state = masks
+            self._accumulate, self._grads_problem = kept[4], kept[5]
+            self._saved = self._targets = self._last_loss = None
+        return _GradcheckReport(tensors, dtype, eps, atol, rtol, loss)
 
     def train(self, mode=True):
         """Set training mode (or inference mode with mode=False); returns the model."""
@@ -672,6 +867,7 @@ class _CompiledModel:
         initial_epoch=0,
         sample_weight=None,
         callbacks=None,
+        check_numerics=None,
     ):
         """Train on (x, y) with mini-batch steps of the optimizer; returns the history, a dict of per-epoch lists.
 
@@ -696,6 +892,9 @@ class _CompiledModel:
         patience: stop when val_loss has not improved for that many epochs; then, with restore_best, the
         parameters of the epoch with the lowest val_loss are put back (the optimizer state is kept).
         verbose: a progress line per epoch on stdout, redrawn in place while the epoch runs on a terminal.
+        check_numerics: True or False sets model.check_numerics for this call (None, the default, keeps it): when on,
+        the first NaN or infinite value a layer produces, forward or backward, raises FloatingPointError naming the
+        layer and its line; the model is left as it was then, for inspection, and error.history holds the history.
 
         A non-finite loss stops training with FloatingPointError naming the epoch and batch, after restoring the
         parameters and optimizer state from before the step that produced it. Ctrl-C (KeyboardInterrupt) stops
@@ -753,6 +952,10 @@ class _CompiledModel:
         epoch = initial_epoch
         self.stop_training = False
         found_mode, self.training = self.training, True
+        found_checking = self.check_numerics
+        switch = check_numerics is not None and bool(check_numerics) != found_checking
+        if switch:
+            self.check_numerics = check_numerics
         try:
             for epoch in range(initial_epoch, epochs):
                 started = time.perf_counter()
@@ -808,6 +1011,10 @@ class _CompiledModel:
                 if self.stop_training:
                     progress.note(f"stopped by a callback after epoch {epoch + 1}")
                     break
+        except FloatingPointError as err:
+            if not hasattr(err, "history"):  # from check_numerics
+                err.history = history
+            raise
         except KeyboardInterrupt:
             if stepping:
                 self._restore(before_step)
@@ -817,6 +1024,8 @@ class _CompiledModel:
             progress.close()
             self._saved = self._targets = None
             self.training = found_mode
+            if switch:
+                self.check_numerics = found_checking
         if best_params is not None and best_epoch != epoch:
             for name, value in best_params.items():
                 np.copyto(self.params[name] if name in self.params else self.buffers[name], value)
@@ -1831,6 +2040,253 @@ class ImageCnn(_CompiledModel):
 
         return (dx,)
 
+    # ---- check_numerics: _forward and _backward again, each result checked as soon as it is made ----------------
+
+    def _forward_checked(self, x):
+        """_forward for check_numerics: the inputs and each layer's output are checked as soon as they are made."""
+        # The workspace of this batch size; the loss and backward of this batch use it too.
+        ws = self._ws = self._workspace(x.shape[0])
+        p = self.params
+        _check_finite(x, "input x holds")
+
+        # conv1 = Conv2D(8, 3, padding=same)  (conv2d.nn:5)  [12, 12, 1] -> [12, 12, 8]
+        # zero padding: x goes inside a border of zeros in the workspace (1 above, 1 below, 1 left, 1 right; never written)
+        image = ws["conv1.padded"]
+        np.copyto(image[:, 1:13, 1:13], x)
+        # im2col, tap-major: row i·3 + j of cols holds tap (i, j) of every window of the batch
+        # and its last row stays 1, so that colsᵀ · [W; b] adds the bias inside the GEMM
+        cols = ws["conv1.cols"].reshape(10, -1, 12, 12)
+        for tap in range(9):
+            i, j = divmod(tap, 3)
+            np.copyto(cols[tap], image[:, i : i + 12, j : j + 12, 0])
+        cols = cols.reshape(10, -1).T
+        weight = self._stacked_params["conv1.weight+bias"]
+        conv1_y = ws["conv1.y"]
+        np.matmul(cols, weight, out=conv1_y.reshape(-1, 8))
+        _check_finite(conv1_y, "conv1 = Conv2D(8, 3, padding=same) (conv2d.nn:5): forward produced")
+
+        # relu_1 = ReLU  (conv2d.nn:6)  [12, 12, 8] -> [12, 12, 8]
+        relu_1_y = np.maximum(conv1_y, ws["relu_1.zeros"], out=conv1_y)
+        _check_finite(relu_1_y, "relu_1 = ReLU (conv2d.nn:6): forward produced")
+
+        # conv2 = Conv2D(16, [3, 2], stride=2, padding=[1, 0], dilation=[1, 2], bias=false)  (conv2d.nn:7)  [12, 12, 8] -> [6, 5, 16]
+        # zero padding: x goes inside a border of zeros in the workspace (1 above, 1 below, 0 left, 0 right; never written)
+        image = ws["conv2.padded"]
+        np.copyto(image[:, 1:13, :12], relu_1_y)
+        # im2col, tap-major: row (i·2 + j)·8 + c of cols holds channel c at tap (i, j) of every window of the batch
+        cols = ws["conv2.cols"].reshape(48, -1, 6, 5)
+        for tap in range(6):
+            i, j = divmod(tap, 2)
+            channels = cols[tap * 8 : (tap + 1) * 8]
+            np.copyto(channels.transpose(1, 2, 3, 0), image[:, i : i + 11 : 2, j * 2 : j * 2 + 9 : 2])
+        cols = cols.reshape(48, -1).T
+        weight = p["conv2.weight"].reshape(48, 16)
+        conv2_y = ws["conv2.y"]
+        np.matmul(cols, weight, out=conv2_y.reshape(-1, 16))
+        _check_finite(
+            conv2_y,
+            "conv2 = Conv2D(16, [3, 2], stride=2, padding=[1, 0], dilation=[1, 2], bias=false) (conv2d.nn:7): forward produced",
+        )
+
+        # relu_2 = ReLU  (conv2d.nn:8)  [6, 5, 16] -> [6, 5, 16]
+        relu_2_y = np.maximum(conv2_y, ws["relu_2.zeros"], out=conv2_y)
+        _check_finite(relu_2_y, "relu_2 = ReLU (conv2d.nn:8): forward produced")
+
+        # conv3 = Conv2D(8, 1, init=xavier_uniform)  (conv2d.nn:9)  [6, 5, 16] -> [6, 5, 8]
+        image = relu_2_y
+        # im2col: cols[b, h, w] is window (h, w) of sample b, its taps (i, j) and channels flattened
+        # and then a 1, so that cols · [W; b] adds the bias inside the GEMM
+        step_batch, step_row, step_column, step_channel = image.strides
+        windows = np.lib.stride_tricks.as_strided(
+            image,
+            (image.shape[0], 6, 5, 1, 1, 16),
+            (step_batch, step_row, step_column, step_row, step_column, step_channel),
+        )
+        cols = ws["conv3.cols"]
+        # splitting the last axis of cols keeps a view, so the copy lands in the workspace
+        np.copyto(cols[..., :16].reshape(windows.shape), windows)
+        cols = cols.reshape(-1, 17)
+        weight = self._stacked_params["conv3.weight+bias"]
+        conv3_y = ws["conv3.y"]
+        np.matmul(cols, weight, out=conv3_y.reshape(-1, 8))
+        _check_finite(conv3_y, "conv3 = Conv2D(8, 1, init=xavier_uniform) (conv2d.nn:9): forward produced")
+
+        # flatten_1 = Flatten  (conv2d.nn:10)  [6, 5, 8] -> [240]
+        flatten_1_y = conv3_y.reshape(-1, 240)
+        _check_finite(flatten_1_y, "flatten_1 = Flatten (conv2d.nn:10): forward produced")
+
+        # head = Linear(10)  (conv2d.nn:11)  [240] -> [10]
+        # computed as [x, 1] · [W; b], so the GEMM adds the bias
+        x1 = ws["head.x1"]
+        np.copyto(x1[:, :240], flatten_1_y)
+        weight_bias = self._stacked_params["head.weight+bias"]
+        head_y = np.matmul(x1, weight_bias, out=ws["head.y"])
+        _check_finite(head_y, "head = Linear(10) (conv2d.nn:11): forward produced")
+
+        # What backward reads from this pass (the workspace keeps the rest).
+        self._saved = (relu_1_y, relu_2_y)
+        return (head_y,)
+
+    def _backward_checked(self, douts, need_dx):
+        """_backward for check_numerics: each gradient is checked as soon as it is made."""
+        relu_1_y, relu_2_y = self._saved
+        ws = self._ws
+        p = self.params
+        g = self.grads
+        accumulate = self._accumulate
+        self._accumulate = True
+        (head_dy,) = douts
+        _check_finite(head_dy, "the gradient of output head holds")
+
+        # backward of head = Linear(10)  (conv2d.nn:11)  [240] -> [10]
+        # [dW; db] = [x, 1]ᵀ · dy
+        grad = self._stacked_grads["head.weight+bias"]
+        _matmul_into(ws["head.x1"].T, head_dy, grad, accumulate)
+        _check_finite(
+            g["head.weight"], "head = Linear(10) (conv2d.nn:11): backward produced", " in the gradient of head.weight"
+        )
+        _check_finite(
+            g["head.bias"], "head = Linear(10) (conv2d.nn:11): backward produced", " in the gradient of head.bias"
+        )
+        flatten_1_dy = np.matmul(head_dy, p["head.weight"].T, out=ws["head.dx"])
+        _check_finite(
+            flatten_1_dy,
+            "head = Linear(10) (conv2d.nn:11): backward produced",
+            " in the gradient of its input (flatten_1's output)",
+        )
+
+        # backward of flatten_1 = Flatten  (conv2d.nn:10)  [6, 5, 8] -> [240]
+        conv3_dy = flatten_1_dy.reshape(-1, 6, 5, 8)
+        _check_finite(
+            conv3_dy,
+            "flatten_1 = Flatten (conv2d.nn:10): backward produced",
+            " in the gradient of its input (conv3's output)",
+        )
+
+        # backward of conv3 = Conv2D(8, 1, init=xavier_uniform)  (conv2d.nn:9)  [6, 5, 16] -> [6, 5, 8]
+        dy_rows = conv3_dy.reshape(-1, 8)
+        cols = ws["conv3.cols"].reshape(-1, 17).T
+        # [dW; db] = colsᵀ · dy in one GEMM: the 1 that ends each window sums dy into db
+        grad = self._stacked_grads["conv3.weight+bias"]
+        _matmul_into(cols, dy_rows, grad, accumulate)
+        _check_finite(
+            g["conv3.weight"],
+            "conv3 = Conv2D(8, 1, init=xavier_uniform) (conv2d.nn:9): backward produced",
+            " in the gradient of conv3.weight",
+        )
+        _check_finite(
+            g["conv3.bias"],
+            "conv3 = Conv2D(8, 1, init=xavier_uniform) (conv2d.nn:9): backward produced",
+            " in the gradient of conv3.bias",
+        )
+        # dx[:, h + i, w + j] += dy[:, h, w] · W[i, j]ᵀ: per tap (i, j), one GEMM into a contiguous array and a strided add
+        dy_rows = conv3_dy.reshape(-1, 8)
+        weight = p["conv3.weight"]
+        tap_grad = ws["conv3.tap_grad"]
+        tap_rows = tap_grad.reshape(-1, 16)
+        relu_2_dy = ws["conv3.dx"]
+        for tap in range(1):
+            i, j = divmod(tap, 1)
+            np.matmul(dy_rows, weight[i, j].T, out=tap_rows)
+            relu_2_dy[:, i : i + 6, j : j + 5] = tap_grad
+        _check_finite(
+            relu_2_dy,
+            "conv3 = Conv2D(8, 1, init=xavier_uniform) (conv2d.nn:9): backward produced",
+            " in the gradient of its input (relu_2's output)",
+        )
+
+        # backward of relu_2 = ReLU  (conv2d.nn:8)  [6, 5, 16] -> [6, 5, 16]
+        # The 0/1 slope is made float first: multiplying by a bool array would allocate a cast buffer.
+        slope = ws["relu_2.slope"]
+        np.copyto(slope, np.greater(relu_2_y, 0, out=ws["relu_2.mask"]))
+        conv2_dy = np.multiply(relu_2_dy, slope, out=relu_2_dy)
+        _check_finite(
+            conv2_dy, "relu_2 = ReLU (conv2d.nn:8): backward produced", " in the gradient of its input (conv2's output)"
+        )
+
+        # backward of conv2 = Conv2D(16, [3, 2], stride=2, padding=[1, 0], dilation=[1, 2], bias=false)  (conv2d.nn:7)  [12, 12, 8] -> [6, 5, 16]
+        dy_rows = conv2_dy.reshape(-1, 16)
+        cols = ws["conv2.cols"].reshape(48, -1)
+        grad = g["conv2.weight"].reshape(48, 16)
+        _matmul_into(cols, dy_rows, grad, accumulate)
+        _check_finite(
+            g["conv2.weight"],
+            "conv2 = Conv2D(16, [3, 2], stride=2, padding=[1, 0], dilation=[1, 2], bias=false) (conv2d.nn:7): backward produced",
+            " in the gradient of conv2.weight",
+        )
+        # dx[:, 2·h + i, 2·w + 2·j] += dy[:, h, w] · W[i, j]ᵀ: per tap (i, j), one GEMM into a contiguous array and a strided add
+        # (into the gradient of the padded image, whose middle is dx)
+        dy_rows = conv2_dy.reshape(-1, 16)
+        weight = p["conv2.weight"]
+        tap_grad = ws["conv2.tap_grad"]
+        tap_rows = tap_grad.reshape(-1, 8)
+        padded_grad = ws["conv2.padded_grad"]
+        padded_grad.fill(0)
+        for tap in range(6):
+            i, j = divmod(tap, 2)
+            np.matmul(dy_rows, weight[i, j].T, out=tap_rows)
+            padded_grad[:, i : i + 11 : 2, j * 2 : j * 2 + 9 : 2] += tap_grad
+        relu_1_dy = ws["conv2.dx"]
+        np.copyto(relu_1_dy, padded_grad[:, 1:13, :12])
+        _check_finite(
+            relu_1_dy,
+            "conv2 = Conv2D(16, [3, 2], stride=2, padding=[1, 0], dilation=[1, 2], bias=false) (conv2d.nn:7): backward produced",
+            " in the gradient of its input (relu_1's output)",
+        )
+
+        # backward of relu_1 = ReLU  (conv2d.nn:6)  [12, 12, 8] -> [12, 12, 8]
+        # The 0/1 slope is made float first: multiplying by a bool array would allocate a cast buffer.
+        slope = ws["relu_1.slope"]
+        np.copyto(slope, np.greater(relu_1_y, 0, out=ws["relu_1.mask"]))
+        conv1_dy = np.multiply(relu_1_dy, slope, out=relu_1_dy)
+        _check_finite(
+            conv1_dy, "relu_1 = ReLU (conv2d.nn:6): backward produced", " in the gradient of its input (conv1's output)"
+        )
+
+        # backward of conv1 = Conv2D(8, 3, padding=same)  (conv2d.nn:5)  [12, 12, 1] -> [12, 12, 8]
+        dy_rows = conv1_dy.reshape(-1, 8)
+        cols = ws["conv1.cols"].reshape(10, -1)
+        # [dW; db] = colsᵀ · dy in one GEMM: the 1 that ends each window sums dy into db
+        grad = self._stacked_grads["conv1.weight+bias"]
+        _matmul_into(cols, dy_rows, grad, accumulate)
+        _check_finite(
+            g["conv1.weight"],
+            "conv1 = Conv2D(8, 3, padding=same) (conv2d.nn:5): backward produced",
+            " in the gradient of conv1.weight",
+        )
+        _check_finite(
+            g["conv1.bias"],
+            "conv1 = Conv2D(8, 3, padding=same) (conv2d.nn:5): backward produced",
+            " in the gradient of conv1.bias",
+        )
+        if not need_dx:
+            return None
+        # dx[:, h + i, w + j] += dy[:, h, w] · W[i, j]ᵀ: per tap (i, j), one GEMM into a contiguous array and a strided add
+        # (into the gradient of the padded image, whose middle is dx)
+        dy_rows = conv1_dy.reshape(-1, 8)
+        weight = p["conv1.weight"]
+        tap_grad = ws["conv1.tap_grad"]
+        tap_rows = tap_grad.reshape(-1, 1)
+        padded_grad = ws["conv1.padded_grad"]
+        # Tap (0, 0) writes the block it covers; only the rest needs zeros before the other taps add to it.
+        np.matmul(dy_rows, weight[0, 0].T, out=tap_rows)
+        np.copyto(padded_grad[:, :12, :12], tap_grad)
+        padded_grad[:, 12:].fill(0)
+        padded_grad[:, :12, 12:].fill(0)
+        for tap in range(1, 9):
+            i, j = divmod(tap, 3)
+            np.matmul(dy_rows, weight[i, j].T, out=tap_rows)
+            padded_grad[:, i : i + 12, j : j + 12] += tap_grad
+        dx = ws["conv1.dx"]
+        np.copyto(dx, padded_grad[:, 1:13, 1:13])
+        _check_finite(
+            dx,
+            "conv1 = Conv2D(8, 3, padding=same) (conv2d.nn:5): backward produced",
+            " in the gradient of its input (input x)",
+        )
+
+        return (dx,)
+
     # loss CrossEntropy  (conv2d.nn:12)
     # L = mean_b( logsumexp(z_b) - Σ_c t'_bc z_bc ),  t' = (1 - ε)·t + ε/classes,  t = one-hot label or given probabilities
     # dz = (softmax(z) - t') / batch
@@ -2294,6 +2750,190 @@ class PaddedSignal(_CompiledModel):
             padded_grad[:, j * 2 : j * 2 + 128] += tap_grad
         dx = ws["conv1.dx"]
         np.copyto(dx, padded_grad[:, 2:130])
+
+        return (dx,)
+
+    # ---- check_numerics: _forward and _backward again, each result checked as soon as it is made ----------------
+
+    def _forward_checked(self, x):
+        """_forward for check_numerics: the inputs and each layer's output are checked as soon as they are made."""
+        # The workspace of this batch size; the loss and backward of this batch use it too.
+        ws = self._ws = self._workspace(x.shape[0])
+        p = self.params
+        _check_finite(x, "input x holds")
+
+        # conv1 = Conv1D(16, 3, padding=same, dilation=2, bias=true)  (conv2d.nn:18)  [128, 3] -> [128, 16]
+        # im2col: row t of cols[b] is window t of sample b, the taps x[b, t·stride + j·2, :] (j < 3) flattened
+        # and then a 1, so that cols · [W; b] adds the bias inside the GEMM
+        # zero padding: x goes between 2 and 2 zeros of the workspace (its border is never written)
+        signal = ws["conv1.padded"]
+        np.copyto(signal[:, 2:130], x)
+        step_batch, step_position, step_channel = signal.strides
+        windows = np.lib.stride_tricks.as_strided(
+            signal,
+            (signal.shape[0], 128, 3, 3),
+            (step_batch, step_position, 2 * step_position, step_channel),
+        )
+        cols = ws["conv1.cols"]
+        # splitting the last axis of cols keeps a view, so the copy lands in the workspace
+        np.copyto(cols[:, :, :9].reshape(windows.shape), windows)
+        weight = self._stacked_params["conv1.weight+bias"]
+        conv1_y = ws["conv1.y"]
+        np.matmul(cols.reshape(-1, 10), weight, out=conv1_y.reshape(-1, 16))
+        _check_finite(
+            conv1_y, "conv1 = Conv1D(16, 3, padding=same, dilation=2, bias=true) (conv2d.nn:18): forward produced"
+        )
+
+        # tanh_1 = TanH  (conv2d.nn:19)  [128, 16] -> [128, 16]
+        tanh_1_y = np.tanh(conv1_y, out=conv1_y)
+        _check_finite(tanh_1_y, "tanh_1 = TanH (conv2d.nn:19): forward produced")
+
+        # conv2 = Conv1D(8, 4, stride=2, padding=1)  (conv2d.nn:20)  [128, 16] -> [64, 8]
+        # im2col: row t of cols[b] is window t of sample b, x[b, t·stride : t·stride + k, :] flattened
+        # zero padding: x goes between 1 and 1 zeros of the workspace (its border is never written)
+        signal = ws["conv2.padded"]
+        np.copyto(signal[:, 1:129], tanh_1_y)
+        step_batch, step_position, step_channel = signal.strides
+        windows = np.lib.stride_tricks.as_strided(
+            signal, (signal.shape[0], 64, 64), (step_batch, 2 * step_position, step_channel)
+        )
+        cols = ws["conv2.cols"]
+        np.copyto(cols, windows)
+        weight = p["conv2.weight"].reshape(64, 8)
+        conv2_y = ws["conv2.y"]
+        np.matmul(cols.reshape(-1, 64), weight, out=conv2_y.reshape(-1, 8))
+        _check_finite(conv2_y, "conv2 = Conv1D(8, 4, stride=2, padding=1) (conv2d.nn:20): forward produced")
+
+        # flatten_1 = Flatten  (conv2d.nn:21)  [64, 8] -> [512]
+        flatten_1_y = conv2_y.reshape(-1, 512)
+        _check_finite(flatten_1_y, "flatten_1 = Flatten (conv2d.nn:21): forward produced")
+
+        # head = Linear(2)  (conv2d.nn:22)  [512] -> [2]
+        # computed as [x, 1] · [W; b], so the GEMM adds the bias
+        x1 = ws["head.x1"]
+        np.copyto(x1[:, :512], flatten_1_y)
+        weight_bias = self._stacked_params["head.weight+bias"]
+        head_y = np.matmul(x1, weight_bias, out=ws["head.y"])
+        _check_finite(head_y, "head = Linear(2) (conv2d.nn:22): forward produced")
+
+        # What backward reads from this pass (the workspace keeps the rest).
+        self._saved = (tanh_1_y,)
+        return (head_y,)
+
+    def _backward_checked(self, douts, need_dx):
+        """_backward for check_numerics: each gradient is checked as soon as it is made."""
+        (tanh_1_y,) = self._saved
+        ws = self._ws
+        p = self.params
+        g = self.grads
+        accumulate = self._accumulate
+        self._accumulate = True
+        (head_dy,) = douts
+        _check_finite(head_dy, "the gradient of output head holds")
+
+        # backward of head = Linear(2)  (conv2d.nn:22)  [512] -> [2]
+        # [dW; db] = [x, 1]ᵀ · dy
+        grad = self._stacked_grads["head.weight+bias"]
+        _matmul_into(ws["head.x1"].T, head_dy, grad, accumulate)
+        _check_finite(
+            g["head.weight"], "head = Linear(2) (conv2d.nn:22): backward produced", " in the gradient of head.weight"
+        )
+        _check_finite(
+            g["head.bias"], "head = Linear(2) (conv2d.nn:22): backward produced", " in the gradient of head.bias"
+        )
+        flatten_1_dy = np.matmul(head_dy, p["head.weight"].T, out=ws["head.dx"])
+        _check_finite(
+            flatten_1_dy,
+            "head = Linear(2) (conv2d.nn:22): backward produced",
+            " in the gradient of its input (flatten_1's output)",
+        )
+
+        # backward of flatten_1 = Flatten  (conv2d.nn:21)  [64, 8] -> [512]
+        conv2_dy = flatten_1_dy.reshape(-1, 64, 8)
+        _check_finite(
+            conv2_dy,
+            "flatten_1 = Flatten (conv2d.nn:21): backward produced",
+            " in the gradient of its input (conv2's output)",
+        )
+
+        # backward of conv2 = Conv1D(8, 4, stride=2, padding=1)  (conv2d.nn:20)  [128, 16] -> [64, 8]
+        dy_rows = conv2_dy.reshape(-1, 8)
+        cols = ws["conv2.cols"].reshape(-1, 64)
+        grad = g["conv2.weight"].reshape(64, 8)
+        _matmul_into(cols.T, dy_rows, grad, accumulate)
+        _check_finite(
+            g["conv2.weight"],
+            "conv2 = Conv1D(8, 4, stride=2, padding=1) (conv2d.nn:20): backward produced",
+            " in the gradient of conv2.weight",
+        )
+        # dx[:, t·stride + j] += dy[:, t] · W[j]ᵀ: one GEMM per tap j into a contiguous array, then one strided add
+        # (into the gradient of the padded signal, whose middle is dx)
+        dy_rows = conv2_dy.reshape(-1, 8)
+        weight = p["conv2.weight"]
+        tap_grad = ws["conv2.tap_grad"]
+        tap_rows = tap_grad.reshape(-1, 16)
+        padded_grad = ws["conv2.padded_grad"]
+        padded_grad.fill(0)
+        for j in range(4):
+            np.matmul(dy_rows, weight[j].T, out=tap_rows)
+            padded_grad[:, j : j + 127 : 2] += tap_grad
+        tanh_1_dy = ws["conv2.dx"]
+        np.copyto(tanh_1_dy, padded_grad[:, 1:129])
+        _check_finite(
+            tanh_1_dy,
+            "conv2 = Conv1D(8, 4, stride=2, padding=1) (conv2d.nn:20): backward produced",
+            " in the gradient of its input (tanh_1's output)",
+        )
+
+        # backward of tanh_1 = TanH  (conv2d.nn:19)  [128, 16] -> [128, 16]
+        slope = np.square(tanh_1_y, out=ws["tanh_1.slope"])
+        np.subtract(1, slope, out=slope)
+        conv1_dy = np.multiply(tanh_1_dy, slope, out=tanh_1_dy)
+        _check_finite(
+            conv1_dy,
+            "tanh_1 = TanH (conv2d.nn:19): backward produced",
+            " in the gradient of its input (conv1's output)",
+        )
+
+        # backward of conv1 = Conv1D(16, 3, padding=same, dilation=2, bias=true)  (conv2d.nn:18)  [128, 3] -> [128, 16]
+        dy_rows = conv1_dy.reshape(-1, 16)
+        cols = ws["conv1.cols"].reshape(-1, 10)
+        # [dW; db] = colsᵀ · dy in one GEMM: the trailing 1 of each row sums dy into db
+        grad = self._stacked_grads["conv1.weight+bias"]
+        _matmul_into(cols.T, dy_rows, grad, accumulate)
+        _check_finite(
+            g["conv1.weight"],
+            "conv1 = Conv1D(16, 3, padding=same, dilation=2, bias=true) (conv2d.nn:18): backward produced",
+            " in the gradient of conv1.weight",
+        )
+        _check_finite(
+            g["conv1.bias"],
+            "conv1 = Conv1D(16, 3, padding=same, dilation=2, bias=true) (conv2d.nn:18): backward produced",
+            " in the gradient of conv1.bias",
+        )
+        if not need_dx:
+            return None
+        # dx[:, t·stride + j·2] += dy[:, t] · W[j]ᵀ: one GEMM per tap j into a contiguous array, then one strided add
+        # (into the gradient of the padded signal, whose middle is dx)
+        dy_rows = conv1_dy.reshape(-1, 16)
+        weight = p["conv1.weight"]
+        tap_grad = ws["conv1.tap_grad"]
+        tap_rows = tap_grad.reshape(-1, 3)
+        padded_grad = ws["conv1.padded_grad"]
+        # Tap 0 writes the positions it covers; only the rest needs zeros before the other taps add to it.
+        np.matmul(dy_rows, weight[0].T, out=tap_rows)
+        np.copyto(padded_grad[:, :128], tap_grad)
+        padded_grad[:, 128:].fill(0)
+        for j in range(1, 3):
+            np.matmul(dy_rows, weight[j].T, out=tap_rows)
+            padded_grad[:, j * 2 : j * 2 + 128] += tap_grad
+        dx = ws["conv1.dx"]
+        np.copyto(dx, padded_grad[:, 2:130])
+        _check_finite(
+            dx,
+            "conv1 = Conv1D(16, 3, padding=same, dilation=2, bias=true) (conv2d.nn:18): backward produced",
+            " in the gradient of its input (input x)",
+        )
 
         return (dx,)
 

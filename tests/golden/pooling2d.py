@@ -178,6 +178,83 @@ def _dtype_text(dtype):
     return f"{kinds.get(dtype.kind, 'values')} (dtype {dtype})"
 
 
+def _check_finite(array, where, what=""):
+    """check_numerics: a FloatingPointError at the first NaN or infinite value of array (in C order), naming where it
+    was made; nothing when every value is finite. A finite sum proves that (a NaN or an infinity makes the sum NaN or
+    infinite), so a clean array costs one pass and no allocation; only a non-finite sum looks value by value."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        if np.isfinite(np.add.reduce(array, axis=None)):
+            return
+    bad = ~np.isfinite(array)
+    if bad.any():  # else the sum of finite values overflowed
+        index = np.unravel_index(int(np.argmax(bad)), array.shape)
+        at = ", ".join(str(int(i)) for i in index)
+        raise FloatingPointError(f"{where} {float(array[index])} at [{at}]{what}")
+
+
+# gradcheck(): the finite-difference step (relative to max(1, |value|)) and the tolerance, by DTYPE: an entry agrees
+# when |analytic - numeric| <= atol * max(1, |loss|) + rtol * max(|analytic|, |numeric|) (the loss's rounding error
+# grows with the loss). float32 keeps about 7 digits, so its step must be large and its tolerance loose (an error of
+# a few percent of a gradient can pass): a float64 build is the one to trust.
+_GRADCHECK = {
+    "float64": {"eps": 1e-6, "atol": 1e-7, "rtol": 1e-5},
+    "float32": {"eps": 3e-4, "atol": 1e-3, "rtol": 2e-2},
+}
+
+
+class _GradcheckTensor:
+    """gradcheck()'s finding for one tensor: kind ("parameter" or "input"), entries checked, the largest absolute and
+    relative difference between backward() and finite differences, the worst entry's index, and whether all agree."""
+
+    __slots__ = ("checked", "kind", "max_abs_error", "max_rel_error", "ok", "worst")
+
+    def __init__(self, kind, checked, max_abs_error, max_rel_error, worst, ok):
+        self.kind, self.checked, self.worst, self.ok = kind, checked, worst, ok
+        self.max_abs_error, self.max_rel_error = max_abs_error, max_rel_error
+
+    def __repr__(self):
+        return (
+            f"_GradcheckTensor(kind={self.kind!r}, checked={self.checked}, max_abs_error={self.max_abs_error:.3g}, "
+            f"max_rel_error={self.max_rel_error:.3g}, worst={self.worst}, ok={self.ok})"
+        )
+
+
+class _GradcheckReport:
+    """What model.gradcheck() found. report.ok: every entry checked agrees within the tolerance; report.tensors:
+    name → _GradcheckTensor, the parameters (by their names in model.params) then the inputs (by input name);
+    report.failures: the names of the tensors that disagree; str(report): a table."""
+
+    def __init__(self, tensors, dtype, eps, atol, rtol, loss):
+        self.tensors, self.dtype, self.eps, self.atol, self.rtol, self.loss = tensors, dtype, eps, atol, rtol, loss
+
+    @property
+    def ok(self):
+        return all(t.ok for t in self.tensors.values())
+
+    @property
+    def failures(self):
+        return [name for name, t in self.tensors.items() if not t.ok]
+
+    def __repr__(self):
+        return f"<GradcheckReport {'ok' if self.ok else 'FAILED: ' + ', '.join(self.failures)}>"
+
+    def __str__(self):
+        verdict = "ok" if self.ok else f"FAILED for {', '.join(self.failures)}"
+        width = max(len("tensor"), *(len(name) for name in self.tensors))
+        lines = [
+            f"gradcheck ({self.dtype}, eps {self.eps:g}, loss {self.loss:.6g}): {verdict}",
+            f"  an entry agrees when |analytic - numeric| <= {self.atol:.3g} + {self.rtol:g} * max(|analytic|, |numeric|)",
+            f"  {'tensor':<{width}}  {'checked':>7}  {'max abs error':>13}  {'max rel error':>13}  worst entry",
+        ]
+        for name, t in self.tensors.items():
+            mark = "" if t.ok else "  <- disagrees"
+            lines.append(
+                f"  {name:<{width}}  {t.checked:>7}  {t.max_abs_error:>13.3g}  {t.max_rel_error:>13.3g}  "
+                f"{list(t.worst)}{mark}"
+            )
+        return "\n".join(lines)
+
+
 class _Progress:
     """fit()'s progress on stdout: one line per epoch; on a terminal the line is redrawn in place (with \\r) as
     batches complete. Prints nothing when not verbose."""
@@ -250,6 +327,7 @@ class _CompiledModel:
     weight) (mean(wᵢ·lᵢ), weight shaped (batch, 1, ...) to broadcast against z, leaving the workspace as the unweighted
     one does for the gradient), _loss_gradient_<output>(target) and, for a term with a metric,
     _correct_<output>(z, target) → (correct, compared): one set per loss term.
+    _forward_checked, _backward_checked   the same with a check after every layer (check_numerics)
     """
 
     _schedule = None
@@ -282,6 +360,8 @@ class _CompiledModel:
         self._plain_term = None
         # Set True (by a fit() callback) to stop fit() after the current epoch; fit() sets it False when it starts.
         self.stop_training = False
+        # check_numerics: False runs _forward and _backward, True their checked twins (see the check_numerics setter).
+        self._checking = False
         for output, scale, metric, probabilities in self._loss_terms:
             suffix = output.replace(".", "_")
             self._terms.append(
@@ -399,6 +479,121 @@ class _CompiledModel:
                     "are unchanged. Call zero_grad() and compute the gradients again."
                 )
         self._update()
+
+    @property
+    def check_numerics(self):
+        """When True, every forward and backward pass (train_step, fit, predict, ...) checks the inputs, each layer's
+        output and each gradient as soon as it is made: the first NaN or infinite value raises FloatingPointError
+        naming the layer, its .nn file and line, forward or backward, and the value's index, e.g.
+        `fc2 = Linear(10) (model.nn:6): forward produced inf at [3, 7]`.
+
+        Off by default, and then free: setting it swaps in _forward_checked and _backward_checked (the same code with
+        a check after every layer) for this model; clearing it puts the plain methods back."""
+        return self._checking
+
+    @check_numerics.setter
+    def check_numerics(self, on):
+        self._checking = bool(on)
+        if self._checking:
+            self._forward, self._backward = self._forward_checked, self._backward_checked
+        else:
+            self.__dict__.pop("_forward", None)
+            self.__dict__.pop("_backward", None)
+
+    def gradcheck(self, x, y, eps=None, samples=20, seed=0):
+        """Check backward() against central finite differences of the loss on the batch (x, y); returns a
+        GradcheckReport (report.ok, per-tensor errors, a table when printed).
+
+        For every parameter and every float input, `samples` entries (all when fewer; chosen by
+        np.random.default_rng(seed)) are nudged by ±eps·max(1, |value|) and (L(+) - L(-)) / (2·step) is compared with
+        the gradient backward() gives. The model runs in its current mode (train() or eval()), and Dropout draws the
+        same masks for every evaluation. eps and the tolerance default by dtype (see _GRADCHECK): a float64 build
+        (nncompile --dtype float64) is the one to trust; float32 catches only gross errors.
+
+        Changes no parameters, gradients, buffers, optimizer state or random state (all are put back). Its forward
+        passes replace the one backward() would use: call loss() again before backward().
+        """
+        self._require_loss()
+        inputs = tuple(a.copy() for a in self._check_inputs(x))
+        targets = self._check_targets(y, len(inputs[0]))
+        samples = _check_int("samples", samples, 1)
+        dtype = np.dtype(DTYPE).name
+        settings = _GRADCHECK[dtype]
+        eps = settings["eps"] if eps is None else float(eps)
+        if not 0 < eps < np.inf:
+            raise ValueError(f"eps must be a positive number, got {eps!r}")
+        rtol = settings["rtol"]
+        nontrainable = getattr(self, "_flat_nontrainable", None)
+        kept = (
+            self._flat_params.copy(),
+            self._flat_grads.copy(),
+            None if nontrainable is None else nontrainable.copy(),
+            self._rng.bit_generator.state if self._random else None,
+            self._accumulate,
+            self._grads_problem,
+        )
+        masks = kept[3]
+
+        def loss_here():
+            if masks is not None:
+                self._rng.bit_generator.state = masks  # the same Dropout masks every time
+            return self._total(self._loss_values(self._forward(*inputs), targets))
+
+        try:
+            loss = loss_here()
+            if not -np.inf < loss < np.inf:
+                raise FloatingPointError(f"{type(self).__name__}.gradcheck: the loss is {loss}; nothing to compare")
+            atol = settings["atol"] * max(1.0, abs(loss))
+            self._accumulate = False
+            input_grads = self._backward(self._loss_gradients(targets), True)
+            analytic = [(name, "parameter", param, self.grads[name].copy()) for name, param in self.params.items()]
+            for name, array, grad in zip(self._input_names, inputs, input_grads):
+                if grad is not None:
+                    analytic.append((name, "input", array, grad.copy()))
+            rng = np.random.default_rng(seed)
+            tensors = {}
+            for name, kind, array, grad in analytic:
+                flat, grad = array.reshape(-1), grad.reshape(-1)
+                chosen = np.sort(rng.choice(flat.size, min(samples, flat.size), replace=False))
+                # Per entry: the central, forward and backward difference quotients.
+                numeric = np.empty((len(chosen), 3))
+                for n, i in enumerate(chosen):
+                    old = flat[i]
+                    step = eps * max(1.0, abs(float(old)))
+                    flat[i] = old + step
+                    up, plus = float(flat[i]) - float(old), loss_here()
+                    flat[i] = old - step
+                    down, minus = float(old) - float(flat[i]), loss_here()
+                    flat[i] = old
+                    numeric[n] = (plus - minus) / (up + down), (plus - loss) / up, (loss - minus) / down
+                given = grad[chosen].astype(np.float64)
+                # Where the step crosses a kink (ReLU at 0, a max changing hands), the central difference mixes two
+                # slopes, but the one-sided difference on the kink-free side still matches: the closest one counts.
+                closest = np.argmin(np.abs(numeric - given[:, None]), axis=1)
+                numeric = numeric[np.arange(len(chosen)), closest]
+                error = np.abs(given - numeric)
+                scale = np.maximum(np.abs(given), np.abs(numeric))
+                relative = np.divide(error, scale, out=np.zeros_like(error), where=scale > 0)
+                excess = error / (atol + rtol * scale)
+                worst = np.unravel_index(int(chosen[np.argmax(excess)]), array.shape)
+                tensors[name] = _GradcheckTensor(
+                    kind,
+                    len(chosen),
+                    float(error.max()),
+                    float(relative.max()),
+                    tuple(int(i) for i in worst),
+                    bool(np.all(excess <= 1)),
+                )
+        finally:
+            np.copyto(self._flat_params, kept[0])
+            np.copyto(self._flat_grads, kept[1])
+            if nontrainable is not None:
+                np.copyto(nontrainable, kept[2])
+            if masks is not None:
+                self._rng.bit_generator.state = masks
+            self._accumulate, self._grads_problem = kept[4], kept[5]
+            self._saved = self._targets = self._last_loss = None
+        return _GradcheckReport(tensors, dtype, eps, atol, rtol, loss)
 
     def train(self, mode=True):
         """Set training mode (or inference mode with mode=False); returns the model."""
@@ -672,6 +867,7 @@ class _CompiledModel:
         initial_epoch=0,
         sample_weight=None,
         callbacks=None,
+        check_numerics=None,
     ):
         """Train on (x, y) with mini-batch steps of the optimizer; returns the history, a dict of per-epoch lists.
 
@@ -696,6 +892,9 @@ class _CompiledModel:
         patience: stop when val_loss has not improved for that many epochs; then, with restore_best, the
         parameters of the epoch with the lowest val_loss are put back (the optimizer state is kept).
         verbose: a progress line per epoch on stdout, redrawn in place while the epoch runs on a terminal.
+        check_numerics: True or False sets model.check_numerics for this call (None, the default, keeps it): when on,
+        the first NaN or infinite value a layer produces, forward or backward, raises FloatingPointError naming the
+        layer and its line; the model is left as it was then, for inspection, and error.history holds the history.
 
         A non-finite loss stops training with FloatingPointError naming the epoch and batch, after restoring the
         parameters and optimizer state from before the step that produced it. Ctrl-C (KeyboardInterrupt) stops
@@ -753,6 +952,10 @@ class _CompiledModel:
         epoch = initial_epoch
         self.stop_training = False
         found_mode, self.training = self.training, True
+        found_checking = self.check_numerics
+        switch = check_numerics is not None and bool(check_numerics) != found_checking
+        if switch:
+            self.check_numerics = check_numerics
         try:
             for epoch in range(initial_epoch, epochs):
                 started = time.perf_counter()
@@ -808,6 +1011,10 @@ class _CompiledModel:
                 if self.stop_training:
                     progress.note(f"stopped by a callback after epoch {epoch + 1}")
                     break
+        except FloatingPointError as err:
+            if not hasattr(err, "history"):  # from check_numerics
+                err.history = history
+            raise
         except KeyboardInterrupt:
             if stepping:
                 self._restore(before_step)
@@ -817,6 +1024,8 @@ class _CompiledModel:
             progress.close()
             self._saved = self._targets = None
             self.training = found_mode
+            if switch:
+                self.check_numerics = found_checking
         if best_params is not None and best_epoch != epoch:
             for name, value in best_params.items():
                 np.copyto(self.params[name] if name in self.params else self.buffers[name], value)
@@ -1786,6 +1995,226 @@ class DigitsImage(_CompiledModel):
 
         return (dx,)
 
+    # ---- check_numerics: _forward and _backward again, each result checked as soon as it is made ----------------
+
+    def _forward_checked(self, x):
+        """_forward for check_numerics: the inputs and each layer's output are checked as soon as they are made."""
+        # The workspace of this batch size; the loss and backward of this batch use it too.
+        ws = self._ws = self._workspace(x.shape[0])
+        _check_finite(x, "input x holds")
+
+        # linear_1 = Linear(128, init=he_normal)  (pooling2d.nn:6)  [64] -> [128]
+        # computed as [x, 1] · [W; b], so the GEMM adds the bias
+        x1 = ws["linear_1.x1"]
+        np.copyto(x1[:, :64], x)
+        weight_bias = self._stacked_params["linear_1.weight+bias"]
+        linear_1_y = np.matmul(x1, weight_bias, out=ws["linear_1.y"])
+        _check_finite(linear_1_y, "linear_1 = Linear(128, init=he_normal) (pooling2d.nn:6): forward produced")
+
+        # relu_1 = ReLU  (pooling2d.nn:7)  [128] -> [128]
+        relu_1_y = np.maximum(linear_1_y, ws["relu_1.zeros"], out=linear_1_y)
+        _check_finite(relu_1_y, "relu_1 = ReLU (pooling2d.nn:7): forward produced")
+
+        # image = Reshape([8, 8, 2])  (pooling2d.nn:8)  [128] -> [8, 8, 2]
+        image_y = relu_1_y.reshape(-1, 8, 8, 2)
+        _check_finite(image_y, "image = Reshape([8, 8, 2]) (pooling2d.nn:8): forward produced")
+
+        # maxpool2d_1 = MaxPool2D(2)  (pooling2d.nn:9)  [8, 8, 2] -> [4, 4, 2]
+        # The taps of window (t, u) are rows t·sh, t·sh + 1 and columns u·sw, u·sw + 1. Recording which tap won, left
+        # or right in each row and then top or bottom, lets backward route dy without reading x or y again; ties go to
+        # the first maximum in row-major order: left before right, top before bottom.
+        top_left, top_right = image_y[:, :7:2, :7:2], image_y[:, :7:2, 1:8:2]
+        bottom_left, bottom_right = image_y[:, 1:8:2, :7:2], image_y[:, 1:8:2, 1:8:2]
+        np.greater_equal(top_left, top_right, out=ws["maxpool2d_1.top_left_wins"])
+        top = np.maximum(top_left, top_right, out=ws["maxpool2d_1.top_max"])
+        np.greater_equal(bottom_left, bottom_right, out=ws["maxpool2d_1.bottom_left_wins"])
+        maxpool2d_1_y = np.maximum(bottom_left, bottom_right, out=ws["maxpool2d_1.y"])
+        np.greater_equal(top, maxpool2d_1_y, out=ws["maxpool2d_1.top_wins"])
+        np.maximum(top, maxpool2d_1_y, out=maxpool2d_1_y)
+        _check_finite(maxpool2d_1_y, "maxpool2d_1 = MaxPool2D(2) (pooling2d.nn:9): forward produced")
+
+        # smooth = AvgPool2D(3, stride=1, padding=1)  (pooling2d.nn:10)  [4, 4, 2] -> [4, 4, 2]
+        # x with zeros around it (the workspace array keeps its border)
+        padded = ws["smooth.padded"]
+        np.copyto(padded[:, 1:5, 1:5], maxpool2d_1_y)
+        # tap (i, j) of window (t, u) is x[:, t·sh + i, u·sw + j]
+        smooth_y = ws["smooth.y"]
+        np.copyto(smooth_y, padded[:, :4, :4])
+        for tap in range(1, 9):
+            i, j = divmod(tap, 3)
+            smooth_y += padded[:, i : i + 4, j : j + 4]
+        smooth_y /= 9
+        _check_finite(smooth_y, "smooth = AvgPool2D(3, stride=1, padding=1) (pooling2d.nn:10): forward produced")
+
+        # maxpool2d_2 = MaxPool2D([2, 3], stride=[1, 2], padding=1)  (pooling2d.nn:11)  [4, 4, 2] -> [5, 2, 2]
+        # x with −∞ around it (the workspace array keeps its border)
+        padded = ws["maxpool2d_2.padded"]
+        np.copyto(padded[:, 1:5, 1:5], smooth_y)
+        # tap (i, j) of window (t, u) is x[:, t·sh + i, u·sw + j]
+        maxpool2d_2_y = ws["maxpool2d_2.y"]
+        np.copyto(maxpool2d_2_y, padded[:, :5, :3:2])
+        for tap in range(1, 6):
+            i, j = divmod(tap, 3)
+            np.maximum(maxpool2d_2_y, padded[:, i : i + 5, j : j + 3 : 2], out=maxpool2d_2_y)
+        _check_finite(
+            maxpool2d_2_y,
+            "maxpool2d_2 = MaxPool2D([2, 3], stride=[1, 2], padding=1) (pooling2d.nn:11): forward produced",
+        )
+
+        # flatten_1 = Flatten  (pooling2d.nn:12)  [5, 2, 2] -> [20]
+        flatten_1_y = maxpool2d_2_y.reshape(-1, 20)
+        _check_finite(flatten_1_y, "flatten_1 = Flatten (pooling2d.nn:12): forward produced")
+
+        # head = Linear(10)  (pooling2d.nn:13)  [20] -> [10]
+        # computed as [x, 1] · [W; b], so the GEMM adds the bias
+        x1 = ws["head.x1"]
+        np.copyto(x1[:, :20], flatten_1_y)
+        weight_bias = self._stacked_params["head.weight+bias"]
+        head_y = np.matmul(x1, weight_bias, out=ws["head.y"])
+        _check_finite(head_y, "head = Linear(10) (pooling2d.nn:13): forward produced")
+
+        # What backward reads from this pass (the workspace keeps the rest).
+        self._saved = (relu_1_y, maxpool2d_2_y)
+        return (head_y,)
+
+    def _backward_checked(self, douts, need_dx):
+        """_backward for check_numerics: each gradient is checked as soon as it is made."""
+        relu_1_y, maxpool2d_2_y = self._saved
+        ws = self._ws
+        p = self.params
+        g = self.grads
+        accumulate = self._accumulate
+        self._accumulate = True
+        (head_dy,) = douts
+        _check_finite(head_dy, "the gradient of output head holds")
+
+        # backward of head = Linear(10)  (pooling2d.nn:13)  [20] -> [10]
+        # [dW; db] = [x, 1]ᵀ · dy
+        grad = self._stacked_grads["head.weight+bias"]
+        _matmul_into(ws["head.x1"].T, head_dy, grad, accumulate)
+        _check_finite(
+            g["head.weight"],
+            "head = Linear(10) (pooling2d.nn:13): backward produced",
+            " in the gradient of head.weight",
+        )
+        _check_finite(
+            g["head.bias"], "head = Linear(10) (pooling2d.nn:13): backward produced", " in the gradient of head.bias"
+        )
+        flatten_1_dy = np.matmul(head_dy, p["head.weight"].T, out=ws["head.dx"])
+        _check_finite(
+            flatten_1_dy,
+            "head = Linear(10) (pooling2d.nn:13): backward produced",
+            " in the gradient of its input (flatten_1's output)",
+        )
+
+        # backward of flatten_1 = Flatten  (pooling2d.nn:12)  [5, 2, 2] -> [20]
+        maxpool2d_2_dy = flatten_1_dy.reshape(-1, 5, 2, 2)
+        _check_finite(
+            maxpool2d_2_dy,
+            "flatten_1 = Flatten (pooling2d.nn:12): backward produced",
+            " in the gradient of its input (maxpool2d_2's output)",
+        )
+
+        # backward of maxpool2d_2 = MaxPool2D([2, 3], stride=[1, 2], padding=1)  (pooling2d.nn:11)  [4, 4, 2] -> [5, 2, 2]
+        padded = ws["maxpool2d_2.padded"]
+        padded_dx = ws["maxpool2d_2.padded_dx"]
+        padded_dx.fill(0)
+        # `pending` marks the windows whose gradient has not been routed yet, so ties go to the first maximum
+        pending = ws["maxpool2d_2.pending"]
+        pending.fill(True)
+        for tap in range(6):
+            i, j = divmod(tap, 3)
+            hit = np.equal(padded[:, i : i + 5, j : j + 3 : 2], maxpool2d_2_y, out=ws["maxpool2d_2.hit"])
+            hit &= pending
+            pending ^= hit
+            padded_dx[:, i : i + 5, j : j + 3 : 2] += np.multiply(maxpool2d_2_dy, hit, out=ws["maxpool2d_2.routed"])
+        # dx is the padded gradient without its border
+        smooth_dy = ws["maxpool2d_2.dx"]
+        np.copyto(smooth_dy, padded_dx[:, 1:5, 1:5])
+        _check_finite(
+            smooth_dy,
+            "maxpool2d_2 = MaxPool2D([2, 3], stride=[1, 2], padding=1) (pooling2d.nn:11): backward produced",
+            " in the gradient of its input (smooth's output)",
+        )
+
+        # backward of smooth = AvgPool2D(3, stride=1, padding=1)  (pooling2d.nn:10)  [4, 4, 2] -> [4, 4, 2]
+        share = np.divide(smooth_dy, 9, out=ws["smooth.share"])
+        padded_dx = ws["smooth.padded_dx"]
+        padded_dx.fill(0)
+        for tap in range(9):
+            i, j = divmod(tap, 3)
+            padded_dx[:, i : i + 4, j : j + 4] += share
+        # dx is the padded gradient without its border
+        maxpool2d_1_dy = ws["smooth.dx"]
+        np.copyto(maxpool2d_1_dy, padded_dx[:, 1:5, 1:5])
+        _check_finite(
+            maxpool2d_1_dy,
+            "smooth = AvgPool2D(3, stride=1, padding=1) (pooling2d.nn:10): backward produced",
+            " in the gradient of its input (maxpool2d_1's output)",
+        )
+
+        # backward of maxpool2d_1 = MaxPool2D(2)  (pooling2d.nn:9)  [8, 8, 2] -> [4, 4, 2]
+        image_dy = ws["maxpool2d_1.dx"]
+        # dy goes to the top row where it won and to the bottom row elsewhere, then within each row to the left tap
+        # where it won and to the right tap elsewhere: s·[won] and s - s·[won]
+        top = np.multiply(maxpool2d_1_dy, ws["maxpool2d_1.top_wins"], out=ws["maxpool2d_1.top_share"])
+        bottom = np.subtract(maxpool2d_1_dy, top, out=ws["maxpool2d_1.bottom_share"])
+        top_left, top_right = image_dy[:, :7:2, :7:2], image_dy[:, :7:2, 1:8:2]
+        bottom_left, bottom_right = image_dy[:, 1:8:2, :7:2], image_dy[:, 1:8:2, 1:8:2]
+        np.multiply(top, ws["maxpool2d_1.top_left_wins"], out=top_left)
+        np.subtract(top, top_left, out=top_right)
+        np.multiply(bottom, ws["maxpool2d_1.bottom_left_wins"], out=bottom_left)
+        np.subtract(bottom, bottom_left, out=bottom_right)
+        _check_finite(
+            image_dy,
+            "maxpool2d_1 = MaxPool2D(2) (pooling2d.nn:9): backward produced",
+            " in the gradient of its input (image's output)",
+        )
+
+        # backward of image = Reshape([8, 8, 2])  (pooling2d.nn:8)  [128] -> [8, 8, 2]
+        relu_1_dy = image_dy.reshape(-1, 128)
+        _check_finite(
+            relu_1_dy,
+            "image = Reshape([8, 8, 2]) (pooling2d.nn:8): backward produced",
+            " in the gradient of its input (relu_1's output)",
+        )
+
+        # backward of relu_1 = ReLU  (pooling2d.nn:7)  [128] -> [128]
+        # The 0/1 slope is made float first: multiplying by a bool array would allocate a cast buffer.
+        slope = ws["relu_1.slope"]
+        np.copyto(slope, np.greater(relu_1_y, 0, out=ws["relu_1.mask"]))
+        linear_1_dy = np.multiply(relu_1_dy, slope, out=relu_1_dy)
+        _check_finite(
+            linear_1_dy,
+            "relu_1 = ReLU (pooling2d.nn:7): backward produced",
+            " in the gradient of its input (linear_1's output)",
+        )
+
+        # backward of linear_1 = Linear(128, init=he_normal)  (pooling2d.nn:6)  [64] -> [128]
+        # [dW; db] = [x, 1]ᵀ · dy
+        grad = self._stacked_grads["linear_1.weight+bias"]
+        _matmul_into(ws["linear_1.x1"].T, linear_1_dy, grad, accumulate)
+        _check_finite(
+            g["linear_1.weight"],
+            "linear_1 = Linear(128, init=he_normal) (pooling2d.nn:6): backward produced",
+            " in the gradient of linear_1.weight",
+        )
+        _check_finite(
+            g["linear_1.bias"],
+            "linear_1 = Linear(128, init=he_normal) (pooling2d.nn:6): backward produced",
+            " in the gradient of linear_1.bias",
+        )
+        if not need_dx:
+            return None
+        dx = np.matmul(linear_1_dy, p["linear_1.weight"].T, out=ws["linear_1.dx"])
+        _check_finite(
+            dx,
+            "linear_1 = Linear(128, init=he_normal) (pooling2d.nn:6): backward produced",
+            " in the gradient of its input (input x)",
+        )
+
+        return (dx,)
+
     # loss CrossEntropy  (pooling2d.nn:14)
     # L = mean_b( logsumexp(z_b) - Σ_c t'_bc z_bc ),  t' = (1 - ε)·t + ε/classes,  t = one-hot label or given probabilities
     # dz = (softmax(z) - t') / batch
@@ -2159,6 +2588,124 @@ class ChannelsFirst(_CompiledModel):
             return None
         dx = ws["permute_1.dx"]
         np.copyto(dx, permute_1_dy.transpose(0, 3, 1, 2))
+
+        return (dx,)
+
+    # ---- check_numerics: _forward and _backward again, each result checked as soon as it is made ----------------
+
+    def _forward_checked(self, x):
+        """_forward for check_numerics: the inputs and each layer's output are checked as soon as they are made."""
+        # The workspace of this batch size; the loss and backward of this batch use it too.
+        ws = self._ws = self._workspace(x.shape[0])
+        _check_finite(x, "input x holds")
+
+        # permute_1 = Permute([1, 2, 0])  (pooling2d.nn:20)  [3, 6, 6] -> [6, 6, 3]
+        permute_1_y = ws["permute_1.y"]
+        np.copyto(permute_1_y, x.transpose(0, 2, 3, 1))
+        _check_finite(permute_1_y, "permute_1 = Permute([1, 2, 0]) (pooling2d.nn:20): forward produced")
+
+        # maxpool2d_1 = MaxPool2D(3, stride=2, padding=1)  (pooling2d.nn:21)  [6, 6, 3] -> [3, 3, 3]
+        # x with −∞ around it (the workspace array keeps its border)
+        padded = ws["maxpool2d_1.padded"]
+        np.copyto(padded[:, 1:7, 1:7], permute_1_y)
+        # tap (i, j) of window (t, u) is x[:, t·sh + i, u·sw + j]
+        maxpool2d_1_y = ws["maxpool2d_1.y"]
+        np.copyto(maxpool2d_1_y, padded[:, :5:2, :5:2])
+        for tap in range(1, 9):
+            i, j = divmod(tap, 3)
+            np.maximum(maxpool2d_1_y, padded[:, i : i + 5 : 2, j : j + 5 : 2], out=maxpool2d_1_y)
+        _check_finite(
+            maxpool2d_1_y, "maxpool2d_1 = MaxPool2D(3, stride=2, padding=1) (pooling2d.nn:21): forward produced"
+        )
+
+        # globalavgpool_1 = GlobalAvgPool  (pooling2d.nn:22)  [3, 3, 3] -> [3]
+        globalavgpool_1_y = np.mean(maxpool2d_1_y, axis=(1, 2), out=ws["globalavgpool_1.y"])
+        _check_finite(globalavgpool_1_y, "globalavgpool_1 = GlobalAvgPool (pooling2d.nn:22): forward produced")
+
+        # linear_1 = Linear(2)  (pooling2d.nn:23)  [3] -> [2]
+        # computed as [x, 1] · [W; b], so the GEMM adds the bias
+        x1 = ws["linear_1.x1"]
+        np.copyto(x1[:, :3], globalavgpool_1_y)
+        weight_bias = self._stacked_params["linear_1.weight+bias"]
+        linear_1_y = np.matmul(x1, weight_bias, out=ws["linear_1.y"])
+        _check_finite(linear_1_y, "linear_1 = Linear(2) (pooling2d.nn:23): forward produced")
+
+        # What backward reads from this pass (the workspace keeps the rest).
+        self._saved = (maxpool2d_1_y,)
+        return (linear_1_y,)
+
+    def _backward_checked(self, douts, need_dx):
+        """_backward for check_numerics: each gradient is checked as soon as it is made."""
+        (maxpool2d_1_y,) = self._saved
+        ws = self._ws
+        p = self.params
+        g = self.grads
+        accumulate = self._accumulate
+        self._accumulate = True
+        (linear_1_dy,) = douts
+        _check_finite(linear_1_dy, "the gradient of output linear_1 holds")
+
+        # backward of linear_1 = Linear(2)  (pooling2d.nn:23)  [3] -> [2]
+        # [dW; db] = [x, 1]ᵀ · dy
+        grad = self._stacked_grads["linear_1.weight+bias"]
+        _matmul_into(ws["linear_1.x1"].T, linear_1_dy, grad, accumulate)
+        _check_finite(
+            g["linear_1.weight"],
+            "linear_1 = Linear(2) (pooling2d.nn:23): backward produced",
+            " in the gradient of linear_1.weight",
+        )
+        _check_finite(
+            g["linear_1.bias"],
+            "linear_1 = Linear(2) (pooling2d.nn:23): backward produced",
+            " in the gradient of linear_1.bias",
+        )
+        globalavgpool_1_dy = np.matmul(linear_1_dy, p["linear_1.weight"].T, out=ws["linear_1.dx"])
+        _check_finite(
+            globalavgpool_1_dy,
+            "linear_1 = Linear(2) (pooling2d.nn:23): backward produced",
+            " in the gradient of its input (globalavgpool_1's output)",
+        )
+
+        # backward of globalavgpool_1 = GlobalAvgPool  (pooling2d.nn:22)  [3, 3, 3] -> [3]
+        maxpool2d_1_dy = np.divide(globalavgpool_1_dy[:, None, None, :], 9, out=ws["globalavgpool_1.dx"])
+        _check_finite(
+            maxpool2d_1_dy,
+            "globalavgpool_1 = GlobalAvgPool (pooling2d.nn:22): backward produced",
+            " in the gradient of its input (maxpool2d_1's output)",
+        )
+
+        # backward of maxpool2d_1 = MaxPool2D(3, stride=2, padding=1)  (pooling2d.nn:21)  [6, 6, 3] -> [3, 3, 3]
+        padded = ws["maxpool2d_1.padded"]
+        padded_dx = ws["maxpool2d_1.padded_dx"]
+        padded_dx.fill(0)
+        # `pending` marks the windows whose gradient has not been routed yet, so ties go to the first maximum
+        pending = ws["maxpool2d_1.pending"]
+        pending.fill(True)
+        for tap in range(9):
+            i, j = divmod(tap, 3)
+            hit = np.equal(padded[:, i : i + 5 : 2, j : j + 5 : 2], maxpool2d_1_y, out=ws["maxpool2d_1.hit"])
+            hit &= pending
+            pending ^= hit
+            padded_dx[:, i : i + 5 : 2, j : j + 5 : 2] += np.multiply(maxpool2d_1_dy, hit, out=ws["maxpool2d_1.routed"])
+        # dx is the padded gradient without its border
+        permute_1_dy = ws["maxpool2d_1.dx"]
+        np.copyto(permute_1_dy, padded_dx[:, 1:7, 1:7])
+        _check_finite(
+            permute_1_dy,
+            "maxpool2d_1 = MaxPool2D(3, stride=2, padding=1) (pooling2d.nn:21): backward produced",
+            " in the gradient of its input (permute_1's output)",
+        )
+
+        # backward of permute_1 = Permute([1, 2, 0])  (pooling2d.nn:20)  [3, 6, 6] -> [6, 6, 3]
+        if not need_dx:
+            return None
+        dx = ws["permute_1.dx"]
+        np.copyto(dx, permute_1_dy.transpose(0, 3, 1, 2))
+        _check_finite(
+            dx,
+            "permute_1 = Permute([1, 2, 0]) (pooling2d.nn:20): backward produced",
+            " in the gradient of its input (input x)",
+        )
 
         return (dx,)
 
@@ -2572,6 +3119,149 @@ class SignalImage(_CompiledModel):
         # dx is the padded gradient without its border
         dx = ws["maxpool1d_1.dx"]
         np.copyto(dx, padded_dx[:, 1:17])
+
+        return (dx,)
+
+    # ---- check_numerics: _forward and _backward again, each result checked as soon as it is made ----------------
+
+    def _forward_checked(self, x):
+        """_forward for check_numerics: the inputs and each layer's output are checked as soon as they are made."""
+        # The workspace of this batch size; the loss and backward of this batch use it too.
+        ws = self._ws = self._workspace(x.shape[0])
+        _check_finite(x, "input x holds")
+
+        # maxpool1d_1 = MaxPool1D(3, stride=1, padding=1)  (pooling2d.nn:29)  [16, 4] -> [16, 4]
+        # x with 1 position of −∞ on each side (the workspace array keeps its border)
+        padded = ws["maxpool1d_1.padded"]
+        np.copyto(padded[:, 1:17], x)
+        # tap j of window t is x[:, t·stride + j]
+        maxpool1d_1_y = ws["maxpool1d_1.y"]
+        np.copyto(maxpool1d_1_y, padded[:, :16])
+        for j in range(1, 3):
+            np.maximum(maxpool1d_1_y, padded[:, j : j + 16], out=maxpool1d_1_y)
+        _check_finite(
+            maxpool1d_1_y, "maxpool1d_1 = MaxPool1D(3, stride=1, padding=1) (pooling2d.nn:29): forward produced"
+        )
+
+        # avgpool1d_1 = AvgPool1D(2, padding=1)  (pooling2d.nn:30)  [16, 4] -> [9, 4]
+        # x with 1 zero on each side (the workspace array keeps its border)
+        padded = ws["avgpool1d_1.padded"]
+        np.copyto(padded[:, 1:17], maxpool1d_1_y)
+        # tap j of window t is x[:, t·stride + j]
+        avgpool1d_1_y = ws["avgpool1d_1.y"]
+        np.copyto(avgpool1d_1_y, padded[:, :17:2])
+        for j in range(1, 2):
+            avgpool1d_1_y += padded[:, j : j + 17 : 2]
+        avgpool1d_1_y /= 2
+        _check_finite(avgpool1d_1_y, "avgpool1d_1 = AvgPool1D(2, padding=1) (pooling2d.nn:30): forward produced")
+
+        # reshape_1 = Reshape([-1, 3, 4])  (pooling2d.nn:31)  [9, 4] -> [3, 3, 4]
+        reshape_1_y = avgpool1d_1_y.reshape(-1, 3, 3, 4)
+        _check_finite(reshape_1_y, "reshape_1 = Reshape([-1, 3, 4]) (pooling2d.nn:31): forward produced")
+
+        # globalmaxpool_1 = GlobalMaxPool  (pooling2d.nn:32)  [3, 3, 4] -> [4]
+        globalmaxpool_1_y = np.max(reshape_1_y, axis=(1, 2), out=ws["globalmaxpool_1.y"])
+        _check_finite(globalmaxpool_1_y, "globalmaxpool_1 = GlobalMaxPool (pooling2d.nn:32): forward produced")
+
+        # linear_1 = Linear(3)  (pooling2d.nn:33)  [4] -> [3]
+        # computed as [x, 1] · [W; b], so the GEMM adds the bias
+        x1 = ws["linear_1.x1"]
+        np.copyto(x1[:, :4], globalmaxpool_1_y)
+        weight_bias = self._stacked_params["linear_1.weight+bias"]
+        linear_1_y = np.matmul(x1, weight_bias, out=ws["linear_1.y"])
+        _check_finite(linear_1_y, "linear_1 = Linear(3) (pooling2d.nn:33): forward produced")
+
+        # What backward reads from this pass (the workspace keeps the rest).
+        self._saved = (maxpool1d_1_y, reshape_1_y)
+        return (linear_1_y,)
+
+    def _backward_checked(self, douts, need_dx):
+        """_backward for check_numerics: each gradient is checked as soon as it is made."""
+        maxpool1d_1_y, reshape_1_y = self._saved
+        ws = self._ws
+        p = self.params
+        g = self.grads
+        accumulate = self._accumulate
+        self._accumulate = True
+        (linear_1_dy,) = douts
+        _check_finite(linear_1_dy, "the gradient of output linear_1 holds")
+
+        # backward of linear_1 = Linear(3)  (pooling2d.nn:33)  [4] -> [3]
+        # [dW; db] = [x, 1]ᵀ · dy
+        grad = self._stacked_grads["linear_1.weight+bias"]
+        _matmul_into(ws["linear_1.x1"].T, linear_1_dy, grad, accumulate)
+        _check_finite(
+            g["linear_1.weight"],
+            "linear_1 = Linear(3) (pooling2d.nn:33): backward produced",
+            " in the gradient of linear_1.weight",
+        )
+        _check_finite(
+            g["linear_1.bias"],
+            "linear_1 = Linear(3) (pooling2d.nn:33): backward produced",
+            " in the gradient of linear_1.bias",
+        )
+        globalmaxpool_1_dy = np.matmul(linear_1_dy, p["linear_1.weight"].T, out=ws["linear_1.dx"])
+        _check_finite(
+            globalmaxpool_1_dy,
+            "linear_1 = Linear(3) (pooling2d.nn:33): backward produced",
+            " in the gradient of its input (globalmaxpool_1's output)",
+        )
+
+        # backward of globalmaxpool_1 = GlobalMaxPool  (pooling2d.nn:32)  [3, 3, 4] -> [4]
+        # positions as one axis: (batch, N, chan); index[b, c] is the first position holding the maximum
+        index = np.argmax(reshape_1_y.reshape(-1, 9, 4), axis=1, out=ws["globalmaxpool_1.index"])
+        reshape_1_dy = ws["globalmaxpool_1.dx"]
+        reshape_1_dy.fill(0)
+        np.put_along_axis(reshape_1_dy.reshape(-1, 9, 4), index[:, None], globalmaxpool_1_dy[:, None], axis=1)
+        _check_finite(
+            reshape_1_dy,
+            "globalmaxpool_1 = GlobalMaxPool (pooling2d.nn:32): backward produced",
+            " in the gradient of its input (reshape_1's output)",
+        )
+
+        # backward of reshape_1 = Reshape([-1, 3, 4])  (pooling2d.nn:31)  [9, 4] -> [3, 3, 4]
+        avgpool1d_1_dy = reshape_1_dy.reshape(-1, 9, 4)
+        _check_finite(
+            avgpool1d_1_dy,
+            "reshape_1 = Reshape([-1, 3, 4]) (pooling2d.nn:31): backward produced",
+            " in the gradient of its input (avgpool1d_1's output)",
+        )
+
+        # backward of avgpool1d_1 = AvgPool1D(2, padding=1)  (pooling2d.nn:30)  [16, 4] -> [9, 4]
+        share = np.divide(avgpool1d_1_dy, 2, out=ws["avgpool1d_1.share"])
+        padded_dx = ws["avgpool1d_1.padded_dx"]
+        for j in range(2):
+            padded_dx[:, j : j + 17 : 2] = share
+        # dx is the padded gradient without its border
+        maxpool1d_1_dy = ws["avgpool1d_1.dx"]
+        np.copyto(maxpool1d_1_dy, padded_dx[:, 1:17])
+        _check_finite(
+            maxpool1d_1_dy,
+            "avgpool1d_1 = AvgPool1D(2, padding=1) (pooling2d.nn:30): backward produced",
+            " in the gradient of its input (maxpool1d_1's output)",
+        )
+
+        # backward of maxpool1d_1 = MaxPool1D(3, stride=1, padding=1)  (pooling2d.nn:29)  [16, 4] -> [16, 4]
+        if not need_dx:
+            return None
+        padded, padded_dx = ws["maxpool1d_1.padded"], ws["maxpool1d_1.padded_dx"]
+        # `pending` marks the windows whose gradient has not been routed yet, so ties go to the first maximum
+        padded_dx.fill(0)
+        pending = ws["maxpool1d_1.pending"]
+        pending.fill(True)
+        for j in range(3):
+            hit = np.equal(padded[:, j : j + 16], maxpool1d_1_y, out=ws["maxpool1d_1.hit"])
+            hit &= pending
+            pending ^= hit
+            padded_dx[:, j : j + 16] += np.multiply(maxpool1d_1_dy, hit, out=ws["maxpool1d_1.routed"])
+        # dx is the padded gradient without its border
+        dx = ws["maxpool1d_1.dx"]
+        np.copyto(dx, padded_dx[:, 1:17])
+        _check_finite(
+            dx,
+            "maxpool1d_1 = MaxPool1D(3, stride=1, padding=1) (pooling2d.nn:29): backward produced",
+            " in the gradient of its input (input x)",
+        )
 
         return (dx,)
 
