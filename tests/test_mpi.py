@@ -124,3 +124,24 @@ def test_one_rank_duck_typed_communicator_equals_plain_fit():
 def test_not_a_communicator():
     with pytest.raises(TypeError, match="has no Get_rank"):
         mpi_worker.run("mlp", comm=object())
+
+
+def test_readme_section_runs_as_written(tmp_path):
+    """The README's "Training on several processes or machines": its train.py and its -n 2 commands."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("## Training on several processes or machines") :]
+    section = section[: section.index("\n## ", 10)]
+    script = section.split("```python\n")[1].split("```")[0]
+    commands = section.split("and run it on two processes of this machine:\n\n```\n")[1].split("```")[0]
+    (tmp_path / "train.py").write_text(script)
+    (tmp_path / "examples").symlink_to(ROOT / "examples")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    for command in commands.strip().splitlines():
+        done = subprocess.run(
+            command, shell=True, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120, check=False
+        )
+        assert done.returncode == 0, command + "\n" + done.stdout + done.stderr
+    # Progress from rank 0 only: each epoch's line once.
+    assert done.stdout.count("epoch  1/10") == 1
+    assert float(done.stdout.splitlines()[-1].split("val_accuracy")[1]) > 0.8
+    assert (tmp_path / "digits_mlp.npz").exists()
