@@ -629,3 +629,12 @@ def test_linear_two_positional_form_is_documented_and_means_in_then_out():
     assert net.params["linear_1.weight"].shape == (64, 10)
     with pytest.raises(nncompile.CompileError, match=re.escape("Linear(in=10) receives [64]")):
         nncompile.load("model M { input [64] Linear(10, 64) }")
+
+
+def test_inputs_of_strings_or_objects_are_refused_not_parsed():
+    net = build(SGD_MLP)
+    with pytest.raises(ValueError, match=r"Mlp: input is of dtype <U1; the model takes real numbers"):
+        net.predict([["1"] * 6])
+    with pytest.raises(ValueError, match="of dtype object"):
+        net.predict(np.array([[1, 2, 3, 4, 5, None]], dtype=object))
+    np.testing.assert_array_equal(net.predict([[1] * 6]), net.predict(np.ones((1, 6))))  # integers are numbers

@@ -1272,9 +1272,12 @@ class _CompiledModel:
         if name in self._integer_inputs:
             array = _indices(array, f"{model}: {which}")
         elif not (isinstance(array, np.ndarray) and array.dtype == DTYPE):
-            if np.iscomplexobj(array):
-                raise ValueError(f"{model}: {which} is complex; the model takes real numbers")
-            array = np.asarray(array, dtype=DTYPE)
+            given = np.asarray(array)
+            if given.dtype.kind not in "iufb":
+                # Complex numbers would lose their imaginary part, strings would be parsed as numbers.
+                what = "complex" if given.dtype.kind == "c" else f"of dtype {given.dtype}"
+                raise ValueError(f"{model}: {which} is {what}; the model takes real numbers")
+            array = given.astype(DTYPE, copy=False)
         if array.shape[1:] != shape or array.ndim != len(shape) + 1:
             hint = ""
             if array.shape == shape:
