@@ -868,6 +868,7 @@ class _CompiledModel:
         sample_weight=None,
         callbacks=None,
         check_numerics=None,
+        comm=None,
     ):
         """Train on (x, y) with mini-batch steps of the optimizer; returns the history, a dict of per-epoch lists.
 
@@ -900,42 +901,59 @@ class _CompiledModel:
         parameters and optimizer state from before the step that produced it. Ctrl-C (KeyboardInterrupt) stops
         training too; fit then keeps the state after the last completed step and returns the history so far.
         Afterwards there is no forward pass for backward() to use: call loss() first.
+
+        comm: an MPI communicator (mpi4py's MPI.COMM_WORLD, or any object with Get_rank, Get_size, Bcast and
+        Allreduce; this module never imports mpi4py) trains data-parallel, with the same script on every rank and
+        the same x, y (and validation data) passed on each. batch_size is the global batch: each rank runs a
+        contiguous share of every shuffled batch (shares differ by at most one sample), its gradient weighted by its
+        share, and one in-place Allreduce of the flat gradient array gives every rank the global batch's gradient
+        before every rank applies the same step, so the parameters follow single-process fit() (to rounding). When
+        fit() starts, the parameters, optimizer state and buffers of rank 0 are broadcast. Losses, metrics and
+        validation (sharded across ranks) are global, so the history, early stopping and best-epoch restore agree on
+        every rank; only rank 0 prints progress. BatchNorm normalizes with each rank's local batch (as PyTorch DDP
+        without SyncBatchNorm) and its running statistics are averaged across ranks after every epoch. Dropout: rank
+        0 draws from the model's generator as without comm, rank r from a stream spawned from it for rank r, so
+        masks differ per rank (and the generators differ after fit(); save from rank 0). An error on any rank
+        (checks, a non-finite loss, a callback) raises the same exception type and message on every rank, with
+        `rank` naming the rank it came from, instead of leaving the others waiting.
         """
         self._require_loss()
-        inputs, targets = self._check_data(x, y, "x", "y")
-        samples = len(inputs[0])
-        weight = None if sample_weight is None else self._check_weight(sample_weight, samples, "sample_weight")
-        if callbacks is None:
-            callbacks = ()
-        elif not isinstance(callbacks, (list, tuple)) or not all(callable(fn) for fn in callbacks):
-            raise ValueError("callbacks must be a list of functions, each called as fn(epoch, logs)")
-        batch_size = _check_int("batch_size", batch_size, 1)
-        epochs, initial_epoch = _check_int("epochs", epochs, 0), _check_int("initial_epoch", initial_epoch, 0)
-        patience = None if patience is None else _check_int("patience", patience, 0)
-        validation = None
-        if validation_data is not None:
-            if validation_split:
-                raise ValueError("pass validation_data or validation_split, not both")
-            if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3):
-                raise ValueError("validation_data must be a pair (x_val, y_val) or a triple (x_val, y_val, w_val)")
-            validation = self._check_data(*validation_data[:2], "x_val", "y_val")
-            if len(validation_data) == 3 and validation_data[2] is not None:
-                validation_weight = self._check_weight(validation_data[2], len(validation[0][0]), "w_val")
-                validation = (*validation, validation_weight)
-        elif validation_split:
-            if not 0 < validation_split < 1:
-                raise ValueError(f"validation_split must be in [0, 1), got {validation_split!r}")
-            keep = int(samples * (1 - validation_split))
-            if keep == 0 or keep == samples:
-                raise ValueError(f"validation_split={validation_split} of {samples} samples leaves a part empty")
-            validation = (tuple(a[keep:] for a in inputs), tuple(t[keep:] for t in targets))
-            if weight is not None:
-                validation = (*validation, weight[keep:])
-                weight = weight[:keep]
-            inputs, targets = tuple(a[:keep] for a in inputs), tuple(t[:keep] for t in targets)
-            samples = keep
-        if patience is not None and validation is None:
-            raise ValueError("patience needs validation: pass validation_data or validation_split")
+        ranks = None if comm is None else _Ranks(comm)
+        if ranks is None:
+            prepared = self._fit_arguments(
+                x,
+                y,
+                sample_weight,
+                callbacks,
+                batch_size,
+                epochs,
+                initial_epoch,
+                patience,
+                validation_data,
+                validation_split,
+            )
+        else:
+            prepared = ranks.start(
+                self,
+                seed,
+                shuffle,
+                patience,
+                restore_best,
+                self._fit_arguments,
+                x,
+                y,
+                sample_weight,
+                callbacks,
+                batch_size,
+                epochs,
+                initial_epoch,
+                patience,
+                validation_data,
+                validation_split,
+            )
+            if seed is None:
+                seed = ranks.seed
+        inputs, targets, weight, samples, validation, callbacks, batch_size, epochs, initial_epoch, patience = prepared
 
         names = self._metric_names()
         history = {name: [] for name in names}
@@ -944,7 +962,7 @@ class _CompiledModel:
         if self._schedule is not None:
             history["lr"] = []
         batches = -(-samples // batch_size)
-        progress = _Progress(verbose, epochs, batches)
+        progress = _Progress(verbose and (ranks is None or ranks.rank == 0), epochs, batches)
         unseeded = np.random.default_rng() if seed is None else None
         best_loss, best_epoch, best_params, waited = np.inf, None, None, 0
         before_step = None  # state_dict() before the latest step: restored on a non-finite loss
@@ -966,6 +984,21 @@ class _CompiledModel:
                 totals = _Totals(len(self._terms))
                 for batch, start in enumerate(range(0, samples, batch_size), 1):
                     rows = order[start : start + batch_size] if shuffle else slice(start, start + batch_size)
+                    if ranks is not None:
+                        # This rank's share of the batch; the batch's loss and counts, and the error flags of all
+                        # ranks, come back from one small Allreduce.
+                        loss = self._fit_shard(ranks, rows, min(batch_size, samples - start), inputs, targets, weight)
+                        if not np.isfinite(loss):
+                            raise self._non_finite(loss, epoch, batch, batches, before_step, history)
+                        before_step = self.state_dict()
+                        stepping = True
+                        ranks.sum(self._flat_grads)
+                        self.step()
+                        stepping = False
+                        totals.merge(ranks.batch_totals)
+                        if progress.due(batch):
+                            progress.show(epoch, batch, self._metrics(totals), started)
+                        continue
                     batch_targets = tuple(t[rows] for t in targets)
                     batch_weight = None if weight is None else weight[rows]
                     values, counts = self._fit_batch(tuple(a[rows] for a in inputs), batch_targets, batch_weight)
@@ -979,13 +1012,19 @@ class _CompiledModel:
                     totals.add(len(batch_targets[0]), loss, values, counts)
                     if progress.due(batch):
                         progress.show(epoch, batch, self._metrics(totals), started)
+                if ranks is not None and self.buffers:
+                    # Running statistics (BatchNorm) saw only each rank's local batches: every rank takes their mean.
+                    ranks.sum(self._flat_nontrainable)
+                    self._flat_nontrainable /= ranks.size
                 metrics = self._metrics(totals)
                 if validation is not None:
-                    validated = self._in_mode(
-                        False, self._evaluate_checked, *validation[:2], batch_size, *validation[2:]
-                    )
+                    validate = self._evaluate_checked if ranks is None else ranks.evaluate
+                    validated = self._in_mode(False, validate, *validation[:2], batch_size, *validation[2:])
                     for name, value in validated.items():
                         metrics["val_" + name] = value
+                if ranks is not None:
+                    # Every rank holds rank 0's values bit for bit, so its decisions below are the same.
+                    metrics = ranks.same(metrics)
                 if self._schedule is not None:
                     metrics["lr"] = lr
                 for name, value in metrics.items():
@@ -995,8 +1034,11 @@ class _CompiledModel:
                     # The epoch is complete: step the schedule before the callbacks, so a state saved by one
                     # resumes with the next epoch's lr.
                     self.schedule_step()
-                for callback in callbacks:
-                    callback(epoch, dict(metrics))
+                if ranks is None:
+                    for callback in callbacks:
+                        callback(epoch, dict(metrics))
+                else:
+                    ranks.callbacks(self, callbacks, epoch, metrics)
                 if patience is not None:
                     if metrics["val_loss"] < best_loss:
                         best_loss, best_epoch, waited = metrics["val_loss"], epoch, 0
@@ -1031,6 +1073,57 @@ class _CompiledModel:
                 np.copyto(self.params[name] if name in self.params else self.buffers[name], value)
             progress.note(f"restored the parameters of epoch {best_epoch + 1}, the lowest val_loss ({best_loss:.4f})")
         return history
+
+    def _fit_arguments(
+        self,
+        x,
+        y,
+        sample_weight,
+        callbacks,
+        batch_size,
+        epochs,
+        initial_epoch,
+        patience,
+        validation_data,
+        validation_split,
+    ):
+        """fit()'s arguments checked: (inputs, targets, weight, samples, validation, callbacks, batch_size, epochs,
+        initial_epoch, patience), the validation split already taken out."""
+        inputs, targets = self._check_data(x, y, "x", "y")
+        samples = len(inputs[0])
+        weight = None if sample_weight is None else self._check_weight(sample_weight, samples, "sample_weight")
+        if callbacks is None:
+            callbacks = ()
+        elif not isinstance(callbacks, (list, tuple)) or not all(callable(fn) for fn in callbacks):
+            raise ValueError("callbacks must be a list of functions, each called as fn(epoch, logs)")
+        batch_size = _check_int("batch_size", batch_size, 1)
+        epochs, initial_epoch = _check_int("epochs", epochs, 0), _check_int("initial_epoch", initial_epoch, 0)
+        patience = None if patience is None else _check_int("patience", patience, 0)
+        validation = None
+        if validation_data is not None:
+            if validation_split:
+                raise ValueError("pass validation_data or validation_split, not both")
+            if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3):
+                raise ValueError("validation_data must be a pair (x_val, y_val) or a triple (x_val, y_val, w_val)")
+            validation = self._check_data(*validation_data[:2], "x_val", "y_val")
+            if len(validation_data) == 3 and validation_data[2] is not None:
+                validation_weight = self._check_weight(validation_data[2], len(validation[0][0]), "w_val")
+                validation = (*validation, validation_weight)
+        elif validation_split:
+            if not 0 < validation_split < 1:
+                raise ValueError(f"validation_split must be in [0, 1), got {validation_split!r}")
+            keep = int(samples * (1 - validation_split))
+            if keep == 0 or keep == samples:
+                raise ValueError(f"validation_split={validation_split} of {samples} samples leaves a part empty")
+            validation = (tuple(a[keep:] for a in inputs), tuple(t[keep:] for t in targets))
+            if weight is not None:
+                validation = (*validation, weight[keep:])
+                weight = weight[:keep]
+            inputs, targets = tuple(a[:keep] for a in inputs), tuple(t[:keep] for t in targets)
+            samples = keep
+        if patience is not None and validation is None:
+            raise ValueError("patience needs validation: pass validation_data or validation_split")
+        return inputs, targets, weight, samples, validation, callbacks, batch_size, epochs, initial_epoch, patience
 
     def _in_mode(self, training, method, *args, **kwargs):
         """method(*args, **kwargs) in the given mode, the current one restored afterwards."""
@@ -1505,6 +1598,10 @@ class _CompiledModel:
 
     def _evaluate_checked(self, inputs, targets, batch_size, weight=None):
         """Metrics over checked arrays, batch by batch; losses are means over samples (of wᵢ·lᵢ with weights)."""
+        return self._metrics(self._evaluate_totals(inputs, targets, batch_size, weight))
+
+    def _evaluate_totals(self, inputs, targets, batch_size, weight=None):
+        """_evaluate_checked()'s sums (a _Totals)."""
         totals = _Totals(len(self._terms))
         for start in range(0, len(inputs[0]), batch_size):
             outputs = self._forward(*(a[start : start + batch_size] for a in inputs))
@@ -1515,7 +1612,33 @@ class _CompiledModel:
             else:
                 values = self._weighted_values(outputs, batch_targets, weight[start : start + batch_size])
             totals.add(len(batch_targets[0]), self._total(values), values, counts)
-        return self._metrics(totals)
+        return totals
+
+    def _fit_shard(self, ranks, rows, batch, inputs, targets, weight):
+        """fit()'s step with comm, up to the gradients' Allreduce: _fit_batch() on this rank's share of the batch's
+        rows (a batch of `batch` samples), its gradient (a mean over its share) scaled by its share of the batch;
+        then one small Allreduce of every rank's loss sums, metric counts and error flag. Returns the batch's loss,
+        the same on every rank; an error on any rank raises on every rank."""
+        lo, hi = ranks.share(batch)
+        rows = rows[lo:hi] if type(rows) is not slice else slice(rows.start + lo, rows.start + hi)
+        part = _Totals(len(self._terms))
+        error = None
+        try:
+            if hi > lo:
+                batch_targets = tuple(t[rows] for t in targets)
+                batch_weight = None if weight is None else weight[rows]
+                values, counts = self._fit_batch(tuple(a[rows] for a in inputs), batch_targets, batch_weight)
+                part.add(hi - lo, self._total(values), values, counts)
+                if hi - lo != batch:
+                    self._flat_grads *= (hi - lo) / batch
+            else:
+                # No sample here (a batch smaller than the number of ranks): this rank adds nothing.
+                self._flat_grads.fill(0)
+                self._grads_problem = None
+        except Exception as err:  # noqa: BLE001 - raised again, on every rank, by agree/reduce/raise_shared
+            error = err
+        ranks.reduce_batch(part, error)
+        return ranks.batch_totals.loss / batch
 
     def _restore(self, state):
         """load_state_dict(state), carried through to the end even if Ctrl-C is pressed again meanwhile."""
@@ -1558,6 +1681,235 @@ class _Totals:
             if counts[i] is not None:
                 self.correct[i] += counts[i][0]
                 self.compared[i] += counts[i][1]
+
+    def vector(self):
+        """The sums as one float64 array (for an Allreduce): samples, loss, then per term loss, correct, compared."""
+        return np.array([self.samples, self.loss, *self.terms, *self.correct, *self.compared], np.float64)
+
+    def merge(self, other):
+        """Add another _Totals' sums to these."""
+        self.samples += other.samples
+        self.loss += other.loss
+        for i in range(len(self.terms)):
+            self.terms[i] += other.terms[i]
+            self.correct[i] += other.correct[i]
+            self.compared[i] += other.compared[i]
+
+    @classmethod
+    def from_vector(cls, vector):
+        """The _Totals whose vector() is `vector`."""
+        terms = (len(vector) - 2) // 3
+        totals = cls(terms)
+        values = vector.tolist()
+        totals.samples, totals.loss = int(values[0]), values[1]
+        totals.terms = values[2 : 2 + terms]
+        totals.correct = [int(v) for v in values[2 + terms : 2 + 2 * terms]]
+        totals.compared = [int(v) for v in values[2 + 2 * terms :]]
+        return totals
+
+
+# The exceptions an error on one rank is raised as on the others (same type and message); any other type arrives as
+# a RuntimeError carrying its name and message.
+_SHARED_ERRORS = {
+    kind.__name__: kind
+    for kind in (
+        ValueError,
+        TypeError,
+        KeyError,
+        IndexError,
+        FloatingPointError,
+        ZeroDivisionError,
+        OverflowError,
+        MemoryError,
+        AttributeError,
+        NotImplementedError,
+        AssertionError,
+        RuntimeError,
+    )
+}
+
+
+class _Ranks:
+    """fit(comm=...)'s side of data-parallel training over MPI, through the communicator's Get_rank, Get_size, Bcast
+    and Allreduce (an mpi4py communicator, or any object with those four methods): shares of batches, sums over
+    ranks, rank 0's state broadcast, and errors on one rank raised on all."""
+
+    def __init__(self, comm):
+        for method in ("Get_rank", "Get_size", "Bcast", "Allreduce"):
+            if not callable(getattr(comm, method, None)):
+                raise TypeError(
+                    f"comm must be an MPI communicator such as mpi4py's MPI.COMM_WORLD (with Get_rank, Get_size, "
+                    f"Bcast and Allreduce); {type(comm).__name__} has no {method}()"
+                )
+        self.comm = comm
+        self.rank, self.size = int(comm.Get_rank()), int(comm.Get_size())
+        # mpi4py's in-place marker, from the module the communicator's class comes from: the generated module never
+        # imports mpi4py. A communicator without one gets a copy as the send buffer.
+        self.in_place = getattr(sys.modules.get(type(comm).__module__), "IN_PLACE", None)
+        self.model = self.seed = self.batch_totals = None
+
+    def share(self, n):
+        """(start, stop) of this rank's contiguous share of n samples: the first n % size ranks take one more."""
+        quotient, remainder = divmod(n, self.size)
+        start = self.rank * quotient + min(self.rank, remainder)
+        return start, start + quotient + (self.rank < remainder)
+
+    def sum(self, array):
+        """Replace array by its sum over all ranks (one Allreduce)."""
+        if self.in_place is None:
+            self.comm.Allreduce(array.copy(), array)
+        else:
+            self.comm.Allreduce(self.in_place, array)
+
+    def start(self, model, seed, shuffle, patience, restore_best, prepare, *args):
+        """prepare(*args) (fit()'s checks) on every rank, agreeing that it passed and that every rank asks for the
+        same training; then rank 0's parameters, optimizer state and buffers on every rank, a shared seed when seed
+        is None, and each rank's own Dropout stream. Returns prepare's result."""
+        self.model = model
+        prepared, error = None, None
+        try:
+            prepared = prepare(*args)
+        except Exception as err:  # noqa: BLE001 - raised again, on every rank, by agree
+            error = err
+        self.agree(error)
+        weight, samples, validation, callbacks, batch_size, epochs, initial_epoch, patience = prepared[2:]
+        seed_key = -1 if seed is None else int(seed) % (1 << 62) if isinstance(seed, (int, np.integer)) else -2
+        asked = {
+            "the number of samples": samples,
+            "batch_size": batch_size,
+            "epochs": epochs,
+            "initial_epoch": initial_epoch,
+            "seed": seed_key,
+            "shuffle": bool(shuffle),
+            "the number of validation samples": -1 if validation is None else len(validation[0][0]),
+            "patience": -1 if patience is None else patience,
+            "restore_best": bool(restore_best),
+            "sample_weight": weight is not None,
+            "the number of callbacks": len(callbacks),
+            "the number of parameters": len(model._flat_params),
+        }
+        mine = np.array(list(asked.values()), np.int64)
+        first = mine.copy()
+        self.comm.Bcast(first, root=0)
+        differ = [name for name, a, b in zip(asked, mine, first) if a != b]
+        if differ:
+            error = ValueError(
+                f"{type(model).__name__}.fit: rank {self.rank} was called with another {', '.join(differ)} than "
+                "rank 0; every rank must pass the same data and arguments"
+            )
+        self.agree(error)
+        comm = self.comm
+        comm.Bcast(model._flat_params, root=0)
+        for flat in model._flat_slots.values():
+            comm.Bcast(flat, root=0)
+        if model.buffers:
+            comm.Bcast(model._flat_nontrainable, root=0)
+        scalars = [("step_count", "int")]
+        if model._schedule is not None:
+            scalars.append(("schedule_epoch", "int"))
+        scalars += [(name, kind) for name, kind, _ in model._hyperparameters]
+        values = np.array([getattr(model, name) for name, _ in scalars], np.float64)
+        comm.Bcast(values, root=0)
+        for (name, kind), value in zip(scalars, values.tolist()):
+            setattr(model, name, int(value) if kind == "int" else value)
+        if seed is None:
+            # Every rank must shuffle alike: rank 0 draws the seed.
+            shared = np.random.default_rng().integers(1 << 62, size=1) if self.rank == 0 else np.zeros(1, np.int64)
+            comm.Bcast(shared, root=0)
+            self.seed = int(shared[0])
+        if model._random:
+            # Dropout: rank 0 keeps the model's stream, rank r draws from a stream spawned from it for rank r.
+            words = _generator_state(model._rng)
+            comm.Bcast(words, root=0)
+            if self.rank:
+                entropy = [int(word) for word in words[:4]]
+                model._rng = np.random.default_rng(np.random.SeedSequence(entropy, spawn_key=(self.rank,)))
+        return prepared
+
+    def agree(self, error):
+        """Raise on every rank when error (an exception or None) is not None on any rank (one small Allreduce)."""
+        flags = np.zeros(self.size)
+        flags[self.rank] = error is not None
+        self.sum(flags)
+        if flags.any():
+            self.raise_shared(flags, error)
+
+    def reduce(self, part, error):
+        """The sum over ranks of each rank's _Totals `part`, and the error flags of all ranks, in one Allreduce;
+        raises on every rank when any had an error."""
+        sums = np.concatenate([np.zeros(self.size), part.vector()])
+        sums[self.rank] = error is not None
+        self.sum(sums)
+        if sums[: self.size].any():
+            self.raise_shared(sums[: self.size], error)
+        return _Totals.from_vector(sums[self.size :])
+
+    def reduce_batch(self, part, error):
+        self.batch_totals = self.reduce(part, error)
+
+    def evaluate(self, inputs, targets, batch_size, weight=None):
+        """_evaluate_checked() sharded: each rank evaluates a contiguous share, the sums are reduced."""
+        model = self.model
+        lo, hi = self.share(len(inputs[0]))
+        part, error = _Totals(len(model._terms)), None
+        try:
+            if hi > lo:
+                shard = None if weight is None else weight[lo:hi]
+                part = model._evaluate_totals(
+                    tuple(a[lo:hi] for a in inputs), tuple(t[lo:hi] for t in targets), batch_size, shard
+                )
+        except Exception as err:  # noqa: BLE001 - raised again, on every rank, by agree/reduce/raise_shared
+            error = err
+        return model._metrics(self.reduce(part, error))
+
+    def same(self, metrics):
+        """metrics (a dict of numbers) as rank 0 has them, on every rank bit for bit (one small Bcast)."""
+        values = np.array(list(metrics.values()), np.float64)
+        self.comm.Bcast(values, root=0)
+        return dict(zip(metrics, values.tolist()))
+
+    def callbacks(self, model, callbacks, epoch, metrics):
+        """The callbacks on every rank; an error on one raises on all, and a stop_training set on one stops all."""
+        if not callbacks:
+            return
+        error = None
+        try:
+            for callback in callbacks:
+                callback(epoch, dict(metrics))
+        except Exception as err:  # noqa: BLE001 - raised again, on every rank, by agree/reduce/raise_shared
+            error = err
+        flags = np.zeros(self.size + 1)
+        flags[self.rank] = error is not None
+        flags[self.size] = bool(model.stop_training)
+        self.sum(flags)
+        if flags[: self.size].any():
+            self.raise_shared(flags[: self.size], error)
+        model.stop_training = bool(flags[self.size])
+
+    def raise_shared(self, flags, error):
+        """Raise, on every rank, the error of the first rank that had one (its type and message, two Bcasts);
+        error.rank names that rank."""
+        root = int(np.flatnonzero(flags)[0])
+        text = b""
+        if self.rank == root:
+            args = error.args
+            message = args[0] if len(args) == 1 and isinstance(args[0], str) else str(error)
+            text = f"{type(error).__name__}\n{message}".encode()
+        length = np.array([len(text)], np.int64)
+        self.comm.Bcast(length, root=root)
+        data = np.frombuffer(text, np.uint8).copy() if self.rank == root else np.empty(int(length[0]), np.uint8)
+        self.comm.Bcast(data, root=root)
+        if self.rank == root:
+            try:
+                error.rank = root
+            except AttributeError:
+                pass
+            raise error
+        name, _, message = data.tobytes().decode().partition("\n")
+        kind = _SHARED_ERRORS.get(name)
+        shared = kind(message) if kind else RuntimeError(f"{name}: {message}")
+        shared.rank = root
+        raise shared
 
 
 class Normalized(_CompiledModel):
