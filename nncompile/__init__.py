@@ -9,6 +9,10 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+from ._threads import import_numpy_with_signals_for_the_main_thread
+
+import_numpy_with_signals_for_the_main_thread()
+
 from .compiler import DTYPES, NNCompileWarning, compile_file, compile_models, compile_source, load
 from .errors import CompileError, Diagnostic, Span
 from .onnx_export import export_onnx

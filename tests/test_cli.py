@@ -741,3 +741,27 @@ def test_display_name():
         "a\\tb\\x00\\x7f\\x85\\u2028\\u200b\\u202e\\u2066\\ufeff"
     )
     assert display_name(b"x\xff.nn") == "x\\udcff.nn"  # an undecodable byte of a POSIX file name
+
+
+def test_blas_threads_never_take_the_signals_meant_for_the_main_thread():
+    """A SIGINT delivered to a BLAS worker thread would leave a main thread blocked in a read (a FIFO input) asleep
+    for good: NumPy is imported with SIGINT and SIGTERM blocked, so the threads it starts inherit that mask."""
+    script = (
+        "import signal, threading\n"
+        "import nncompile, numpy\n"
+        "blocked = {signal.SIGINT, signal.SIGTERM}\n"
+        "print(signal.pthread_sigmask(signal.SIG_BLOCK, []) & blocked == set())\n"
+        "import os\n"
+        "masks = []\n"
+        "for task in os.listdir(f'/proc/{os.getpid()}/task'):\n"
+        "    status = open(f'/proc/{os.getpid()}/task/{task}/status').read()\n"
+        "    line = next(l for l in status.splitlines() if l.startswith('SigBlk:'))\n"
+        "    masks.append(int(line.split()[1], 16))\n"
+        "main = os.getpid()\n"
+        "bits = (1 << (signal.SIGINT - 1)) | (1 << (signal.SIGTERM - 1))\n"
+        "others = [m for t, m in zip(os.listdir(f'/proc/{main}/task'), masks) if int(t) != main]\n"
+        "print(all(m & bits == bits for m in others))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["True", "True"]
