@@ -38,6 +38,13 @@ class Elementwise2(Merge):
     shape_rule = "[s], [s], ... → [s]; every input has the same shape"
 
     @classmethod
+    def bind(cls, args, in_shapes):
+        shape = cls._same_shape(in_shapes)
+        # A buffer per input for its share of the gradient (Add: a copy of dy where it cannot hand dy over).
+        buffers = [Buffer(f"dx{i}", shape) for i in range(len(in_shapes))]
+        return cls._bound(args, in_shapes, shape, buffers)
+
+    @classmethod
     def _same_shape(cls, in_shapes) -> tuple[int, ...]:
         first = tuple(in_shapes[0])
         if any(tuple(s) != first for s in in_shapes[1:]):
@@ -53,13 +60,6 @@ class Add(Elementwise2):
     forward_formula = "y = x₁ + x₂ + … + xₙ"
     backward_formulas = ("dxᵢ = dy  (for every input i)",)
 
-    @classmethod
-    def bind(cls, args, in_shapes):
-        shape = cls._same_shape(in_shapes)
-        # An input may need its own copy of dy (see the template).
-        buffers = [Buffer(f"dx{i}", shape) for i in range(len(in_shapes))]
-        return cls._bound(args, in_shapes, shape, buffers)
-
 
 @register
 class Multiply(Elementwise2):
@@ -69,12 +69,6 @@ class Multiply(Elementwise2):
     forward_formula = "y = x₁ ⊙ x₂ ⊙ … ⊙ xₙ"
     backward_formulas = ("dxᵢ = dy ⊙ Π_{j ≠ i} xⱼ",)
     saves = frozenset({"input"})
-
-    @classmethod
-    def bind(cls, args, in_shapes):
-        shape = cls._same_shape(in_shapes)
-        buffers = [Buffer(f"dx{i}", shape) for i in range(len(in_shapes))]
-        return cls._bound(args, in_shapes, shape, buffers)
 
 
 @register
