@@ -5,7 +5,9 @@ The generated code defines DTYPE and, per model class, its layers, loss terms an
 for the contract. The lines above the marker below are only for using this file on its own (tests, linting).
 """
 
+import signal
 import sys
+import threading
 import time
 
 import numpy as np
@@ -162,6 +164,8 @@ def _non_finite_sample(named_arrays):
     for name, array in named_arrays:
         if array.dtype.kind in "iub":
             continue
+        if array.dtype.kind == "f" and np.isfinite(np.add.reduce(array, axis=None)):
+            continue  # a finite sum proves every value finite (a NaN or an infinity, or an overflow, would not be)
         finite = np.isfinite(array).reshape(len(array), -1).all(axis=1)
         if not finite.all():
             return name, int(np.argmin(finite))
@@ -897,9 +901,14 @@ class _CompiledModel:
         the first NaN or infinite value a layer produces, forward or backward, raises FloatingPointError naming the
         layer and its line; the model is left as it was then, for inspection, and error.history holds the history.
 
-        A non-finite loss stops training with FloatingPointError naming the epoch and batch, after restoring the
-        parameters and optimizer state from before the step that produced it. Ctrl-C (KeyboardInterrupt) stops
-        training too; fit then keeps the state after the last completed step and returns the history so far.
+        A non-finite loss, or gradients with a NaN or infinite value (or whose sum of squares overflows; one dot
+        product checks them before every step), stops training with FloatingPointError naming the epoch and batch,
+        without applying that batch's step: fit() never applies such gradients, so nothing is undone and the
+        parameters and optimizer state are exactly those after the last completed step (as fit() found them if none
+        completed). Ctrl-C (KeyboardInterrupt) stops training too; fit then keeps the state after the last completed
+        step and returns the history so far. A Ctrl-C that arrives while a step is applied is held until that step is
+        complete (fit() handles SIGINT while it runs, in the main thread, and puts the handler back), so a step is
+        never left half-applied.
         Afterwards there is no forward pass for backward() to use: call loss() first.
 
         comm: an MPI communicator (mpi4py's MPI.COMM_WORLD, or any object with Get_rank, Get_size, Bcast and
@@ -965,8 +974,8 @@ class _CompiledModel:
         progress = _Progress(verbose and (ranks is None or ranks.rank == 0), epochs, batches)
         unseeded = np.random.default_rng() if seed is None else None
         best_loss, best_epoch, best_params, waited = np.inf, None, None, 0
-        before_step = None  # state_dict() before the latest step: restored on a non-finite loss
-        stepping = False  # True only while step() runs: an interrupt then restores before_step
+        stepped = False  # whether this fit() has applied a step yet
+        interrupts = _HeldInterrupts()  # Ctrl-C while a step runs is raised once the step is complete
         epoch = initial_epoch
         self.stop_training = False
         found_mode, self.training = self.training, True
@@ -989,12 +998,15 @@ class _CompiledModel:
                         # ranks, come back from one small Allreduce.
                         loss = self._fit_shard(ranks, rows, min(batch_size, samples - start), inputs, targets, weight)
                         if not np.isfinite(loss):
-                            raise self._non_finite(loss, epoch, batch, batches, before_step, history)
-                        before_step = self.state_dict()
-                        stepping = True
+                            raise self._non_finite(f"the loss is {loss}", epoch, batch, batches, stepped, history)
+                        interrupts.held = True
                         ranks.sum(self._flat_grads)
+                        # Every rank holds the same summed gradients, so every rank decides alike.
+                        if not np.isfinite(np.vdot(self._flat_grads, self._flat_grads)):
+                            raise self._non_finite(_BAD_GRADIENTS, epoch, batch, batches, stepped, history)
                         self.step()
-                        stepping = False
+                        stepped = True
+                        interrupts.release()
                         totals.merge(ranks.batch_totals)
                         if progress.due(batch):
                             progress.show(epoch, batch, self._metrics(totals), started)
@@ -1004,11 +1016,16 @@ class _CompiledModel:
                     values, counts = self._fit_batch(tuple(a[rows] for a in inputs), batch_targets, batch_weight)
                     loss = self._total(values)
                     if not np.isfinite(loss):
-                        raise self._non_finite(loss, epoch, batch, batches, before_step, history)
-                    before_step = self.state_dict()
-                    stepping = True
+                        raise self._non_finite(f"the loss is {loss}", epoch, batch, batches, stepped, history)
+                    # One dot product (BLAS) of the gradients with themselves: NaN or inf if any gradient is, or if
+                    # their squared norm overflows. Such gradients are never applied, so no step makes a parameter
+                    # non-finite from them, and a later non-finite loss needs nothing undone.
+                    if not np.isfinite(np.vdot(self._flat_grads, self._flat_grads)):
+                        raise self._non_finite(_BAD_GRADIENTS, epoch, batch, batches, stepped, history)
+                    interrupts.held = True
                     self.step()
-                    stepping = False
+                    stepped = True
+                    interrupts.release()
                     totals.add(len(batch_targets[0]), loss, values, counts)
                     if progress.due(batch):
                         progress.show(epoch, batch, self._metrics(totals), started)
@@ -1058,11 +1075,10 @@ class _CompiledModel:
                 err.history = history
             raise
         except KeyboardInterrupt:
-            if stepping:
-                self._restore(before_step)
             progress.note(f"interrupted in epoch {epoch + 1}; kept the last completed step ({self.step_count})")
             return history
         finally:
+            interrupts.close()
             progress.close()
             self._saved = self._targets = None
             self.training = found_mode
@@ -1640,27 +1656,58 @@ class _CompiledModel:
         ranks.reduce_batch(part, error)
         return ranks.batch_totals.loss / batch
 
-    def _restore(self, state):
-        """load_state_dict(state), carried through to the end even if Ctrl-C is pressed again meanwhile."""
-        while True:
-            try:
-                self.load_state_dict(state)
-                return
-            except KeyboardInterrupt:
-                continue
-
-    def _non_finite(self, loss, epoch, batch, batches, before_step, history):
-        """The error for a non-finite loss in fit(), after restoring the state from before the step that caused
-        it."""
-        message = f"the loss is {loss} at epoch {epoch + 1}, batch {batch} of {batches}; training stopped"
-        if before_step is None:
-            message += " before any step of this fit(), so the parameters are as fit() found them"
+    def _non_finite(self, problem, epoch, batch, batches, stepped, history):
+        """The error for a non-finite loss or gradient in fit(): the batch's step is not applied, and nothing is
+        undone (no step of fit() ever applied a non-finite gradient)."""
+        message = f"{problem} at epoch {epoch + 1}, batch {batch} of {batches}; training stopped without its step"
+        if not stepped:
+            message += ", before any step of this fit(), so the parameters are as fit() found them"
         else:
-            self._restore(before_step)
-            message += f"; parameters and optimizer state restored to before step {self.step_count + 1}, its cause"
+            message += (
+                f"; parameters and optimizer state are those after step {self.step_count}, the last completed "
+                "(fit() applies no gradient with a NaN or infinite value)"
+            )
         error = FloatingPointError(f"{type(self).__name__}.fit: {message}")
         error.history = history
         return error
+
+
+_BAD_GRADIENTS = "the gradients have a NaN or infinite value (or a squared norm that overflows)"
+
+
+class _HeldInterrupts:
+    """fit()'s Ctrl-C handling: while `held` is True, a SIGINT is remembered instead of raised, and release() raises
+    it once the step is complete, so a step is never left half-applied. Installed only in the main thread over a
+    Python-level SIGINT handler (the default raises KeyboardInterrupt), which it calls when not holding; close()
+    puts that handler back."""
+
+    def __init__(self):
+        self.held = False
+        self.pending = False
+        self.previous = None
+        if threading.current_thread() is threading.main_thread():
+            previous = signal.getsignal(signal.SIGINT)
+            if callable(previous):
+                signal.signal(signal.SIGINT, self._handle)
+                self.previous = previous
+
+    def _handle(self, signum, frame):
+        if self.held:
+            self.pending = True
+        else:
+            self.previous(signum, frame)
+
+    def release(self):
+        self.held = False
+        if self.pending:
+            self.pending = False
+            self.previous(signal.SIGINT, None)
+
+    def close(self):
+        self.held = False
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+            self.previous = None
 
 
 class _Totals:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import sys
 
 import numpy as np
@@ -408,24 +410,59 @@ def record_steps(net, on_call=None):
     return before
 
 
-def test_a_non_finite_loss_stops_fit_and_restores_the_state_before_the_step_that_caused_it(data, capsys):
+def test_a_non_finite_loss_stops_fit_without_its_step_and_keeps_the_last_completed_one(data, capsys, monkeypatch):
     x, y = data
     net = build(NET)
+    after = []
+    record_steps(net, lambda call: after.append(state(net)))
+    real_forward, calls = net._forward, []
 
-    def poison(call):
-        if call == 6:  # the 6th step leaves a NaN weight: the 7th batch's loss is NaN
-            net.params["fc2.weight"][0, 0] = np.nan
+    def forward(batch):
+        calls.append(1)
+        outputs = real_forward(batch)
+        if len(calls) == 7:  # the 7th batch (epoch 2, batch 3) gives a NaN loss, from finite parameters
+            outputs[0][0, 0] = np.nan
+        return outputs
 
-    before = record_steps(net, poison)
+    monkeypatch.setattr(net, "_forward", forward)
     with pytest.raises(FloatingPointError) as error:
         net.fit(x, y, epochs=3, batch_size=32, seed=0)
     message = str(error.value)
-    assert message.startswith("Net.fit: the loss is nan at epoch 2, batch 3 of 4; training stopped")
-    assert "parameters and optimizer state restored to before step 6, its cause" in message
-    assert_same_state(state(net), before[5])
-    assert net.step_count == 5
+    assert message.startswith("Net.fit: the loss is nan at epoch 2, batch 3 of 4; training stopped without its step")
+    assert "parameters and optimizer state are those after step 6, the last completed" in message
+    assert net.step_count == 6 and len(after) == 6
+    assert_same_state(state(net), after[5])  # nothing undone: the state after the last completed step
+    assert all(np.isfinite(value).all() for value in net.params.values())
     assert error.value.history["loss"] and len(error.value.history["loss"]) == 1
     assert capsys.readouterr().out.count("\n") == 1  # the completed epoch's line
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, "huge"])
+def test_gradients_with_a_nan_or_inf_or_an_overflowing_norm_are_never_applied(data, monkeypatch, bad):
+    x, y = data
+    net = build(NET)
+    before = record_steps(net)
+    real_backward, calls = net._backward, []
+
+    def backward(douts, keep):
+        calls.append(1)
+        result = real_backward(douts, keep)
+        if len(calls) == 5:  # the 5th batch (epoch 2, batch 1): one bad gradient
+            grad = net.grads["fc1.weight"]
+            grad[0, 0] = np.sqrt(np.finfo(grad.dtype).max) * 2 if bad == "huge" else bad  # finite, square overflows
+        return result
+
+    monkeypatch.setattr(net, "_backward", backward)
+    with np.errstate(all="ignore"), pytest.raises(FloatingPointError) as error:
+        net.fit(x, y, epochs=3, batch_size=32, seed=0, verbose=False)
+    message = str(error.value)
+    assert message.startswith(
+        "Net.fit: the gradients have a NaN or infinite value (or a squared norm that overflows) at epoch 2, batch 1 "
+        "of 4; training stopped without its step; parameters and optimizer state are those after step 4"
+    )
+    assert net.step_count == 4 and len(before) == 4  # the 5th step was never taken
+    assert all(np.isfinite(value).all() for value in net.params.values())
+    assert len(error.value.history["loss"]) == 1
 
 
 def test_a_diverging_run_stops_with_finite_parameters(rng):
@@ -450,50 +487,27 @@ def test_a_non_finite_loss_on_the_first_batch_leaves_the_parameters_as_they_were
     assert_same_state(state(net), before)
 
 
-def test_an_interrupt_inside_a_step_keeps_the_last_completed_step(data, capsys):
+def test_ctrl_c_during_a_step_is_held_until_the_step_is_complete(data, capsys):
     x, y = data
     net = build(NET)
-    before, real_step = [], net.step
+    found_handler = signal.getsignal(signal.SIGINT)
+    after, real_update = [], net._update
 
-    def step():
-        before.append(state(net))
-        if len(before) == 7:  # half-apply the 7th step, then Ctrl-C
-            net.params["fc1.weight"] += 1.0
-            net.step_count += 1
-            raise KeyboardInterrupt
-        real_step()
+    def update():
+        if len(after) == 6:  # Ctrl-C in the middle of the 7th step: it completes, then fit() stops
+            os.kill(os.getpid(), signal.SIGINT)
+            net.params["fc1.weight"] += 0.0  # bytecode after the signal: the handler has run by now
+        real_update()
+        after.append(state(net))
 
-    net.step = step
+    net._update = update
     history = net.fit(x, y, epochs=3, batch_size=32, seed=0)
-    assert_same_state(state(net), before[6])
-    assert net.step_count == 6
-    assert len(history["loss"]) == 1  # epoch 1 completed; epoch 2 was interrupted at its 3rd batch
+    assert net.step_count == 7 and len(after) == 7
+    assert_same_state(state(net), after[6])
+    assert len(history["loss"]) == 1  # epoch 1 completed; epoch 2 was interrupted after its 3rd step
     out = capsys.readouterr().out
-    assert out.splitlines()[-1] == "interrupted in epoch 2; kept the last completed step (6)"
-
-
-def test_a_second_interrupt_during_the_restore_does_not_leave_it_half_done(data):
-    x, y = data
-    net = build(NET)
-    before, pressed, real_step, real_load = [], [], net.step, net.load_state_dict
-
-    def step():
-        before.append(state(net))
-        if len(before) == 3:
-            net.params["fc2.bias"] += 1.0
-            raise KeyboardInterrupt
-        real_step()
-
-    def load_state_dict(saved):
-        if not pressed:  # Ctrl-C again, after restoring only part of the state
-            pressed.append(True)
-            net.params["fc1.weight"][...] = saved["params/fc1.weight"]
-            raise KeyboardInterrupt
-        real_load(saved)
-
-    net.step, net.load_state_dict = step, load_state_dict
-    net.fit(x, y, epochs=1, seed=0, verbose=False)
-    assert_same_state(state(net), before[2])
+    assert out.splitlines()[-1] == "interrupted in epoch 2; kept the last completed step (7)"
+    assert signal.getsignal(signal.SIGINT) is found_handler  # fit() put the handler back
 
 
 def test_an_interrupt_outside_a_step_keeps_the_state_as_it_is(data, capsys, monkeypatch):
