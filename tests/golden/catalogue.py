@@ -928,38 +928,22 @@ class _CompiledModel:
         """
         self._require_loss()
         ranks = None if comm is None else _Ranks(comm)
+        arguments = (
+            x,
+            y,
+            sample_weight,
+            callbacks,
+            batch_size,
+            epochs,
+            initial_epoch,
+            patience,
+            validation_data,
+            validation_split,
+        )
         if ranks is None:
-            prepared = self._fit_arguments(
-                x,
-                y,
-                sample_weight,
-                callbacks,
-                batch_size,
-                epochs,
-                initial_epoch,
-                patience,
-                validation_data,
-                validation_split,
-            )
+            prepared = self._fit_arguments(*arguments)
         else:
-            prepared = ranks.start(
-                self,
-                seed,
-                shuffle,
-                patience,
-                restore_best,
-                self._fit_arguments,
-                x,
-                y,
-                sample_weight,
-                callbacks,
-                batch_size,
-                epochs,
-                initial_epoch,
-                patience,
-                validation_data,
-                validation_split,
-            )
+            prepared = ranks.start(self, seed, shuffle, restore_best, self._fit_arguments, *arguments)
             if seed is None:
                 seed = ranks.seed
         inputs, targets, weight, samples, validation, callbacks, batch_size, epochs, initial_epoch, patience = prepared
@@ -1808,7 +1792,7 @@ class _Ranks:
         else:
             self.comm.Allreduce(self.in_place, array)
 
-    def start(self, model, seed, shuffle, patience, restore_best, prepare, *args):
+    def start(self, model, seed, shuffle, restore_best, prepare, *args):
         """prepare(*args) (fit()'s checks) on every rank, agreeing that it passed and that every rank asks for the
         same training; then rank 0's parameters, optimizer state and buffers on every rank, a shared seed when seed
         is None, and each rank's own Dropout stream. Returns prepare's result."""
