@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import builtins
+import functools
 import keyword
 import math
 import sys
@@ -119,9 +120,12 @@ class Model:
         return self.node(value).out_shape
 
     def node(self, name: str) -> Node:
-        if not hasattr(self, "_by_name") or len(self._by_name) != len(self.nodes):
-            self._by_name = {n.name: n for n in self.nodes}
-        return self._by_name[name]
+        return self._nodes_by_name[name]
+
+    @functools.cached_property
+    def _nodes_by_name(self) -> dict[str, Node]:
+        # The node list is complete when a Model is made; later stages only fill in the nodes' fields.
+        return {n.name: n for n in self.nodes}
 
     @property
     def input_shape(self) -> tuple[int, ...]:
