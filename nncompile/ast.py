@@ -155,3 +155,25 @@ class BlockDecl:
 class Program:
     models: list[ModelDecl]
     blocks: list[BlockDecl] = field(default_factory=list)
+
+
+def format_value(value) -> str:
+    """Write an argument value as it would appear in a .nn file."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "none"
+    if isinstance(value, tuple):
+        return "[" + ", ".join(format_value(v) for v in value) + "]"
+    return str(value)
+
+
+def call_source(call: Call) -> str:
+    """A call written back in canonical .nn syntax, `Linear(64, bias=false)`, for comments and messages."""
+    if not call.args:
+        return call.name
+    parts = []
+    for arg in call.args:
+        text = format_value(arg.value.value)
+        parts.append(f"{arg.keyword}={text}" if arg.keyword else text)
+    return f"{call.name}({', '.join(parts)})"

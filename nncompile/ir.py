@@ -13,8 +13,9 @@ import sys
 from dataclasses import dataclass, field
 
 from . import ast
+from .ast import format_value
 from .errors import Reporter, Span, did_you_mean_help
-from .registry import INITS, LAYERS, LOSSES, OPTIMIZERS, SCHEDULES, Bound, Entry, Layer, Param, format_value
+from .registry import INITS, LAYERS, LOSSES, OPTIMIZERS, SCHEDULES, Bound, Entry, Layer, Param
 
 # The name of the one input of a model declared the v1 way, `input [64]`.
 DEFAULT_INPUT = "x"
@@ -149,17 +150,6 @@ class Model:
             for value in node.inputs:
                 found.setdefault(value, []).append(node)
         return found
-
-
-def _call_source(call: ast.Call) -> str:
-    """The call written back in canonical .nn syntax, for comments and messages."""
-    if not call.args:
-        return call.name
-    parts = []
-    for arg in call.args:
-        text = format_value(arg.value.value)
-        parts.append(f"{arg.keyword}={text}" if arg.keyword else text)
-    return f"{call.name}({', '.join(parts)})"
 
 
 def _unknown(what: str, plural: str, name: str, span: Span, candidates, listed, reporter: Reporter) -> None:
@@ -608,7 +598,7 @@ class _GraphBuilder:
             )
             return None
         local = name or self.auto_name(kind.name, scope)
-        node = Node(scope.prefix + local, kind, args, span, _call_source(call), list(inputs), scope.block)
+        node = Node(scope.prefix + local, kind, args, span, ast.call_source(call), list(inputs), scope.block)
         node.positional = sum(1 for a in call.args if a.keyword is None)
         self.nodes.append(node)
         return node.name
@@ -924,7 +914,7 @@ def _build_model(decl: ast.ModelDecl, blocks: dict[str, ast.BlockDecl], filename
         call = optimizers[0].call
         kind = lookup(OPTIMIZERS, call, "optimizer", reporter)
         args = bind_args(kind, call, reporter) if kind else None
-        optimizer = Component(kind, args, optimizers[0].span, _call_source(call)) if args is not None else None
+        optimizer = Component(kind, args, optimizers[0].span, ast.call_source(call)) if args is not None else None
     else:
         name, given = DEFAULT_OPTIMIZER
         kind = OPTIMIZERS[name]
@@ -935,7 +925,7 @@ def _build_model(decl: ast.ModelDecl, blocks: dict[str, ast.BlockDecl], filename
         call = schedules[0].call
         kind = lookup(SCHEDULES, call, "schedule", reporter)
         args = bind_args(kind, call, reporter) if kind else None
-        schedule = Component(kind, args, schedules[0].span, _call_source(call)) if args is not None else None
+        schedule = Component(kind, args, schedules[0].span, ast.call_source(call)) if args is not None else None
 
     if len(reporter.diagnostics) > before or not output_names:
         return None
@@ -1022,7 +1012,9 @@ def _loss_terms(losses, output_names, output_values, scope, builder, reporter) -
         kind = lookup(LOSSES, stmt.call, "loss", reporter)
         args = bind_args(kind, stmt.call, reporter) if kind else None
         if args is not None:
-            terms.append(LossTerm(output, scale, Component(kind, args, stmt.span, _call_source(stmt.call)), stmt.span))
+            terms.append(
+                LossTerm(output, scale, Component(kind, args, stmt.span, ast.call_source(stmt.call)), stmt.span)
+            )
     return terms
 
 

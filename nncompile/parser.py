@@ -111,7 +111,7 @@ class _ToAst(Transformer):
             source = names[0] if len(names) == 1 else "(" + ", ".join(names) + ")"
             target = f"{before.name} = " if isinstance(before, ast.LayerStmt) and before.name else ""
             call = before.elements[-1].call if isinstance(before, ast.LayerStmt) else None
-            layer = _call_text(call) if isinstance(call, ast.Call) else "Layer(...)"
+            layer = ast.call_source(call) if isinstance(call, ast.Call) else "Layer(...)"
             self.diagnostics.append(
                 Diagnostic(
                     "a layer's input is written before it, with '->'",
@@ -216,18 +216,6 @@ class _ToAst(Transformer):
             self.diagnostics.append(Diagnostic(f"number too large ({digits} digits)", Span.of(token)))
             return 0
         return int(text)
-
-
-def _call_text(call: ast.Call) -> str:
-    """A call written back as in the source: `Linear(64, bias=false)`."""
-    if not call.args:
-        return call.name
-    parts = []
-    for arg in call.args:
-        raw = arg.value.value
-        text = ("true" if raw else "false") if isinstance(raw, bool) else str(raw)
-        parts.append(f"{arg.keyword}={text}" if arg.keyword else text)
-    return f"{call.name}({', '.join(parts)})"
 
 
 # A line that starts a model or a block: where parsing resumes after a syntax error.

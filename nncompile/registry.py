@@ -9,6 +9,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar
 
+from .ast import format_value  # re-exported: entries write argument values in messages and signatures
+
 REQUIRED = object()
 
 
@@ -342,17 +344,6 @@ def canonical(table: dict) -> list:
         if entry not in seen:
             seen.append(entry)
     return seen
-
-
-def format_value(value) -> str:
-    """Write an argument value as it would appear in a .nn file."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if value is None:
-        return "none"
-    if isinstance(value, tuple):
-        return "[" + ", ".join(format_value(v) for v in value) + "]"
-    return str(value)
 
 
 def load_all() -> None:
