@@ -328,9 +328,9 @@ class ModelView:
     saved: list[str]
     config: str
     param_count: int
-    # Where backward may stop when the caller needs no input gradient: "end" (every input gradient is
-    # computed last, so one early return covers them) or "each" (each is guarded on its own).
-    need_dx_style: str
+    # When the model-input gradients come last in backward (most graphs), `if not need_dx: return None` goes
+    # right before this first one of them; None: each is guarded on its own, and the return goes at the end.
+    early_return_before: InputGradient | None
     # (key, matrix shape, start, stop) of parameters that layers use together, as "fc1.weight+bias".
     stacked: list = field(default_factory=list)
     # Non-trainable arrays (model.buffers), laid out like the parameters in a flat array of their own.
@@ -419,11 +419,6 @@ class ModelView:
     @property
     def output_shapes(self) -> str:
         return py_literal({o.name: o.shape for o in self.outputs})
-
-    @property
-    def first_guarded(self) -> InputGradient | None:
-        """The first model-input gradient backward computes (where an early return spares all of them)."""
-        return next((g for view in reversed(self.live_layers) for g in view.grads if g.guarded), None)
 
     @property
     def live_layers(self) -> list[LayerView]:
@@ -622,15 +617,16 @@ def lower(model: Model, dtype: str = "float32") -> ModelView:
     # The input gradients are last in backward for most graphs: then one early return spares them all.
     # Backward's code in order: each layer's parameter gradients (if it has parameters), then its input
     # gradients. The early return may only skip input gradients of model inputs, never a parameter gradient.
-    events: list[bool] = []  # True: a model input's gradient, which need_dx=False skips
+    events: list[InputGradient | None] = []  # None: parameter gradients, which need_dx=False never skips
     for view in reversed(views):
         if not view.live:
             continue
         if view.node.params:
-            events.append(False)
-        events += [g.guarded for g in view.grads]
-    first_guarded = next((i for i, guarded in enumerate(events) if guarded), len(events))
-    need_dx_style = "end" if all(events[first_guarded:]) else "each"
+            events.append(None)
+        events += view.grads
+    first = next((i for i, grad in enumerate(events) if grad is not None and grad.guarded), len(events))
+    rest_skippable = all(grad is not None and grad.guarded for grad in events[first:])
+    early_return_before = events[first] if first < len(events) and rest_skippable else None
 
     saved: dict[str, None] = {}  # an ordered set: a linear pass, however many layers
     for view in views:
@@ -729,7 +725,7 @@ def lower(model: Model, dtype: str = "float32") -> ModelView:
         saved=list(saved),
         config=py_literal(_config(model), indent=8),
         param_count=start,
-        need_dx_style=need_dx_style,
+        early_return_before=early_return_before,
         stacked=stacked,
         state=state,
         state_count=state_start,
