@@ -629,12 +629,7 @@ class _CompiledModel:
         if plain is not None and not isinstance(y, dict):
             # One input, one output, one unscaled loss term: the term's own methods, without the general wrappers.
             check, value, gradient = plain
-            if y.dtype.kind == "c" if type(y) is np.ndarray else np.iscomplexobj(y):
-                raise ValueError(f"{type(self).__name__}: targets are complex; the losses take real numbers")
-            try:
-                target = check(y, len(inputs[0]))
-            except ValueError as err:
-                raise ValueError(f"{type(self).__name__}: {err}") from None
+            target = self._checked_target(check, y, len(inputs[0]))
             targets = self._targets = (target,)
             loss = self._last_loss = value(self._forward(*inputs)[0], target)
             if -np.inf < loss < np.inf:
@@ -1384,25 +1379,26 @@ class _CompiledModel:
     def _check_targets(self, y, batch):
         """The targets of every loss term as a tuple in the order of _loss_terms, each checked by its loss."""
         if len(self._terms) == 1 and not isinstance(y, dict):
-            if y.dtype.kind == "c" if isinstance(y, np.ndarray) else np.iscomplexobj(y):
-                raise ValueError(f"{type(self).__name__}: targets are complex; the losses take real numbers")
-            try:
-                return (self._terms[0][4](y, batch),)
-            except ValueError as err:
-                raise ValueError(f"{type(self).__name__}: {err}") from None
+            return (self._checked_target(self._terms[0][4], y, batch),)
         outputs = tuple(term[0] for term in self._terms)
         arrays = self._by_name(y, outputs, "target", "targets")
-        targets = []
-        for (output, _, _, _, check, *_), array in zip(self._terms, arrays):
-            if np.iscomplexobj(array):
-                which = "targets" if len(self._terms) == 1 else f"targets of output '{output}'"
-                raise ValueError(f"{type(self).__name__}: {which} are complex; the losses take real numbers")
-            try:
-                targets.append(check(array, batch))
-            except ValueError as err:
-                where = "" if len(self._terms) == 1 else f"targets of output '{output}': "
-                raise ValueError(f"{type(self).__name__}: {where}{err}") from None
-        return tuple(targets)
+        several = len(self._terms) > 1
+        return tuple(
+            self._checked_target(term[4], array, batch, term[0] if several else None)
+            for term, array in zip(self._terms, arrays)
+        )
+
+    def _checked_target(self, check, y, batch, output=None):
+        """One loss term's targets as its loss's check returns them; a ValueError naming the model (and the output,
+        when given) for complex values or anything the check refuses."""
+        if y.dtype.kind == "c" if type(y) is np.ndarray else np.iscomplexobj(y):
+            which = "targets" if output is None else f"targets of output '{output}'"
+            raise ValueError(f"{type(self).__name__}: {which} are complex; the losses take real numbers")
+        try:
+            return check(y, batch)
+        except ValueError as err:
+            where = "" if output is None else f"targets of output '{output}': "
+            raise ValueError(f"{type(self).__name__}: {where}{err}") from None
 
     def _check_weight(self, sample_weight, samples, name):
         """Per-sample weights as a DTYPE vector of length samples: finite numbers ≥ 0 (booleans count as 0 and 1)."""
