@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import linecache
 import os
+import select
+import stat
 import types
 import warnings
 from collections.abc import Callable
@@ -74,13 +76,27 @@ def read_source(path: str) -> str:
         raise CompileError([Diagnostic("is a directory, not a .nn file")], path)
     try:
         with open(path, "rb") as handle:
-            data = handle.read()
+            data = handle.read() if stat.S_ISREG(os.fstat(handle.fileno()).st_mode) else _read_waiting(handle)
     except OSError as err:
         raise CompileError([Diagnostic(f"cannot read: {err.strerror or err}")], path) from None
     try:
         return data.decode("utf-8-sig")  # a leading byte-order mark is dropped
     except UnicodeDecodeError as err:
         raise _not_utf8(path, data, err) from None
+
+
+def _read_waiting(handle) -> bytes:
+    """All of a FIFO's or device's bytes. A signal that arrives just before a blocking read() is handled only when
+    read() returns, which for a silent FIFO is never; waiting in select() with a timeout gives Python's handler
+    (Ctrl-C) its turn at least every 0.1 s."""
+    chunks = []
+    while True:
+        ready, _, _ = select.select([handle], [], [], 0.1)
+        if ready:
+            chunk = os.read(handle.fileno(), 1 << 16)
+            if not chunk:
+                return b"".join(chunks)
+            chunks.append(chunk)
 
 
 def _not_utf8(path: str, data: bytes, err: UnicodeDecodeError) -> CompileError:
