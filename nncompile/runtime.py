@@ -5,6 +5,7 @@ The generated code defines DTYPE and, per model class, its layers, loss terms an
 for the contract. The lines above the marker below are only for using this file on its own (tests, linting).
 """
 
+import collections.abc
 import signal
 import sys
 import threading
@@ -325,6 +326,8 @@ class _CompiledModel:
     _param_layout, _buffers      parameter and workspace layouts
     __init__(seed)               parameters and hyperparameters, then self._init_runtime()
     _update()                    the optimizer update, which step() applies
+    _folds_lr                    True for an optimizer whose update is p = p - lr · g while its other
+                                 hyperparameters are 0 (plain SGD): see _backward_to_step()
     _forward(*inputs)            a tuple of the outputs; keeps what backward reads in self._saved
     _backward(douts, need_dx)    douts: one gradient per output; returns the input gradients (or None)
     _check_target_<output>(y, batch), _loss_value_<output>(z, target), _weighted_loss_value_<output>(z, target,
@@ -335,6 +338,7 @@ class _CompiledModel:
     """
 
     _schedule = None
+    _folds_lr = False
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -357,6 +361,10 @@ class _CompiledModel:
         # What step() must know of the gradients: None when it may apply them, _UNCHECKED when they come from the
         # public backward() and must be looked over first, or why it must not apply them.
         self._grads_problem = None
+        # Not None after a step with lr folded into backward: the gradient arrays then hold lr · g, and the public
+        # grads divides this back out the first time it is read (see _backward_to_step).
+        self._grads_scale = None
+        self.grads = _Gradients(self)
         self._input_names = tuple(self.input_shapes)
         self._output_names = tuple(self.output_shapes)
         self._terms = []
@@ -448,6 +456,10 @@ class _CompiledModel:
         else:
             douts = self._check_douts(dout)
         accumulated = self._accumulate
+        if accumulated:
+            self._settle_grads()
+        else:
+            self._grads_scale = None
         grads = self._backward(douts, True)
         loss = self._last_loss
         if dout is None and loss is not None and not -np.inf < loss < np.inf:
@@ -459,6 +471,7 @@ class _CompiledModel:
 
     def zero_grad(self):
         self._flat_grads.fill(0)
+        self._grads_scale = None
         self._accumulate = False
         self._grads_problem = None
 
@@ -468,6 +481,7 @@ class _CompiledModel:
         Refuses (FloatingPointError, parameters and optimizer state unchanged) gradients computed from a loss that
         was not finite, or holding a NaN or infinite value; zero_grad() and fresh gradients are then needed.
         """
+        self._settle_grads()
         problem = self._grads_problem
         if problem is not None:
             if problem is _UNCHECKED:
@@ -528,6 +542,7 @@ class _CompiledModel:
             raise ValueError(f"eps must be a positive number, got {eps!r}")
         rtol = settings["rtol"]
         nontrainable = getattr(self, "_flat_nontrainable", None)
+        self._settle_grads()
         kept = (
             self._flat_params.copy(),
             self._flat_grads.copy(),
@@ -613,7 +628,9 @@ class _CompiledModel:
         restored); returns the loss before the update. sample_weight weights the samples as in loss().
 
         A loss that is not finite applies no update: targets with a NaN or infinite value raise ValueError, any
-        other cause FloatingPointError naming it; the parameters and optimizer state are then unchanged."""
+        other cause FloatingPointError naming it; the parameters and optimizer state are then unchanged.
+        With plain SGD (momentum and weight decay 0, no clipping) lr is folded into backward, so the update is one
+        subtraction; grads holds the same gradients afterwards, to rounding."""
         if self._uses_mode and not self.training:
             self.training = True
             try:
@@ -633,10 +650,8 @@ class _CompiledModel:
             targets = self._targets = (target,)
             loss = self._last_loss = value(self._forward(*inputs)[0], target)
             if -np.inf < loss < np.inf:
-                self._accumulate = False
-                self._backward((gradient(target),), False)
-                self._grads_problem = None
-                self._update()
+                self._backward_to_step((gradient(target),))
+                self._apply_step()
                 return loss
         else:
             targets = self._check_targets(y, len(inputs[0]))
@@ -647,13 +662,9 @@ class _CompiledModel:
             # The gradients are left as they were; step() refuses them until they are computed again.
             self._grads_problem = f"the last train_step() had a loss of {loss}"
             raise self._non_finite_step(loss, inputs, targets)
-        # Backward overwrites every gradient when not accumulating: a zero_grad without the memset.
-        self._accumulate = False
-        self._backward(self._loss_gradients(targets), False)
-        # From a finite loss: applied without scanning them (a scan would cost a pass over every gradient), so
-        # step()'s check has nothing to do.
-        self._grads_problem = None
-        self._update()
+        # From a finite loss: applied without scanning the gradients (a scan would cost a pass over every one).
+        self._backward_to_step(self._loss_gradients(targets))
+        self._apply_step()
         return loss
 
     def _weighted_train_step(self, x, y, sample_weight):
@@ -662,10 +673,8 @@ class _CompiledModel:
         if not -np.inf < loss < np.inf:
             self._grads_problem = f"the last train_step() had a loss of {loss}"
             raise self._non_finite_step(loss, inputs, targets)
-        self._accumulate = False
-        self._backward(self._weighted_gradients(targets, targets.weight), False)
-        self._grads_problem = None
-        self._update()
+        self._backward_to_step(self._weighted_gradients(targets, targets.weight))
+        self._apply_step()
         return loss
 
     def schedule_step(self):
@@ -897,7 +906,7 @@ class _CompiledModel:
         layer and its line; the model is left as it was then, for inspection, and error.history holds the history.
 
         A non-finite loss, or gradients with a NaN or infinite value (or whose sum of squares overflows; one dot
-        product checks them before every step), stops training with FloatingPointError naming the epoch and batch,
+        product checks them before every step; with plain SGD it checks the step lr · g itself), stops training with FloatingPointError naming the epoch and batch,
         without applying that batch's step: fit() never applies such gradients, so nothing is undone and the
         parameters and optimizer state are exactly those after the last completed step (as fit() found them if none
         completed). Ctrl-C (KeyboardInterrupt) stops training too; fit then keeps the state after the last completed
@@ -952,6 +961,14 @@ class _CompiledModel:
         batches = -(-samples // batch_size)
         progress = _Progress(verbose and (ranks is None or ranks.rank == 0), epochs, batches)
         unseeded = np.random.default_rng() if seed is None else None
+        # One input, one output, one unscaled loss term, no weights, one process: the term's own methods, as in
+        # train_step()'s fast path, so fit() costs little more than a loop of train_step().
+        plain = self._plain_term if weight is None and ranks is None else None
+        if plain is not None:
+            _, loss_value, loss_gradient = plain
+            correct = self._terms[0][7]
+            data, labels = inputs[0], targets[0]
+        flat_grads = self._flat_grads
         best_loss, best_epoch, best_params, waited = np.inf, None, None, 0
         stepped = False  # whether this fit() has applied a step yet
         interrupts = _HeldInterrupts()  # Ctrl-C while a step runs is raised once the step is complete
@@ -983,29 +1000,41 @@ class _CompiledModel:
                         # Every rank holds the same summed gradients, so every rank decides alike.
                         if not np.isfinite(np.vdot(self._flat_grads, self._flat_grads)):
                             raise self._non_finite(_BAD_GRADIENTS, epoch, batch, batches, stepped, history)
-                        self.step()
+                        self._apply_step()
                         stepped = True
                         interrupts.release()
                         totals.merge(ranks.batch_totals)
                         if progress.due(batch):
                             progress.show(epoch, batch, self._metrics(totals), started)
                         continue
-                    batch_targets = tuple(t[rows] for t in targets)
-                    batch_weight = None if weight is None else weight[rows]
-                    values, counts = self._fit_batch(tuple(a[rows] for a in inputs), batch_targets, batch_weight)
-                    loss = self._total(values)
-                    if not np.isfinite(loss):
-                        raise self._non_finite(f"the loss is {loss}", epoch, batch, batches, stepped, history)
+                    if plain is not None:
+                        batch_labels = labels[rows]
+                        size = len(batch_labels)
+                        output = self._forward(data[rows])[0]
+                        counts = (None if correct is None else correct(output, batch_labels),)
+                        loss = loss_value(output, batch_labels)
+                        if not -np.inf < loss < np.inf:
+                            raise self._non_finite(f"the loss is {loss}", epoch, batch, batches, stepped, history)
+                        self._backward_to_step((loss_gradient(batch_labels),))
+                        values = (loss,)
+                    else:
+                        batch_targets = tuple(t[rows] for t in targets)
+                        batch_weight = None if weight is None else weight[rows]
+                        values, counts = self._fit_batch(tuple(a[rows] for a in inputs), batch_targets, batch_weight)
+                        size = len(batch_targets[0])
+                        loss = self._total(values)
+                        if not np.isfinite(loss):
+                            raise self._non_finite(f"the loss is {loss}", epoch, batch, batches, stepped, history)
                     # One dot product (BLAS) of the gradients with themselves: NaN or inf if any gradient is, or if
                     # their squared norm overflows. Such gradients are never applied, so no step makes a parameter
                     # non-finite from them, and a later non-finite loss needs nothing undone.
-                    if not np.isfinite(np.vdot(self._flat_grads, self._flat_grads)):
+                    if not np.isfinite(np.vdot(flat_grads, flat_grads)):
                         raise self._non_finite(_BAD_GRADIENTS, epoch, batch, batches, stepped, history)
                     interrupts.held = True
-                    self.step()
+                    self._apply_step()
                     stepped = True
                     interrupts.release()
-                    totals.add(len(batch_targets[0]), loss, values, counts)
+                    totals.add(size, loss, values, counts)
                     if progress.due(batch):
                         progress.show(epoch, batch, self._metrics(totals), started)
                 if ranks is not None and self.buffers:
@@ -1560,6 +1589,46 @@ class _CompiledModel:
 
     # ---- training internals -----------------------------------------------------------------------------
 
+    def _backward_to_step(self, douts):
+        """Backward from the loss gradients douts (arrays of this step, scaled in place), overwriting every gradient
+        (a zero_grad without the memset), for _apply_step() to apply.
+
+        With plain SGD (_folds_lr, momentum and weight decay 0) the update is p = p - lr · g. Backward is linear in
+        the loss gradient, so starting it from lr · dL/dz makes every gradient come out as lr · g, and the update is
+        then one subtraction instead of a multiplication and a subtraction over all parameters. The public grads
+        divides lr back out when read (_settle_grads), so it holds g as before, to rounding."""
+        self._accumulate = False
+        self._grads_scale = None  # the gradients being overwritten hold no lr yet
+        lr = self._lr_to_fold()
+        if lr is not None:
+            for dz in douts:
+                dz *= lr
+        self._backward(douts, False)
+        self._grads_scale = lr
+        self._grads_problem = None
+
+    def _lr_to_fold(self):
+        """lr while the update is p = p - lr · g (_folds_lr, momentum and weight decay 0), else None."""
+        if self._folds_lr and not self.momentum and not self.weight_decay:
+            return self.lr
+        return None
+
+    def _apply_step(self):
+        """The optimizer's update from the gradients _backward_to_step() computed."""
+        if self._grads_scale is None:
+            self._update()
+        else:
+            self.step_count += 1
+            self._flat_params -= self._flat_grads
+
+    def _settle_grads(self):
+        """Gradients holding lr · g after a step with lr folded in: divided back to g (one pass, only when they are
+        read or added to)."""
+        scale = self._grads_scale
+        if scale is not None:
+            self._grads_scale = None
+            self._flat_grads /= scale
+
     def _workspace(self, batch):
         """Arrays for a batch size, made once and reused so steady-state steps allocate almost nothing."""
         workspace = self._workspaces.get(batch)
@@ -1573,7 +1642,8 @@ class _CompiledModel:
         return workspace
 
     def _fit_batch(self, inputs, targets, weight=None):
-        """train_step() up to the update, on checked arrays: forward, loss and, if the loss is finite, backward.
+        """train_step() up to the update, on checked arrays: forward, loss and, if the loss is finite, backward
+        (_backward_to_step(), for _apply_step()).
 
         Returns the loss terms' values and metric counts."""
         outputs = self._forward(*inputs)
@@ -1584,12 +1654,10 @@ class _CompiledModel:
         else:
             values = self._weighted_values(outputs, targets, weight)
         if np.isfinite(self._total(values)):
-            self._accumulate = False
             if weight is None:
-                self._backward(self._loss_gradients(targets), False)
+                self._backward_to_step(self._loss_gradients(targets))
             else:
-                self._backward(self._weighted_gradients(targets, weight), False)
-            self._grads_problem = None
+                self._backward_to_step(self._weighted_gradients(targets, weight))
         return values, counts
 
     def _evaluate_checked(self, inputs, targets, batch_size, weight=None):
@@ -1630,6 +1698,7 @@ class _CompiledModel:
             else:
                 # No sample here (a batch smaller than the number of ranks): this rank adds nothing.
                 self._flat_grads.fill(0)
+                self._grads_scale = self._lr_to_fold()  # as on the other ranks, whose gradients this joins
                 self._grads_problem = None
         except Exception as err:  # noqa: BLE001 - raised again, on every rank, by agree/reduce/raise_shared
             error = err
@@ -1688,6 +1757,30 @@ class _HeldInterrupts:
         if self.previous is not None:
             signal.signal(signal.SIGINT, self.previous)
             self.previous = None
+
+
+class _Gradients(collections.abc.Mapping):
+    """model.grads: parameter name → gradient array (a view into the model's flat gradient array), as PyTorch's
+    .grad. Reading it first divides out a learning rate that train_step() or fit() folded into backward."""
+
+    __slots__ = ("_model",)
+
+    def __init__(self, model):
+        self._model = model
+
+    def __getitem__(self, name):
+        self._model._settle_grads()
+        return self._model._grads[name]
+
+    def __iter__(self):
+        return iter(self._model._grads)
+
+    def __len__(self):
+        return len(self._model._grads)
+
+    def __repr__(self):
+        self._model._settle_grads()
+        return repr(self._model._grads)
 
 
 class _Totals:
