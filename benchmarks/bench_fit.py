@@ -1,5 +1,5 @@
 """Times one epoch of the generated model's fit(shuffle=True, verbose=False) against the equivalent loop of
-train_step() over the same shuffled batches, for every workload of bench_train_step.py, interleaved in one process;
+train_step() over the same shuffled batches, for the workloads of workload.py, interleaved in one process;
 prints medians and their ratio.
 
 The loop indexes the same rows (np.random.default_rng([seed, 0]).permutation, as fit does for epoch 0 with that
