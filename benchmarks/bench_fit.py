@@ -1,5 +1,6 @@
 """Times one epoch of the generated model's fit(shuffle=True, verbose=False) against the equivalent loop of
-train_step() over the same shuffled batches, interleaved in one process; prints medians and their ratio.
+train_step() over the same shuffled batches, for the workloads of workload.py, interleaved in one process;
+prints medians and their ratio.
 
 The loop indexes the same rows (np.random.default_rng([seed, 0]).permutation, as fit does for epoch 0 with that
 seed), so the difference is fit()'s own bookkeeping: the loss checks, the history, the non-finite guard.
@@ -15,20 +16,16 @@ import numpy as np
 
 machine_info.add_repo_root_to_path()
 
-from bench_train_step import WORKLOAD_DIR, WORKLOADS
+from workload import WORKLOADS, make_data
 
-DEFAULT_WORKLOADS = ("mlp_mnist_b128", "mlp_small_b32")
+import nncompile
 
 
 def build(name: str, samples: int):
-    import nncompile
-
+    """Two identical nets (one for fit, one for the loop) and `samples` samples of data."""
     workload = WORKLOADS[name]
-    module = nncompile.load(str(WORKLOAD_DIR / workload.nn_file), dtype="float32")
-    rng = np.random.default_rng(1234)
-    x = rng.standard_normal((samples, *workload.input_shape), dtype=np.float32)
-    y = rng.integers(0, workload.classes, samples, dtype=np.int64)
-    cls = getattr(module, workload.model)
+    cls = getattr(nncompile.load(str(workload.path), dtype="float32"), workload.model)
+    x, y = make_data(cls.input_shape, cls.output_shape[0], samples)
     return cls(seed=0), cls(seed=0), x, y, workload.batch
 
 
@@ -69,15 +66,16 @@ def measure(name: str, rounds: int, batches: int) -> tuple[float, float, float]:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument(
-        "workloads", nargs="*", help=f"from {sorted(WORKLOADS)} (default: {' '.join(DEFAULT_WORKLOADS)})"
-    )
+    parser.add_argument("workloads", nargs="*", help=f"from {list(WORKLOADS)} (default: all)")
     parser.add_argument("--rounds", type=int, default=15, help="interleaved rounds (default 15)")
     parser.add_argument("--batches", type=int, default=100, help="batches per epoch (default 100)")
     args = parser.parse_args(argv)
     print("| workload | fit epoch (ms) | train_step loop (ms) | fit / loop (median of rounds) |")
     print("|---|---|---|---|")
-    for name in args.workloads or DEFAULT_WORKLOADS:
+    unknown = [name for name in args.workloads if name not in WORKLOADS]
+    if unknown:
+        parser.error(f"unknown workload(s) {unknown}; choose from {list(WORKLOADS)}")
+    for name in args.workloads or WORKLOADS:
         fit, loop, ratio = measure(name, args.rounds, args.batches)
         print(f"| {name} | {fit * 1e3:.2f} | {loop * 1e3:.2f} | {ratio:.3f}× |", flush=True)
     return 0

@@ -89,6 +89,15 @@ def nncompile_description() -> str:
     return f"{version} from {os.path.dirname(nncompile.__file__)}"
 
 
+def jax_description() -> str:
+    """JAX's version and the device its jit-compiled code runs on."""
+    try:
+        import jax
+    except ImportError:
+        return "not installed (pip install jax jaxlib)"
+    return f"{jax.__version__} (device {jax.devices()[0]} of backend {jax.default_backend()})"
+
+
 def add_repo_root_to_path() -> None:
     """Let `import nncompile` find the in-tree compiler without installing it."""
     repo_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
