@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from .ir import DEFAULT_INPUT, Model, Node
 from .registry import INITS, Buffer
+from .reorder import pools_before_relus
 
 LINE_LENGTH = 120
 
@@ -140,6 +141,8 @@ class LayerView:
     buffers: list[BufferView] = field(default_factory=list)
     # Numbers the template writes out, from the entry's bind().
     const: dict = field(default_factory=dict)
+    # Why the layer runs where it does, when that is not where the .nn file puts it (see reorder.py).
+    note: str = ""
 
     @property
     def x(self) -> str:
@@ -518,6 +521,8 @@ def _join(names: list[str]) -> str:
 
 
 def lower(model: Model, dtype: str = "float32") -> ModelView:
+    described = model
+    model, moved = pools_before_relus(model)
     consumers = model.consumers()
     outputs = set(model.output_values.values())
     live = _live_nodes(model)
@@ -569,6 +574,10 @@ def lower(model: Model, dtype: str = "float32") -> ModelView:
             live=node.name in live,
             const=dict(bound.constants),
         )
+        if node.name in moved:
+            view.note = (
+                f"moved after {moved[node.name]}, its only reader: max commutes with ReLU, and leaves fewer values"
+            )
         if not inplace and not node.kind.view:
             view.buffers.append(BufferView(view.key("y"), node.out_shape, "float"))
         if single and view.live and not node.kind.elementwise and not node.kind.view:
@@ -713,7 +722,7 @@ def lower(model: Model, dtype: str = "float32") -> ModelView:
             stacked.append((stacked_key(node.name, group), shape, spans[0][0], spans[-1][1]))
     buffers = [b for v in views for b in v.buffers] + [b for loss in losses for b in loss.buffers]
     return ModelView(
-        model=model,
+        model=described,
         layers=views,
         inputs=inputs,
         outputs=output_views,
@@ -723,7 +732,7 @@ def lower(model: Model, dtype: str = "float32") -> ModelView:
         optimizer=optimizer,
         schedule=schedule,
         saved=list(saved),
-        config=py_literal(_config(model), indent=8),
+        config=py_literal(_config(described), indent=8),
         param_count=start,
         early_return_before=early_return_before,
         stacked=stacked,

@@ -45,6 +45,10 @@ def _torch_padding(value):
     return value if isinstance(value, (str, int)) else tuple(value)
 
 
+def _pair(value):
+    return tuple(value) if isinstance(value, (list, tuple)) else (value, value)
+
+
 def _torch_layer(layer: dict):
     kind, args, in_shape = layer["type"], layer["args"], layer["input_shapes"][0]
     if kind == "Conv2D":
@@ -71,7 +75,21 @@ def _torch_layer(layer: dict):
         return ChannelsLast(conv)
     if kind == "Linear":
         return nn.Linear(in_shape[0], args["out"], bias=args["bias"])
+    if kind == "MaxPool2D":
+        stride = args["stride"] or args["k"]  # None: the kernel, as in PyTorch
+        return ChannelsLast(nn.MaxPool2d(_pair(args["k"]), _pair(stride), _pair(args["padding"])))
+    if kind == "MaxPool1D":
+        return ChannelsLast(nn.MaxPool1d(args["k"], args["stride"] or args["k"], args["padding"]))
+    if kind == "GlobalMaxPool":
+        return GlobalMax()
     return {"ReLU": nn.ReLU, "TanH": nn.Tanh, "Flatten": nn.Flatten}[kind]()
+
+
+class GlobalMax(nn.Module):
+    """GlobalMaxPool on our channels-last layout: the maximum over every axis but the batch and the channels."""
+
+    def forward(self, x):
+        return x.flatten(1, -2).amax(dim=1)
 
 
 # Our layout from torch's, as a view (so copying into it writes the torch parameter).

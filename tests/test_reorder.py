@@ -1,0 +1,105 @@
+"""ReLU moved after the max pool it feeds (nncompile/reorder.py): which pairs move, that the generated code still
+describes the file's graph, and that values and gradients still equal PyTorch's (in the file's order)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import build
+from test_conv2d import TOLERANCE, _one_thread, oracle_errors  # noqa: F401  (_one_thread: an autouse fixture)
+
+import nncompile
+from nncompile import compiler, reorder
+
+CNN = """
+model Net {
+    input [10, 10, 2]
+    conv = Conv2D(4, 3, padding=1)
+    ReLU
+    MaxPool2D(2)
+    Flatten
+    fc = Linear(3)
+    loss CrossEntropy
+    optimizer SGD(lr=0.1)
+}
+"""
+
+
+def moved(source: str) -> dict[str, str]:
+    (model,) = compiler.compile_models(source, "model.nn")
+    return reorder.pools_before_relus(model)[1]
+
+
+def test_a_relu_read_only_by_a_max_pool_moves_after_it():
+    assert moved(CNN) == {"relu_1": "maxpool2d_1"}
+    chained = CNN.replace("    Flatten\n", "    Conv2D(4, 3)\n    ReLU\n    GlobalMaxPool\n")
+    assert moved(chained) == {"relu_1": "maxpool2d_1", "relu_2": "globalmaxpool_1"}
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        # read twice: by the pool and by Add
+        (
+            "h = x -> Conv2D(4, 3, padding=1) -> ReLU\n p = h -> MaxPool2D(2)\n q = (h, h) -> Add -> MaxPool2D(2)\n"
+            " out = (p, q) -> Add -> Flatten -> Linear(3)\n output out"
+        ),
+        # an average commutes with nothing
+        "Conv2D(4, 3, padding=1)\n ReLU\n AvgPool2D(2)\n Flatten\n Linear(3)",
+    ],
+)
+def test_a_relu_with_another_reader_or_an_average_pool_stays(body):
+    source = f"model Net {{\n input x [10, 10, 2]\n {body}\n loss CrossEntropy\n}}\n"
+    assert moved(source) == {}
+
+
+def test_the_module_still_describes_the_file_and_says_why_the_code_differs():
+    code = nncompile.compile_source(CNN, dtype="float64")
+    layers = code.split("    Layers:\n", 1)[1].split("    Outputs:", 1)[0]
+    assert layers.index("relu_1: ReLU  [10, 10, 4]") < layers.index("maxpool2d_1: MaxPool2D  [10, 10, 4] -> [5, 5, 4]")
+    forward = code.split("    def _forward(self", 1)[1].split("    def _backward(self", 1)[0]
+    assert forward.index("# maxpool2d_1 = MaxPool2D(2)") < forward.index("# relu_1 = ReLU")
+    assert "# (moved after maxpool2d_1, its only reader: max commutes with ReLU, and leaves fewer values)" in forward
+    net = build(CNN)
+    assert [layer["name"] for layer in net.get_config()["layers"]] == [
+        "conv",
+        "relu_1",
+        "maxpool2d_1",
+        "flatten_1",
+        "fc",
+    ]
+    assert net.get_config()["layers"][1]["input_shapes"] == [[10, 10, 4]]
+
+
+@pytest.mark.parametrize(
+    "layers, shape",
+    [
+        ("Conv2D(4, 3, padding=1)\n ReLU\n MaxPool2D(2)\n Flatten\n Linear(3)", [10, 10, 2]),
+        ("Conv2D(4, 3)\n ReLU\n MaxPool2D(3, stride=2, padding=1)\n ReLU\n GlobalMaxPool\n Linear(3)", [11, 9, 2]),
+        (
+            "Conv1D(4, 3)\n ReLU\n MaxPool1D(2)\n Conv1D(3, 2)\n ReLU\n MaxPool1D(3, stride=2)\n Flatten\n Linear(3)",
+            [17, 2],
+        ),
+    ],
+)
+def test_moved_relus_match_pytorch_in_the_files_order(layers, shape, rng):
+    source = f"model Net {{\n input {shape}\n {layers}\n loss CrossEntropy\n optimizer SGD(lr=0.1, momentum=0.9)\n}}\n"
+    assert moved(source)
+    errors = oracle_errors(source, rng, batch=4)
+    assert max(errors.values()) < TOLERANCE, errors
+
+
+def test_ties_where_every_value_of_a_window_is_negative_or_zero_give_zero_gradients():
+    """Windows whose values are all ≤ 0 (many exact zeros): max-then-ReLU routes dy to the window's maximum and ReLU
+    stops it; ReLU-then-max would route it to a zero whose ReLU slope is 0. Both give 0 for the whole window."""
+    source = "model Net {\n input [4, 4, 1]\n ReLU\n MaxPool2D(2)\n Flatten\n Linear(2)\n loss MSE\n}\n"
+    net = build(source)
+    x = np.zeros((2, 4, 4, 1))
+    x[0, :2, :2, 0] = [[-1.0, 0.0], [0.0, -2.0]]  # a window of ties at 0 after ReLU
+    x[1, 2:, 2:, 0] = [[3.0, 3.0], [1.0, 3.0]]  # positive ties: the first maximum in row-major order takes dy
+    net.forward(x)
+    dx = net.backward(np.ones((2, 2)))
+    expected = np.zeros_like(x)
+    weight = net.params["linear_1.weight"].sum(axis=1)
+    expected[1, 2, 2, 0] = weight[3]
+    np.testing.assert_array_equal(dx, expected)
