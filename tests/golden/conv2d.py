@@ -2097,7 +2097,6 @@ class ImageCnn(_CompiledModel):
         ("conv1.padded", (14, 14, 1), DTYPE, 0),
         ("conv1.padded_grad", (14, 14, 1), DTYPE, 0),
         ("relu_1.mask", (12, 12, 8), bool, 0),
-        ("relu_1.slope", (12, 12, 8), DTYPE, 0),
         ("relu_1.zeros", (12, 12, 8), DTYPE, 0),
         ("conv2.y", (6, 5, 16), DTYPE, 0),
         ("conv2.dx", (12, 12, 8), DTYPE, 0),
@@ -2478,10 +2477,9 @@ class ImageCnn(_CompiledModel):
 
         # backward of relu_1 = ReLU  (conv2d.nn:6)  [12, 12, 8] -> [12, 12, 8]
         # dx = dy ⊙ [y > 0]  (the gradient at exactly 0 is taken as 0)
-        # The 0/1 slope is made float first: multiplying by a bool array would allocate a cast buffer.
-        slope = ws["relu_1.slope"]
-        np.copyto(slope, np.greater(relu_1_y, 0, out=ws["relu_1.mask"]))
-        conv1_dy = np.multiply(relu_1_dy, slope, out=relu_1_dy)
+        # dy times the bool mask: NumPy casts the mask in chunks of 8192 values, moving less memory than a float copy
+        # of the whole mask would (a large layer: see ReLU.CHUNKED_CAST_FROM).
+        conv1_dy = np.multiply(relu_1_dy, np.greater(relu_1_y, 0, out=ws["relu_1.mask"]), out=relu_1_dy)
 
         # backward of conv1 = Conv2D(8, 3, padding=same)  (conv2d.nn:5)  [12, 12, 1] -> [12, 12, 8]
         # dW[i, j, c, o] = Σ_{b, h, w} x[b, h + i - 1, w + j - 1, c] · dy[b, h, w, o]
@@ -2710,10 +2708,9 @@ class ImageCnn(_CompiledModel):
         )
 
         # backward of relu_1 = ReLU  (conv2d.nn:6)  [12, 12, 8] -> [12, 12, 8]
-        # The 0/1 slope is made float first: multiplying by a bool array would allocate a cast buffer.
-        slope = ws["relu_1.slope"]
-        np.copyto(slope, np.greater(relu_1_y, 0, out=ws["relu_1.mask"]))
-        conv1_dy = np.multiply(relu_1_dy, slope, out=relu_1_dy)
+        # dy times the bool mask: NumPy casts the mask in chunks of 8192 values, moving less memory than a float copy
+        # of the whole mask would (a large layer: see ReLU.CHUNKED_CAST_FROM).
+        conv1_dy = np.multiply(relu_1_dy, np.greater(relu_1_y, 0, out=ws["relu_1.mask"]), out=relu_1_dy)
         _check_finite(
             conv1_dy, "relu_1 = ReLU (conv2d.nn:6): backward produced", " in the gradient of its input (conv1's output)"
         )
