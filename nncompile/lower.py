@@ -516,6 +516,28 @@ def _may_overwrite(value: str, model: Model, consumers: dict, outputs: set) -> b
         value = producer.inputs[0]
 
 
+def _pool_ordered_convolutions(views, by_name, consumers, outputs) -> None:
+    """A Conv2D read only by a MaxPool2D(2) over its whole output produces its rows in the pool's order: row
+    (b, p, q, t, u) is position (2t + p, 2u + q), so each of the pool's four taps is one contiguous block instead of a
+    view that steps over every other position (NumPy's loops over those run a channel's length at a time)."""
+    for view in views:
+        const, readers = view.const, consumers.get(view.name, [])
+        if view.kind.name != "Conv2D" or view.name in outputs or len(readers) != 1:
+            continue
+        pool = by_name[readers[0].name]
+        if pool.kind.name != "MaxPool2D" or not pool.const.get("pairwise"):
+            continue
+        _, stride, padding = pool.kind.geometry(pool.args)
+        if (
+            stride == (2, 2)
+            and padding == (0, 0)
+            and const["stride"] == const["dilation"] == (1, 1)
+            and const["height"] % 2 == const["width"] % 2 == 0
+        ):
+            const["pool_order"] = pool.name
+            pool.const["pool_ordered_input"] = True
+
+
 def _join(names: list[str]) -> str:
     return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
 
@@ -588,6 +610,8 @@ def lower(model: Model, dtype: str = "float32") -> ModelView:
         grad_of[node.name] = view.dy
         views.append(view)
         by_name[node.name] = view
+
+    _pool_ordered_convolutions(views, by_name, consumers, outputs)
 
     integer_inputs = {i.name for i in model.inputs if i.dtype == "int"}
     # Backward, in reverse graph order: the first share of a value's gradient is written, later ones added.

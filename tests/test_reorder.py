@@ -1,5 +1,7 @@
-"""ReLU moved after the max pool it feeds (nncompile/reorder.py): which pairs move, that the generated code still
-describes the file's graph, and that values and gradients still equal PyTorch's (in the file's order)."""
+"""Lowering's speed-ups that change the order of work, not its result: ReLU moved after the max pool it feeds
+(nncompile/reorder.py) and a Conv2D writing its rows in the order of the MaxPool2D(2) that reads it. Which layers
+they apply to, that the generated code still describes the file's graph, and that values and gradients still equal
+PyTorch's (in the file's order)."""
 
 from __future__ import annotations
 
@@ -103,3 +105,50 @@ def test_ties_where_every_value_of_a_window_is_negative_or_zero_give_zero_gradie
     weight = net.params["linear_1.weight"].sum(axis=1)
     expected[1, 2, 2, 0] = weight[3]
     np.testing.assert_array_equal(dx, expected)
+
+
+# ---- a Conv2D's rows in the order of the MaxPool2D(2) that reads it -------------------------------------------------
+
+
+def pool_ordered(source: str) -> list[str]:
+    """The pools whose input convolutions write in their order (the checked twin repeats the comment)."""
+    code = nncompile.compile_source(source, dtype="float64")
+    marker = "# Windows in "
+    return sorted({line.split(marker, 1)[1].split("'s order", 1)[0] for line in code.splitlines() if marker in line})
+
+
+@pytest.mark.parametrize(
+    "layers, shape, ordered",
+    [
+        # tap-major im2col (one channel), the conv's input gradient not needed
+        ("Conv2D(4, 3, padding=1)\n ReLU\n MaxPool2D(2)\n Flatten\n Linear(3)", [10, 10, 1], 1),
+        # window-major im2col (many channels), no bias; the second conv's input gradient is needed
+        (
+            "Conv2D(8, 3, padding=1)\n ReLU\n MaxPool2D(2)\n Conv2D(5, 3, padding=1, bias=false)\n MaxPool2D(2)\n Flatten",
+            [12, 12, 3],
+            2,
+        ),
+        # tap-major with two channels, unpadded
+        ("Conv2D(3, 2)\n MaxPool2D(2)\n Conv2D(4, 3)\n ReLU\n MaxPool2D(2)\n Flatten\n Linear(3)", [13, 13, 2], 2),
+    ],
+)
+def test_pool_ordered_convolutions_match_pytorch(layers, shape, ordered, rng):
+    source = f"model Net {{\n input {shape}\n {layers}\n loss CrossEntropy\n optimizer SGD(lr=0.1, momentum=0.9)\n}}\n"
+    assert len(pool_ordered(source)) == ordered
+    errors = oracle_errors(source, rng, batch=4)
+    assert max(errors.values()) < TOLERANCE, errors
+
+
+@pytest.mark.parametrize(
+    "layers",
+    [
+        "Conv2D(4, 3)\n MaxPool2D(2)",  # 8 × 7: an odd number of columns
+        "Conv2D(4, 3, stride=2)\n MaxPool2D(2)",  # a strided convolution
+        "Conv2D(4, 3, padding=1)\n MaxPool2D(2, stride=1)",  # overlapping windows
+        "Conv2D(4, 3, padding=1)\n MaxPool2D(2, padding=1)",  # a padded pool
+        "h = x -> Conv2D(4, 3, padding=1)\n a = h -> MaxPool2D(2)\n b = h -> MaxPool2D(2)\n (a, b) -> Add",
+    ],
+)
+def test_convolutions_keep_their_order_for_other_readers(layers):
+    source = f"model Net {{\n input x [10, 9, 2]\n {layers}\n Flatten\n Linear(3)\n loss CrossEntropy\n}}\n"
+    assert pool_ordered(source) == []

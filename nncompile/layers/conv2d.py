@@ -215,6 +215,8 @@ class Conv2D(Layer):
             "tap0_covers_corner": stride_1 and rows.k * columns.k > 1,
             "rows_below": rows.out < rows.padded,
             "columns_beside": columns.out < columns.padded,
+            # The name of the MaxPool2D(2) whose order the output rows come in, when lowering chooses it.
+            "pool_order": None,
         }
 
 

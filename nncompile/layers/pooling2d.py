@@ -191,7 +191,13 @@ class MaxPool2D(_Pool2D):
 
     @classmethod
     def constants(cls, in_shape, out_shape, args):
-        return {**super().constants(in_shape, out_shape, args), "pairwise": cls.pairwise(args)}
+        # pool_ordered_input: the input arrives with each tap's positions in one block (lowering decides; see the
+        # Conv2D feeding it).
+        return {
+            **super().constants(in_shape, out_shape, args),
+            "pairwise": cls.pairwise(args),
+            "pool_ordered_input": False,
+        }
 
     @classmethod
     def buffers(cls, in_shape, out_shape, args):
