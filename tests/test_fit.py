@@ -438,32 +438,100 @@ def test_a_non_finite_loss_stops_fit_without_its_step_and_keeps_the_last_complet
     assert capsys.readouterr().out.count("\n") == 1  # the completed epoch's line
 
 
-@pytest.mark.parametrize("bad", [np.nan, np.inf, "huge"])
-def test_gradients_with_a_nan_or_inf_or_an_overflowing_norm_are_never_applied(data, monkeypatch, bad):
-    x, y = data
-    net = build(NET)
-    before = record_steps(net)
-    real_backward, calls = net._backward, []
+def planted_gradient(monkeypatch, net, bad, at_step):
+    """Make the gradients of the step that would be number at_step + 1 bad (as a real step would be: again when
+    the same step is taken again from the same state)."""
+    real_backward = net._backward
 
     def backward(douts, keep):
-        calls.append(1)
         result = real_backward(douts, keep)
-        if len(calls) == 5:  # the 5th batch (epoch 2, batch 1): one bad gradient
+        if net.step_count == at_step:
             grad = net.grads["fc1.weight"]
-            grad[0, 0] = np.sqrt(np.finfo(grad.dtype).max) * 2 if bad == "huge" else bad  # finite, square overflows
+            grad[0, 0] = bad
         return result
 
     monkeypatch.setattr(net, "_backward", backward)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("at_step", [4, 7])  # found by the next batch's non-finite loss / by the epoch-end check
+def test_a_step_from_a_nan_or_inf_gradient_is_never_kept(data, monkeypatch, bad, at_step):
+    x, y = data
+    net = build(NET)
+    before = record_steps(net)
+    planted_gradient(monkeypatch, net, bad, at_step)
     with np.errstate(all="ignore"), pytest.raises(FloatingPointError) as error:
         net.fit(x, y, epochs=3, batch_size=32, seed=0, verbose=False)
+    epoch, batch = divmod(at_step, 4)
     message = str(error.value)
     assert message.startswith(
-        "Net.fit: the gradients have a NaN or infinite value (or a squared norm that overflows) at epoch 2, batch 1 "
-        "of 4; training stopped without its step; parameters and optimizer state are those after step 4"
+        "Net.fit: the gradients have a NaN or infinite value (or a squared norm that overflows) at epoch "
+        f"{epoch + 1}, batch {batch + 1} of 4; training stopped without its step; parameters and optimizer state are "
+        f"those after step {at_step}"
     )
-    assert net.step_count == 4 and len(before) == 4  # the 5th step was never taken
+    assert net.step_count == at_step
+    assert_same_state(state(net), before[at_step])  # exactly the state before the bad step, whatever came after
     assert all(np.isfinite(value).all() for value in net.params.values())
-    assert len(error.value.history["loss"]) == 1
+    assert len(error.value.history["loss"]) == epoch
+
+
+def test_a_bad_step_long_after_the_last_check_is_found_and_the_steps_before_it_kept(monkeypatch):
+    """More steps than _CleanState.EVERY in an epoch, a bad gradient between two checks that no loss shows (a ReLU
+    hides the -inf it puts in a weight: every later loss stays finite): the check after it finds it."""
+    source = "model Net {\n input [4]\n fc1 = Linear(16)\n ReLU\n fc2 = Linear(3)\n loss CrossEntropy\n optimizer SGD(lr=0.1)\n}\n"
+    rng = np.random.default_rng(2)
+    x, y = np.abs(rng.standard_normal((400, 4))) + 0.1, rng.integers(0, 3, 400)  # positive inputs
+    net, reference = build(source), build(source)
+    every = type(net).__init__.__globals__["_CleanState"].EVERY  # the generated module's
+    at_step = every + 5
+    real_backward = net._backward
+
+    def backward(douts, keep):
+        result = real_backward(douts, keep)
+        if net.step_count == at_step:
+            net._flat_grads[:] = 0
+            net.grads["fc1.weight"][:, 0] = np.inf  # hidden unit 0 goes to -inf, which ReLU turns into 0
+        return result
+
+    monkeypatch.setattr(net, "_backward", backward)
+    with np.errstate(all="ignore"), pytest.raises(FloatingPointError, match="the gradients have a NaN or infinite"):
+        net.fit(x, y, epochs=1, batch_size=2, seed=0, verbose=False)
+    order = np.random.default_rng([0, 0]).permutation(400)
+    for step in range(at_step):
+        rows = order[2 * step : 2 * step + 2]
+        reference.train_step(x[rows], y[rows])
+    assert net.step_count == at_step
+    assert_same_state(state(net), state(reference))
+
+
+def test_ctrl_c_after_a_hidden_bad_step_keeps_the_last_state_found_finite(monkeypatch, capsys):
+    source = "model Net {\n input [4]\n fc1 = Linear(16)\n ReLU\n fc2 = Linear(3)\n loss CrossEntropy\n optimizer SGD(lr=0.1)\n}\n"
+    rng = np.random.default_rng(3)
+    x, y = np.abs(rng.standard_normal((40, 4))) + 0.1, rng.integers(0, 3, 40)
+    net = build(source)
+    net.fit(x, y, epochs=1, batch_size=4, seed=0, verbose=False)  # 10 clean steps: the state fit() starts from
+    start = state(net)
+    real_backward, real_forward = net._backward, net._forward
+
+    def backward(douts, keep):
+        result = real_backward(douts, keep)
+        if net.step_count == 12:
+            net._flat_grads[:] = 0
+            net.grads["fc1.weight"][:, 0] = np.inf  # a -inf weight that ReLU hides from every later loss
+        return result
+
+    def forward(batch):
+        if net.step_count == 15:
+            raise KeyboardInterrupt
+        return real_forward(batch)
+
+    monkeypatch.setattr(net, "_backward", backward)
+    monkeypatch.setattr(net, "_forward", forward)
+    with np.errstate(all="ignore"):
+        net.fit(x, y, epochs=1, batch_size=4, seed=1, verbose=True)
+    assert "interrupted in epoch 1; kept the last completed step (10)" in capsys.readouterr().out
+    assert net.step_count == 10
+    assert_same_state(state(net), start)  # no step checked since, so none kept
 
 
 def test_a_diverging_run_stops_with_finite_parameters(rng):

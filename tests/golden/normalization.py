@@ -905,12 +905,16 @@ class _CompiledModel:
         the first NaN or infinite value a layer produces, forward or backward, raises FloatingPointError naming the
         layer and its line; the model is left as it was then, for inspection, and error.history holds the history.
 
-        A non-finite loss, or gradients with a NaN or infinite value (or whose sum of squares overflows; one dot
-        product checks them before every step; with plain SGD it checks the step lr · g itself), stops training with FloatingPointError naming the epoch and batch,
-        without applying that batch's step: fit() never applies such gradients, so nothing is undone and the
-        parameters and optimizer state are exactly those after the last completed step (as fit() found them if none
-        completed). Ctrl-C (KeyboardInterrupt) stops training too; fit then keeps the state after the last completed
-        step and returns the history so far. A Ctrl-C that arrives while a step is applied is held until that step is
+        A non-finite loss, or gradients with a NaN or infinite value, stops training with FloatingPointError naming
+        the epoch and batch, and the parameters and optimizer state are exactly those after the last step made from
+        finite gradients (as fit() found them if there was none): fit() never keeps a step made from a NaN or
+        infinite gradient. Rather than look over every step's gradients, fit() checks the model's state (parameters,
+        optimizer state, statistics) every 64 steps, at the end of every epoch and at a non-finite loss, keeping a
+        copy of the last state found finite; a check that finds a NaN or an infinity puts that copy back and takes
+        the batches since again, each one's gradients checked (with one dot product, so a gradient whose sum of
+        squares overflows counts as infinite; with plain SGD, lr · g), and stops before the first bad one. Ctrl-C (KeyboardInterrupt) stops training too; fit then keeps the state after the last completed
+        step (or, should a check now find a NaN or an infinity in it, the last state found finite) and returns the
+        history so far. A Ctrl-C that arrives while a step is applied is held until that step is
         complete (fit() handles SIGINT while it runs, in the main thread, and puts the handler back), so a step is
         never left half-applied.
         Afterwards there is no forward pass for backward() to use: call loss() first.
@@ -969,8 +973,51 @@ class _CompiledModel:
             correct = self._terms[0][7]
             data, labels = inputs[0], targets[0]
         flat_grads = self._flat_grads
+        first_step = self.step_count
+        # Without comm, the state is checked now and then rather than each step's gradients (see _CleanState); a
+        # model whose state is not finite to begin with has its gradients checked every step instead.
+        clean = None if ranks is not None else _CleanState(self)
+        if clean is not None and not clean.keep():
+            clean = None
+
+        def compute(rows):
+            """Forward, loss and (for a finite loss) backward on the batch's rows: (loss, values, counts, size)."""
+            if plain is not None:
+                batch_labels = labels[rows]
+                output = self._forward(data[rows])[0]
+                counts = (None if correct is None else correct(output, batch_labels),)
+                loss = loss_value(output, batch_labels)
+                if -np.inf < loss < np.inf:
+                    self._backward_to_step((loss_gradient(batch_labels),))
+                return loss, (loss,), counts, len(batch_labels)
+            batch_targets = tuple(t[rows] for t in targets)
+            batch_weight = None if weight is None else weight[rows]
+            values, counts = self._fit_batch(tuple(a[rows] for a in inputs), batch_targets, batch_weight)
+            return self._total(values), values, counts, len(batch_targets[0])
+
+        def recover():
+            """The state is not finite: put the last clean one back and step its batches again, each gradient
+            checked; raises FloatingPointError at the first batch whose gradients are not finite."""
+            stepped_again = clean.restore()
+            for again_epoch, again_batch, again_rows in stepped_again:
+                loss = compute(again_rows)[0]
+                if not -np.inf < loss < np.inf:
+                    stepped = self.step_count > first_step
+                    raise self._non_finite(f"the loss is {loss}", again_epoch, again_batch, batches, stepped, history)
+                if not np.isfinite(np.vdot(flat_grads, flat_grads)):
+                    stepped = self.step_count > first_step
+                    raise self._non_finite(_BAD_GRADIENTS, again_epoch, again_batch, batches, stepped, history)
+                self._apply_step()
+            clean.restore()
+            error = FloatingPointError(
+                f"{type(self).__name__}.fit: the parameters, optimizer state or statistics became non-finite, yet "
+                "stepping the same batches again from the last finite state met no NaN or infinite gradient; the "
+                f"state after step {self.step_count}, the last found finite, is kept"
+            )
+            error.history = history
+            raise error
+
         best_loss, best_epoch, best_params, waited = np.inf, None, None, 0
-        stepped = False  # whether this fit() has applied a step yet
         interrupts = _HeldInterrupts()  # Ctrl-C while a step runs is raised once the step is complete
         epoch = initial_epoch
         self.stop_training = False
@@ -993,6 +1040,7 @@ class _CompiledModel:
                         # This rank's share of the batch; the batch's loss and counts, and the error flags of all
                         # ranks, come back from one small Allreduce.
                         loss = self._fit_shard(ranks, rows, min(batch_size, samples - start), inputs, targets, weight)
+                        stepped = self.step_count > first_step
                         if not np.isfinite(loss):
                             raise self._non_finite(f"the loss is {loss}", epoch, batch, batches, stepped, history)
                         interrupts.held = True
@@ -1001,42 +1049,30 @@ class _CompiledModel:
                         if not np.isfinite(np.vdot(self._flat_grads, self._flat_grads)):
                             raise self._non_finite(_BAD_GRADIENTS, epoch, batch, batches, stepped, history)
                         self._apply_step()
-                        stepped = True
                         interrupts.release()
                         totals.merge(ranks.batch_totals)
                         if progress.due(batch):
                             progress.show(epoch, batch, self._metrics(totals), started)
                         continue
-                    if plain is not None:
-                        batch_labels = labels[rows]
-                        size = len(batch_labels)
-                        output = self._forward(data[rows])[0]
-                        counts = (None if correct is None else correct(output, batch_labels),)
-                        loss = loss_value(output, batch_labels)
-                        if not -np.inf < loss < np.inf:
-                            raise self._non_finite(f"the loss is {loss}", epoch, batch, batches, stepped, history)
-                        self._backward_to_step((loss_gradient(batch_labels),))
-                        values = (loss,)
-                    else:
-                        batch_targets = tuple(t[rows] for t in targets)
-                        batch_weight = None if weight is None else weight[rows]
-                        values, counts = self._fit_batch(tuple(a[rows] for a in inputs), batch_targets, batch_weight)
-                        size = len(batch_targets[0])
-                        loss = self._total(values)
-                        if not np.isfinite(loss):
-                            raise self._non_finite(f"the loss is {loss}", epoch, batch, batches, stepped, history)
-                    # One dot product (BLAS) of the gradients with themselves: NaN or inf if any gradient is, or if
-                    # their squared norm overflows. Such gradients are never applied, so no step makes a parameter
-                    # non-finite from them, and a later non-finite loss needs nothing undone.
-                    if not np.isfinite(np.vdot(flat_grads, flat_grads)):
+                    loss, values, counts, size = compute(rows)
+                    if not -np.inf < loss < np.inf:
+                        if clean is not None and not clean.finite():
+                            recover()  # an earlier step's gradients were not finite: stops at that step
+                        stepped = self.step_count > first_step
+                        raise self._non_finite(f"the loss is {loss}", epoch, batch, batches, stepped, history)
+                    if clean is None and not np.isfinite(np.vdot(flat_grads, flat_grads)):
+                        stepped = self.step_count > first_step
                         raise self._non_finite(_BAD_GRADIENTS, epoch, batch, batches, stepped, history)
                     interrupts.held = True
                     self._apply_step()
-                    stepped = True
                     interrupts.release()
+                    if clean is not None and clean.stepped(epoch, batch, rows) and not clean.keep():
+                        recover()
                     totals.add(size, loss, values, counts)
                     if progress.due(batch):
                         progress.show(epoch, batch, self._metrics(totals), started)
+                if clean is not None and not clean.keep():
+                    recover()  # no epoch ends on a state that is not finite
                 if ranks is not None and self.buffers:
                     # Running statistics (BatchNorm) saw only each rank's local batches: every rank takes their mean.
                     ranks.sum(self._flat_nontrainable)
@@ -1083,6 +1119,8 @@ class _CompiledModel:
                 err.history = history
             raise
         except KeyboardInterrupt:
+            if clean is not None and not clean.finite():
+                clean.restore()  # no stepping again after a Ctrl-C: the last state found finite
             progress.note(f"interrupted in epoch {epoch + 1}; kept the last completed step ({self.step_count})")
             return history
         finally:
@@ -1706,15 +1744,15 @@ class _CompiledModel:
         return ranks.batch_totals.loss / batch
 
     def _non_finite(self, problem, epoch, batch, batches, stepped, history):
-        """The error for a non-finite loss or gradient in fit(): the batch's step is not applied, and nothing is
-        undone (no step of fit() ever applied a non-finite gradient)."""
+        """The error for a non-finite loss or gradient in fit(): the batch's step is not applied (or, found later,
+        taken back with every step after it; see _CleanState)."""
         message = f"{problem} at epoch {epoch + 1}, batch {batch} of {batches}; training stopped without its step"
         if not stepped:
             message += ", before any step of this fit(), so the parameters are as fit() found them"
         else:
             message += (
                 f"; parameters and optimizer state are those after step {self.step_count}, the last completed "
-                "(fit() applies no gradient with a NaN or infinite value)"
+                "(fit() keeps no step made from a NaN or infinite gradient)"
             )
         error = FloatingPointError(f"{type(self).__name__}.fit: {message}")
         error.history = history
@@ -1757,6 +1795,56 @@ class _HeldInterrupts:
         if self.previous is not None:
             signal.signal(signal.SIGINT, self.previous)
             self.previous = None
+
+
+class _CleanState:
+    """fit()'s guarantee that no step leaves a NaN or infinite value in the model, without a pass over every
+    gradient before every step: a copy of the state (parameters, optimizer state, statistics, step count, generator)
+    taken whenever it is checked and found finite (when fit() starts, every EVERY steps and at the end of every
+    epoch), and the batches stepped since. fit() also checks the state at a non-finite loss; a check that finds a
+    NaN or an infinity puts the copy back and steps those batches again with each one's gradients checked (steps are
+    deterministic), stopping before the first whose gradients are not finite."""
+
+    EVERY = 64
+
+    def __init__(self, model):
+        self.model = model
+        extra = getattr(model, "_flat_nontrainable", None)
+        self.arrays = [model._flat_params, *model._flat_slots.values(), *([] if extra is None else [extra])]
+        self.copies = [np.empty_like(array) for array in self.arrays]
+        self.step_count = 0
+        self.generator = None
+        self.since = []  # (epoch, batch, rows) of the steps since the copy
+
+    def finite(self):
+        """Whether every array of the state is finite (a dot product each; an exact look only if it overflows)."""
+        return all(np.isfinite(np.vdot(a, a)) or np.isfinite(a).all() for a in self.arrays)
+
+    def keep(self):
+        """Copy the state if it is finite; returns whether it was."""
+        if not self.finite():
+            return False
+        for copy, array in zip(self.copies, self.arrays):
+            np.copyto(copy, array)
+        self.step_count = self.model.step_count
+        self.generator = self.model._rng.bit_generator.state if self.model._random else None
+        self.since = []
+        return True
+
+    def stepped(self, epoch, batch, rows):
+        """Record a step; returns whether the state is due for a check."""
+        self.since.append((epoch, batch, rows))
+        return len(self.since) >= self.EVERY
+
+    def restore(self):
+        """Put the copy back; returns the steps recorded since it (forgotten here)."""
+        for copy, array in zip(self.copies, self.arrays):
+            np.copyto(array, copy)
+        self.model.step_count = self.step_count
+        if self.generator is not None:
+            self.model._rng.bit_generator.state = self.generator
+        since, self.since = self.since, []
+        return since
 
 
 class _Gradients(collections.abc.Mapping):
