@@ -6,6 +6,7 @@ Rendering only: every name, shape and decision arrives ready-made from `nncompil
 from __future__ import annotations
 
 import os
+import re
 from functools import lru_cache
 
 import jinja2
@@ -71,6 +72,7 @@ def render(models: list[ModelView], filename: str, dtype: str) -> str:
 
 
 LINE_LENGTH = 120
+_NAMES = re.compile(r" *\w+(, \w+)+")
 _CLOSING = {")": "(", "]": "["}
 
 
@@ -118,7 +120,15 @@ def _top_level_parts(text: str) -> list[str]:
 def wrap_line(line: str) -> list[str]:
     """A too-long statement split the way the formatter splits it: at the brackets that close the line, their
     contents on one indented line if they fit, else one item per line with a trailing comma."""
-    if len(line) <= LINE_LENGTH or line.lstrip().startswith("#") or not line.endswith((")", "]")):
+    if len(line) <= LINE_LENGTH or line.lstrip().startswith("#"):
+        return [line]
+    targets, equals, value = line.partition(" = ")
+    if equals and "," in targets and _NAMES.fullmatch(targets):
+        # Unpacking into many names: the names in brackets, one per line.
+        indent = " " * (len(line) - len(line.lstrip()))
+        names = [indent + "    " + name.strip() + "," for name in targets.split(",")]
+        return [indent + "(", *names, f"{indent}) = {value}"]
+    if not line.endswith((")", "]")):
         return [line]
     opener = _final_bracket(line)
     if opener is None or opener + 1 > LINE_LENGTH:

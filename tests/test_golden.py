@@ -84,6 +84,8 @@ EDGE_MODELS = {
     "conv_without_bias_adam": "model D { input [8, 1] Conv1D(2, 3) loss MSE optimizer Adam }",
     "softmax_bce": "model E { input [4] Linear(2) Softmax loss BCE }",
     "pool_then_cross_entropy": "model F { input [6, 2] AvgPool1D(2) Flatten loss CrossEntropy }",
+    # backward unpacks more saved values than fit on one line
+    "many_saved_values": "model G { input [4] " + "Linear(4) ReLU " * 12 + "loss MSE }",
 }
 
 
