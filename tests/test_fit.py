@@ -475,15 +475,24 @@ def test_a_step_from_a_nan_or_inf_gradient_is_never_kept(data, monkeypatch, bad,
     assert len(error.value.history["loss"]) == epoch
 
 
-def test_a_bad_step_long_after_the_last_check_is_found_and_the_steps_before_it_kept(monkeypatch):
-    """More steps than _CleanState.EVERY in an epoch, a bad gradient between two checks that no loss shows (a ReLU
-    hides the -inf it puts in a weight: every later loss stays finite): the check after it finds it."""
+@pytest.mark.parametrize("check_every, copy_every", [(None, None), (8, 32)])  # None: the generated defaults
+def test_a_bad_step_long_after_the_last_check_is_found_and_the_steps_before_it_kept(
+    monkeypatch, check_every, copy_every
+):
+    """Many steps in an epoch, a bad gradient between two checks that no loss shows (a ReLU hides the -inf it puts
+    in a weight: every later loss stays finite): the next check finds it, and the steps before it are kept, whether
+    the copy fit() goes back to was taken when it started or since (copy_every)."""
     source = "model Net {\n input [4]\n fc1 = Linear(16)\n ReLU\n fc2 = Linear(3)\n loss CrossEntropy\n optimizer SGD(lr=0.1)\n}\n"
     rng = np.random.default_rng(2)
     x, y = np.abs(rng.standard_normal((400, 4))) + 0.1, rng.integers(0, 3, 400)  # positive inputs
     net, reference = build(source), build(source)
-    every = type(net).__init__.__globals__["_CleanState"].EVERY  # the generated module's
-    at_step = every + 5
+    clean_state = type(net).__init__.__globals__["_CleanState"]  # the generated module's
+    if check_every:
+        monkeypatch.setattr(clean_state, "CHECK_EVERY", check_every)
+        monkeypatch.setattr(clean_state, "COPY_EVERY", copy_every)
+    at_step = clean_state.CHECK_EVERY + clean_state.CHECK_EVERY // 2 + 5  # after one check, before the next
+    if check_every:
+        at_step += copy_every  # and after a copy
     real_backward = net._backward
 
     def backward(douts, keep):
