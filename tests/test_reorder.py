@@ -152,3 +152,15 @@ def test_pool_ordered_convolutions_match_pytorch(layers, shape, ordered, rng):
 def test_convolutions_keep_their_order_for_other_readers(layers):
     source = f"model Net {{\n input x [10, 9, 2]\n {layers}\n Flatten\n Linear(3)\n loss CrossEntropy\n}}\n"
     assert pool_ordered(source) == []
+
+
+def test_a_pool_that_is_an_output_keeps_its_name_and_gives_the_relus_values():
+    moved_model = build("model A { input [6, 6, 2] Conv2D(3, 3) ReLU GlobalMaxPool loss MSE }", seed=1)
+    by_hand = build("model B { input [6, 6, 2] Conv2D(3, 3) GlobalMaxPool ReLU loss MSE }", seed=1)
+    assert moved_model.output_shapes == {"globalmaxpool_1": (3,)}
+    rng = np.random.default_rng(0)
+    x, t = rng.standard_normal((5, 6, 6, 2)), rng.standard_normal((5, 3))
+    np.testing.assert_array_equal(moved_model.predict(x), by_hand.predict(x))
+    assert [moved_model.train_step(x, t) for _ in range(3)] == [by_hand.train_step(x, t) for _ in range(3)]
+    for name in moved_model.params:
+        np.testing.assert_array_equal(moved_model.params[name], by_hand.params[name])
