@@ -918,11 +918,11 @@ class _CompiledModel:
         optimizer state, statistics) every 64 steps, at the end of every epoch and at a non-finite loss, keeping a
         copy of the last state found finite; a check that finds a NaN or an infinity puts that copy back and takes
         the batches since again, each one's gradients checked (with one dot product, so a gradient whose sum of
-        squares overflows counts as infinite; with plain SGD, lr · g), and stops before the first bad one. Ctrl-C (KeyboardInterrupt) stops training too; fit then keeps the state after the last completed
-        step (or, should a check now find a NaN or an infinity in it, the last state found finite) and returns the
-        history so far. A Ctrl-C that arrives while a step is applied is held until that step is
-        complete (fit() handles SIGINT while it runs, in the main thread, and puts the handler back), so a step is
-        never left half-applied.
+        squares overflows counts as infinite; with plain SGD, lr · g), and stops before the first bad one.
+        Ctrl-C (KeyboardInterrupt) stops training too; fit then keeps the state after the last completed step (or,
+        should a check now find a NaN or an infinity in it, the last state found finite) and returns the history so
+        far. A Ctrl-C that arrives while a step is applied is held until that step is complete (fit() handles SIGINT
+        while it runs, in the main thread, and puts the handler back), so a step is never left half-applied.
         Afterwards there is no forward pass for backward() to use: call loss() first.
 
         comm: an MPI communicator (mpi4py's MPI.COMM_WORLD, or any object with Get_rank, Get_size, Bcast and
@@ -1001,6 +1001,10 @@ class _CompiledModel:
             values, counts = self._fit_batch(tuple(a[rows] for a in inputs), batch_targets, batch_weight)
             return self._total(values), values, counts, len(batch_targets[0])
 
+        def stop(problem, at_epoch, at_batch):
+            """The FloatingPointError that stops fit() at that batch, the state being that after the last step."""
+            return self._non_finite(problem, at_epoch, at_batch, batches, self.step_count > first_step, history)
+
         def recover():
             """The state is not finite: put the last clean one back and step its batches again, each gradient
             checked; raises FloatingPointError at the first batch whose gradients are not finite."""
@@ -1008,11 +1012,9 @@ class _CompiledModel:
             for again_epoch, again_batch, again_rows in stepped_again:
                 loss = compute(again_rows)[0]
                 if not -np.inf < loss < np.inf:
-                    stepped = self.step_count > first_step
-                    raise self._non_finite(f"the loss is {loss}", again_epoch, again_batch, batches, stepped, history)
+                    raise stop(f"the loss is {loss}", again_epoch, again_batch)
                 if not np.isfinite(np.vdot(flat_grads, flat_grads)):
-                    stepped = self.step_count > first_step
-                    raise self._non_finite(_BAD_GRADIENTS, again_epoch, again_batch, batches, stepped, history)
+                    raise stop(_BAD_GRADIENTS, again_epoch, again_batch)
                 self._apply_step()
             clean.restore()
             error = FloatingPointError(
@@ -1046,14 +1048,13 @@ class _CompiledModel:
                         # This rank's share of the batch; the batch's loss and counts, and the error flags of all
                         # ranks, come back from one small Allreduce.
                         loss = self._fit_shard(ranks, rows, min(batch_size, samples - start), inputs, targets, weight)
-                        stepped = self.step_count > first_step
                         if not np.isfinite(loss):
-                            raise self._non_finite(f"the loss is {loss}", epoch, batch, batches, stepped, history)
+                            raise stop(f"the loss is {loss}", epoch, batch)
                         interrupts.held = True
                         ranks.sum(self._flat_grads)
                         # Every rank holds the same summed gradients, so every rank decides alike.
                         if not np.isfinite(np.vdot(self._flat_grads, self._flat_grads)):
-                            raise self._non_finite(_BAD_GRADIENTS, epoch, batch, batches, stepped, history)
+                            raise stop(_BAD_GRADIENTS, epoch, batch)
                         self._apply_step()
                         interrupts.release()
                         totals.merge(ranks.batch_totals)
@@ -1064,11 +1065,9 @@ class _CompiledModel:
                     if not -np.inf < loss < np.inf:
                         if clean is not None and not clean.finite():
                             recover()  # an earlier step's gradients were not finite: stops at that step
-                        stepped = self.step_count > first_step
-                        raise self._non_finite(f"the loss is {loss}", epoch, batch, batches, stepped, history)
+                        raise stop(f"the loss is {loss}", epoch, batch)
                     if clean is None and not np.isfinite(np.vdot(flat_grads, flat_grads)):
-                        stepped = self.step_count > first_step
-                        raise self._non_finite(_BAD_GRADIENTS, epoch, batch, batches, stepped, history)
+                        raise stop(_BAD_GRADIENTS, epoch, batch)
                     interrupts.held = True
                     self._apply_step()
                     interrupts.release()
