@@ -438,19 +438,28 @@ def test_a_non_finite_loss_stops_fit_without_its_step_and_keeps_the_last_complet
     assert capsys.readouterr().out.count("\n") == 1  # the completed epoch's line
 
 
-def planted_gradient(monkeypatch, net, bad, at_step):
+def planted_gradient(monkeypatch, net, bad, at_step, hidden=False):
     """Make the gradients of the step that would be number at_step + 1 bad (as a real step would be: again when
-    the same step is taken again from the same state)."""
+    the same step is taken again from the same state): fc1.weight[0, 0] = bad, or with hidden, -inf in a column of
+    fc1.weight after the step (and no other change), a hidden unit that ReLU turns to 0 for positive inputs, so
+    that no later loss shows it."""
     real_backward = net._backward
 
     def backward(douts, keep):
         result = real_backward(douts, keep)
         if net.step_count == at_step:
-            grad = net.grads["fc1.weight"]
-            grad[0, 0] = bad
+            if hidden:
+                net._flat_grads[:] = 0
+                net.grads["fc1.weight"][:, 0] = np.inf
+            else:
+                net.grads["fc1.weight"][0, 0] = bad
         return result
 
     monkeypatch.setattr(net, "_backward", backward)
+
+
+# Plain SGD after a ReLU: a bad step planted with hidden=True shows in no later loss.
+RELU_NET = "model Net {\n input [4]\n fc1 = Linear(16)\n ReLU\n fc2 = Linear(3)\n loss CrossEntropy\n optimizer SGD(lr=0.1)\n}\n"
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
@@ -482,10 +491,9 @@ def test_a_bad_step_long_after_the_last_check_is_found_and_the_steps_before_it_k
     """Many steps in an epoch, a bad gradient between two checks that no loss shows (a ReLU hides the -inf it puts
     in a weight: every later loss stays finite): the next check finds it, and the steps before it are kept, whether
     the copy fit() goes back to was taken when it started or since (copy_every)."""
-    source = "model Net {\n input [4]\n fc1 = Linear(16)\n ReLU\n fc2 = Linear(3)\n loss CrossEntropy\n optimizer SGD(lr=0.1)\n}\n"
     rng = np.random.default_rng(2)
     x, y = np.abs(rng.standard_normal((400, 4))) + 0.1, rng.integers(0, 3, 400)  # positive inputs
-    net, reference = build(source), build(source)
+    net, reference = build(RELU_NET), build(RELU_NET)
     clean_state = type(net).__init__.__globals__["_CleanState"]  # the generated module's
     if check_every:
         monkeypatch.setattr(clean_state, "CHECK_EVERY", check_every)
@@ -493,16 +501,7 @@ def test_a_bad_step_long_after_the_last_check_is_found_and_the_steps_before_it_k
     at_step = clean_state.CHECK_EVERY + clean_state.CHECK_EVERY // 2 + 5  # after one check, before the next
     if check_every:
         at_step += copy_every  # and after a copy
-    real_backward = net._backward
-
-    def backward(douts, keep):
-        result = real_backward(douts, keep)
-        if net.step_count == at_step:
-            net._flat_grads[:] = 0
-            net.grads["fc1.weight"][:, 0] = np.inf  # hidden unit 0 goes to -inf, which ReLU turns into 0
-        return result
-
-    monkeypatch.setattr(net, "_backward", backward)
+    planted_gradient(monkeypatch, net, np.inf, at_step, hidden=True)
     with np.errstate(all="ignore"), pytest.raises(FloatingPointError, match="the gradients have a NaN or infinite"):
         net.fit(x, y, epochs=1, batch_size=2, seed=0, verbose=False)
     order = np.random.default_rng([0, 0]).permutation(400)
@@ -514,27 +513,19 @@ def test_a_bad_step_long_after_the_last_check_is_found_and_the_steps_before_it_k
 
 
 def test_ctrl_c_after_a_hidden_bad_step_keeps_the_last_state_found_finite(monkeypatch, capsys):
-    source = "model Net {\n input [4]\n fc1 = Linear(16)\n ReLU\n fc2 = Linear(3)\n loss CrossEntropy\n optimizer SGD(lr=0.1)\n}\n"
     rng = np.random.default_rng(3)
-    x, y = np.abs(rng.standard_normal((40, 4))) + 0.1, rng.integers(0, 3, 40)
-    net = build(source)
+    x, y = np.abs(rng.standard_normal((40, 4))) + 0.1, rng.integers(0, 3, 40)  # positive inputs
+    net = build(RELU_NET)
     net.fit(x, y, epochs=1, batch_size=4, seed=0, verbose=False)  # 10 clean steps: the state fit() starts from
     start = state(net)
-    real_backward, real_forward = net._backward, net._forward
-
-    def backward(douts, keep):
-        result = real_backward(douts, keep)
-        if net.step_count == 12:
-            net._flat_grads[:] = 0
-            net.grads["fc1.weight"][:, 0] = np.inf  # a -inf weight that ReLU hides from every later loss
-        return result
+    planted_gradient(monkeypatch, net, np.inf, 12, hidden=True)
+    real_forward = net._forward
 
     def forward(batch):
         if net.step_count == 15:
             raise KeyboardInterrupt
         return real_forward(batch)
 
-    monkeypatch.setattr(net, "_backward", backward)
     monkeypatch.setattr(net, "_forward", forward)
     with np.errstate(all="ignore"):
         net.fit(x, y, epochs=1, batch_size=4, seed=1, verbose=True)
