@@ -61,11 +61,12 @@ class CrossEntropy(Loss):
     @classmethod
     def buffers(cls, shape, args):
         return [
+            Buffer("logits", shape),
             Buffer("exps", shape),
             Buffer("shifted", shape),
             Buffer("ones", shape, fill=1),
-            Buffer("row_max", (1,)),
-            Buffer("row_sums", (1,)),
+            Buffer("sample_max", (1,)),
+            Buffer("sums", (1,)),
             Buffer("scale", (1,)),
         ]
 

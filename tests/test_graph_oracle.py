@@ -435,6 +435,20 @@ model InputSkipConcat {
 }
 """
 
+# CrossEntropy on an activation that also feeds a layer: the loss's gradient (the transpose of its class-major
+# array) goes through an elementwise backward, scaled, and the other reader's gradient is added to it.
+LOSS_ON_SHARED_ACTIVATION = """
+model LossOnSharedActivation {
+    input x [4]
+    scores = x -> Linear(5) -> TanH
+    extra = scores -> Linear(2)
+    output (scores, extra)
+    loss scores -> 0.5 * CrossEntropy
+    loss extra -> MSE
+    optimizer OPTIMIZER
+}
+"""
+
 PATTERNS = {
     "residual": RESIDUAL,
     "concat_branches": CONCAT_BRANCHES,
@@ -448,6 +462,7 @@ PATTERNS = {
     "concat_axis0": CONCAT_AXIS0,
     "two_inputs_linear_merge": TWO_INPUTS_LINEAR_MERGE,
     "input_skip_concat": INPUT_SKIP_CONCAT,
+    "loss_on_shared_activation": LOSS_ON_SHARED_ACTIVATION,
 }
 
 OPTIMIZERS = {
@@ -502,6 +517,8 @@ def test_patterns_have_the_intended_graph_shape():
     assert [merge[name]["inputs"] for name in ("ha", "hb", "merged")] == [["a"], ["b"], ["ha", "hb"]]
     config = _pattern("output_feeds_layer").get_config()
     assert config["output_layers"] == {"feat": "tanh_1", "head": "head", "aux": "aux"}
+    shared = layers("loss_on_shared_activation")
+    assert shared["tanh_1"]["type"] == "TanH" and shared["extra"]["inputs"] == ["tanh_1"]
 
 
 def test_inputs_as_tuple_in_declaration_order(rng):

@@ -2244,11 +2244,12 @@ class ResidualMLP(_CompiledModel):
         ("logits.dx", (64,), DTYPE, 0),
         ("logits.x1", (65,), DTYPE, 1),
         ("loss.logits.dz", (10,), DTYPE, 0),
+        ("loss.logits.logits", (10,), DTYPE, 0),
         ("loss.logits.exps", (10,), DTYPE, 0),
         ("loss.logits.shifted", (10,), DTYPE, 0),
         ("loss.logits.ones", (10,), DTYPE, 1),
-        ("loss.logits.row_max", (1,), DTYPE, 0),
-        ("loss.logits.row_sums", (1,), DTYPE, 0),
+        ("loss.logits.sample_max", (1,), DTYPE, 0),
+        ("loss.logits.sums", (1,), DTYPE, 0),
         ("loss.logits.scale", (1,), DTYPE, 0),
     )
 
@@ -3090,67 +3091,76 @@ class ResidualMLP(_CompiledModel):
     def _loss_value_logits(self, logits_y, target):
         ws = self._ws
         batch = logits_y.shape[0]
-        # Subtract each row's maximum before exponentiating, so exp never overflows.
-        row_max = np.maximum.reduce(logits_y, axis=1, keepdims=True, out=ws["loss.logits.row_max"])
-        shifted = np.subtract(logits_y, row_max, out=ws["loss.logits.shifted"])
-        exps = np.exp(shifted, out=ws["loss.logits.exps"])
-        # Row sums as exps · 1 (a matrix-vector product is faster than a reduction here); softmax = exps / row_sums.
-        row_sums = np.matmul(exps, ws["loss.logits.ones"][0], out=ws["loss.logits.row_sums"][:, 0])
-        # log softmax(z)_bc = shifted_bc - log(row_sum_b)
-        log_row_sums = np.log(row_sums)
+        # The logits as classes × batch, so each sample's max and sum below run across the whole batch at once.
+        logits = ws["loss.logits.logits"].reshape(10, batch)
+        np.copyto(logits, logits_y.T)
+        # Subtract each sample's maximum before exponentiating, so exp never overflows.
+        sample_max = np.maximum.reduce(logits, axis=0, out=ws["loss.logits.sample_max"].reshape(batch))
+        shifted = np.subtract(logits, sample_max, out=ws["loss.logits.shifted"].reshape(10, batch))
+        exps = np.exp(shifted, out=ws["loss.logits.exps"].reshape(10, batch))
+        # Each sample's sum as 1ᵀ · exps (a matrix-vector product is faster than a reduction); softmax = exps / sums.
+        sums = np.matmul(ws["loss.logits.ones"][0], exps, out=ws["loss.logits.sums"].reshape(batch))
+        # log softmax(z)_cb = shifted_cb - log(sums_b)
+        log_sums = np.log(sums)
         if target.ndim == 1:
-            # Flat positions of each row's true-class entry, kept for the gradient: b·classes + target[b].
-            label_index = ws["loss.logits.label_index"] = np.arange(0, batch * 10, 10) + target
-            total = log_row_sums.sum() - shifted.take(label_index).sum()
+            # Flat positions of each sample's true-class entry in the class-major arrays, kept for the gradient:
+            # target[b]·batch + b.
+            label_index = ws["loss.logits.label_index"] = np.arange(batch) + target * batch
+            total = log_sums.sum() - shifted.take(label_index).sum()
             return float(total / batch)
-        # Σ_b (Σ_c t_bc)·log_row_sums_b - Σ_bc t_bc·shifted_bc
+        # Σ_b (Σ_c t_bc)·log_sums_b - Σ_bc t_bc·shifted_cb  (target.T lines up with the class-major shifted)
         row_totals = target.sum(axis=1)
-        return float((np.vdot(row_totals, log_row_sums) - np.vdot(target, shifted)) / batch)
+        return float((np.vdot(row_totals, log_sums) - np.vdot(target.T, shifted)) / batch)
 
     def _weighted_loss_value_logits(self, logits_y, target, weight):
         # mean(wᵢ·lᵢ): the unweighted code with each sample's terms times its weight (shaped to broadcast), before
         # the same sums, so weights of 1 give the unweighted value exactly.
         ws = self._ws
         batch = logits_y.shape[0]
-        # Subtract each row's maximum before exponentiating, so exp never overflows.
-        row_max = np.maximum.reduce(logits_y, axis=1, keepdims=True, out=ws["loss.logits.row_max"])
-        shifted = np.subtract(logits_y, row_max, out=ws["loss.logits.shifted"])
-        exps = np.exp(shifted, out=ws["loss.logits.exps"])
-        # Row sums as exps · 1 (a matrix-vector product is faster than a reduction here); softmax = exps / row_sums.
-        row_sums = np.matmul(exps, ws["loss.logits.ones"][0], out=ws["loss.logits.row_sums"][:, 0])
-        # log softmax(z)_bc = shifted_bc - log(row_sum_b)
-        log_row_sums = np.log(row_sums)
+        # The logits as classes × batch, so each sample's max and sum below run across the whole batch at once.
+        logits = ws["loss.logits.logits"].reshape(10, batch)
+        np.copyto(logits, logits_y.T)
+        # Subtract each sample's maximum before exponentiating, so exp never overflows.
+        sample_max = np.maximum.reduce(logits, axis=0, out=ws["loss.logits.sample_max"].reshape(batch))
+        shifted = np.subtract(logits, sample_max, out=ws["loss.logits.shifted"].reshape(10, batch))
+        exps = np.exp(shifted, out=ws["loss.logits.exps"].reshape(10, batch))
+        # Each sample's sum as 1ᵀ · exps (a matrix-vector product is faster than a reduction); softmax = exps / sums.
+        sums = np.matmul(ws["loss.logits.ones"][0], exps, out=ws["loss.logits.sums"].reshape(batch))
+        # log softmax(z)_cb = shifted_cb - log(sums_b)
+        log_sums = np.log(sums)
         w = weight.reshape(-1)
         if target.ndim == 1:
-            # Flat positions of each row's true-class entry, kept for the gradient: b·classes + target[b].
-            label_index = ws["loss.logits.label_index"] = np.arange(0, batch * 10, 10) + target
+            # Flat positions of each sample's true-class entry in the class-major arrays, kept for the gradient:
+            # target[b]·batch + b.
+            label_index = ws["loss.logits.label_index"] = np.arange(batch) + target * batch
             true_class = shifted.take(label_index) * w
-            total = (log_row_sums * w).sum() - true_class.sum()
+            total = (log_sums * w).sum() - true_class.sum()
             return float(total / batch)
-        # Σ_b (Σ_c t_bc)·log_row_sums_b - Σ_bc t_bc·shifted_bc
+        # Σ_b (Σ_c t_bc)·log_sums_b - Σ_bc t_bc·shifted_cb  (target.T lines up with the class-major shifted)
         row_totals = target.sum(axis=1)
         row_totals = row_totals * w
         target = target * weight
-        return float((np.vdot(row_totals, log_row_sums) - np.vdot(target, shifted)) / batch)
+        return float((np.vdot(row_totals, log_sums) - np.vdot(target.T, shifted)) / batch)
 
     def _loss_gradient_logits(self, target):
         ws = self._ws
         batch = target.shape[0]
-        # dz = (softmax(z) - t) / batch = exps / (batch · row_sums) - t / batch
-        scale = np.multiply(ws["loss.logits.row_sums"], batch, out=ws["loss.logits.scale"])
-        dz = np.divide(ws["loss.logits.exps"], scale, out=ws["loss.logits.dz"])
+        # dz = (softmax(z) - t) / batch = exps / (batch · sums) - t / batch, computed class-major
+        scale = np.multiply(ws["loss.logits.sums"].reshape(batch), batch, out=ws["loss.logits.scale"].reshape(batch))
+        dz = np.divide(ws["loss.logits.exps"].reshape(10, batch), scale, out=ws["loss.logits.dz"].reshape(10, batch))
         if target.ndim == 1:
             # At the true class softmax - 1 = -(the other classes' softmax, summed): the sum keeps full precision where
             # softmax - 1 would cancel (a confident prediction: float32 keeps only a few digits of a 1e-5 gradient).
             label_index = ws["loss.logits.label_index"]
             flat = dz.reshape(-1)
             flat[label_index] = 0
-            # The other classes' sums as a matrix-vector product, as for row_sums.
-            others = np.matmul(dz, ws["loss.logits.ones"][0], out=ws["loss.logits.scale"][:, 0])
+            # The other classes' sums as a matrix-vector product, as for sums.
+            others = np.matmul(ws["loss.logits.ones"][0], dz, out=scale)
             flat[label_index] = np.negative(others, out=others)
         else:
-            dz -= target * (1 / batch)
-        return dz
+            dz -= target.T * (1 / batch)
+        # batch × classes, as a view: the layer that made the logits reads it in place.
+        return dz.T
 
     def _correct_logits(self, z, target):
         """Accuracy counts for a batch: how many predicted classes equal the true ones, of how many."""

@@ -2197,11 +2197,12 @@ class WarmCosine(_CompiledModel):
         ("linear_2.dx", (16,), DTYPE, 0),
         ("linear_2.x1", (17,), DTYPE, 1),
         ("loss.linear_2.dz", (4,), DTYPE, 0),
+        ("loss.linear_2.logits", (4,), DTYPE, 0),
         ("loss.linear_2.exps", (4,), DTYPE, 0),
         ("loss.linear_2.shifted", (4,), DTYPE, 0),
         ("loss.linear_2.ones", (4,), DTYPE, 1),
-        ("loss.linear_2.row_max", (1,), DTYPE, 0),
-        ("loss.linear_2.row_sums", (1,), DTYPE, 0),
+        ("loss.linear_2.sample_max", (1,), DTYPE, 0),
+        ("loss.linear_2.sums", (1,), DTYPE, 0),
         ("loss.linear_2.scale", (1,), DTYPE, 0),
     )
 
@@ -2568,82 +2569,93 @@ class WarmCosine(_CompiledModel):
     def _loss_value_linear_2(self, linear_2_y, target):
         ws = self._ws
         batch = linear_2_y.shape[0]
-        # Subtract each row's maximum before exponentiating, so exp never overflows.
-        row_max = np.maximum.reduce(linear_2_y, axis=1, keepdims=True, out=ws["loss.linear_2.row_max"])
-        shifted = np.subtract(linear_2_y, row_max, out=ws["loss.linear_2.shifted"])
-        exps = np.exp(shifted, out=ws["loss.linear_2.exps"])
-        # Row sums as exps · 1 (a matrix-vector product is faster than a reduction here); softmax = exps / row_sums.
-        row_sums = np.matmul(exps, ws["loss.linear_2.ones"][0], out=ws["loss.linear_2.row_sums"][:, 0])
-        # log softmax(z)_bc = shifted_bc - log(row_sum_b)
-        log_row_sums = np.log(row_sums)
-        # Label smoothing: Σ_c t'_bc·shifted_bc adds ε/C · Σ_c shifted_bc, the same for labels and probabilities.
-        smoothed = shifted.sum(axis=1)
+        # The logits as classes × batch, so each sample's max and sum below run across the whole batch at once.
+        logits = ws["loss.linear_2.logits"].reshape(4, batch)
+        np.copyto(logits, linear_2_y.T)
+        # Subtract each sample's maximum before exponentiating, so exp never overflows.
+        sample_max = np.maximum.reduce(logits, axis=0, out=ws["loss.linear_2.sample_max"].reshape(batch))
+        shifted = np.subtract(logits, sample_max, out=ws["loss.linear_2.shifted"].reshape(4, batch))
+        exps = np.exp(shifted, out=ws["loss.linear_2.exps"].reshape(4, batch))
+        # Each sample's sum as 1ᵀ · exps (a matrix-vector product is faster than a reduction); softmax = exps / sums.
+        sums = np.matmul(ws["loss.linear_2.ones"][0], exps, out=ws["loss.linear_2.sums"].reshape(batch))
+        # log softmax(z)_cb = shifted_cb - log(sums_b)
+        log_sums = np.log(sums)
+        # Label smoothing: Σ_c t'_cb·shifted_cb adds ε/C · Σ_c shifted_cb, the same for labels and probabilities.
+        smoothed = shifted.sum(axis=0)
         smoothing = 0.025 * smoothed.sum()
         if target.ndim == 1:
-            # Flat positions of each row's true-class entry, kept for the gradient: b·classes + target[b].
-            label_index = ws["loss.linear_2.label_index"] = np.arange(0, batch * 4, 4) + target
-            total = log_row_sums.sum() - 0.9 * shifted.take(label_index).sum()
+            # Flat positions of each sample's true-class entry in the class-major arrays, kept for the gradient:
+            # target[b]·batch + b.
+            label_index = ws["loss.linear_2.label_index"] = np.arange(batch) + target * batch
+            total = log_sums.sum() - 0.9 * shifted.take(label_index).sum()
             total -= smoothing
             return float(total / batch)
-        # Σ_b (Σ_c t_bc)·log_row_sums_b - Σ_bc t_bc·shifted_bc
+        # Σ_b (Σ_c t_bc)·log_sums_b - Σ_bc t_bc·shifted_cb  (target.T lines up with the class-major shifted)
         row_totals = target.sum(axis=1)
         row_totals = row_totals * 0.9 + 0.1
-        return float((np.vdot(row_totals, log_row_sums) - 0.9 * np.vdot(target, shifted) - smoothing) / batch)
+        return float((np.vdot(row_totals, log_sums) - 0.9 * np.vdot(target.T, shifted) - smoothing) / batch)
 
     def _weighted_loss_value_linear_2(self, linear_2_y, target, weight):
         # mean(wᵢ·lᵢ): the unweighted code with each sample's terms times its weight (shaped to broadcast), before
         # the same sums, so weights of 1 give the unweighted value exactly.
         ws = self._ws
         batch = linear_2_y.shape[0]
-        # Subtract each row's maximum before exponentiating, so exp never overflows.
-        row_max = np.maximum.reduce(linear_2_y, axis=1, keepdims=True, out=ws["loss.linear_2.row_max"])
-        shifted = np.subtract(linear_2_y, row_max, out=ws["loss.linear_2.shifted"])
-        exps = np.exp(shifted, out=ws["loss.linear_2.exps"])
-        # Row sums as exps · 1 (a matrix-vector product is faster than a reduction here); softmax = exps / row_sums.
-        row_sums = np.matmul(exps, ws["loss.linear_2.ones"][0], out=ws["loss.linear_2.row_sums"][:, 0])
-        # log softmax(z)_bc = shifted_bc - log(row_sum_b)
-        log_row_sums = np.log(row_sums)
+        # The logits as classes × batch, so each sample's max and sum below run across the whole batch at once.
+        logits = ws["loss.linear_2.logits"].reshape(4, batch)
+        np.copyto(logits, linear_2_y.T)
+        # Subtract each sample's maximum before exponentiating, so exp never overflows.
+        sample_max = np.maximum.reduce(logits, axis=0, out=ws["loss.linear_2.sample_max"].reshape(batch))
+        shifted = np.subtract(logits, sample_max, out=ws["loss.linear_2.shifted"].reshape(4, batch))
+        exps = np.exp(shifted, out=ws["loss.linear_2.exps"].reshape(4, batch))
+        # Each sample's sum as 1ᵀ · exps (a matrix-vector product is faster than a reduction); softmax = exps / sums.
+        sums = np.matmul(ws["loss.linear_2.ones"][0], exps, out=ws["loss.linear_2.sums"].reshape(batch))
+        # log softmax(z)_cb = shifted_cb - log(sums_b)
+        log_sums = np.log(sums)
         w = weight.reshape(-1)
-        # Label smoothing: Σ_c t'_bc·shifted_bc adds ε/C · Σ_c shifted_bc, the same for labels and probabilities.
-        smoothed = shifted.sum(axis=1) * w
+        # Label smoothing: Σ_c t'_cb·shifted_cb adds ε/C · Σ_c shifted_cb, the same for labels and probabilities.
+        smoothed = shifted.sum(axis=0) * w
         smoothing = 0.025 * smoothed.sum()
         if target.ndim == 1:
-            # Flat positions of each row's true-class entry, kept for the gradient: b·classes + target[b].
-            label_index = ws["loss.linear_2.label_index"] = np.arange(0, batch * 4, 4) + target
+            # Flat positions of each sample's true-class entry in the class-major arrays, kept for the gradient:
+            # target[b]·batch + b.
+            label_index = ws["loss.linear_2.label_index"] = np.arange(batch) + target * batch
             true_class = shifted.take(label_index) * w
-            total = (log_row_sums * w).sum() - 0.9 * true_class.sum()
+            total = (log_sums * w).sum() - 0.9 * true_class.sum()
             total -= smoothing
             return float(total / batch)
-        # Σ_b (Σ_c t_bc)·log_row_sums_b - Σ_bc t_bc·shifted_bc
+        # Σ_b (Σ_c t_bc)·log_sums_b - Σ_bc t_bc·shifted_cb  (target.T lines up with the class-major shifted)
         row_totals = target.sum(axis=1)
         row_totals = row_totals * 0.9 + 0.1
         row_totals = row_totals * w
         target = target * weight
-        return float((np.vdot(row_totals, log_row_sums) - 0.9 * np.vdot(target, shifted) - smoothing) / batch)
+        return float((np.vdot(row_totals, log_sums) - 0.9 * np.vdot(target.T, shifted) - smoothing) / batch)
 
     def _loss_gradient_linear_2(self, target):
         ws = self._ws
         batch = target.shape[0]
-        # dz = (softmax(z) - t) / batch = exps / (batch · row_sums) - t / batch
-        scale = np.multiply(ws["loss.linear_2.row_sums"], batch, out=ws["loss.linear_2.scale"])
-        dz = np.divide(ws["loss.linear_2.exps"], scale, out=ws["loss.linear_2.dz"])
+        # dz = (softmax(z) - t) / batch = exps / (batch · sums) - t / batch, computed class-major
+        scale = np.multiply(
+            ws["loss.linear_2.sums"].reshape(batch), batch, out=ws["loss.linear_2.scale"].reshape(batch)
+        )
+        dz = np.divide(ws["loss.linear_2.exps"].reshape(4, batch), scale, out=ws["loss.linear_2.dz"].reshape(4, batch))
         if target.ndim == 1:
             # At the true class softmax - 1 = -(the other classes' softmax, summed): the sum keeps full precision where
             # softmax - 1 would cancel (a confident prediction: float32 keeps only a few digits of a 1e-5 gradient).
             label_index = ws["loss.linear_2.label_index"]
             flat = dz.reshape(-1)
             flat[label_index] = 0
-            # The other classes' sums as a matrix-vector product, as for row_sums.
-            others = np.matmul(dz, ws["loss.linear_2.ones"][0], out=ws["loss.linear_2.scale"][:, 0])
+            # The other classes' sums as a matrix-vector product, as for sums.
+            others = np.matmul(ws["loss.linear_2.ones"][0], dz, out=scale)
             flat[label_index] = np.negative(others, out=others)
             # Label smoothing: t' = (1 - ε)·t + ε/C, so dz gains ε·(t - 1/C) / batch
             dz -= 0.025 / batch
             flat[label_index] += 0.1 / batch
         else:
             # t' = (1 - ε)·t + ε/C (label smoothing)
-            dz -= target * (0.9 / batch)
+            dz -= target.T * (0.9 / batch)
             dz -= 0.025 / batch
-        return dz
+        # batch × classes, as a view: the layer that made the logits reads it in place.
+        return dz.T
 
     def _correct_linear_2(self, z, target):
         """Accuracy counts for a batch: how many predicted classes equal the true ones, of how many."""
