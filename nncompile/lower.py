@@ -517,23 +517,35 @@ def _may_overwrite(value: str, model: Model, consumers: dict, outputs: set) -> b
 
 
 def _pool_ordered_convolutions(views, by_name, consumers, outputs) -> None:
-    """A Conv2D read only by a MaxPool2D(2) over its whole output produces its rows in the pool's order: row
-    (b, p, q, t, u) is position (2t + p, 2u + q), so each of the pool's four taps is one contiguous block instead of a
-    view that steps over every other position (NumPy's loops over those run a channel's length at a time)."""
+    """A convolution read only by a max pool of 2 taps and stride 2 over its whole output produces its rows in the
+    pool's order: a Conv2D's row (b, p, q, t, u) is position (2t + p, 2u + q), a Conv1D's row (b, p, t) position
+    2t + p, so each of the pool's taps is one contiguous block instead of a view that steps over every other
+    position (NumPy's loops over those run a channel's length at a time)."""
     for view in views:
         const, readers = view.const, consumers.get(view.name, [])
-        if view.kind.name != "Conv2D" or view.name in outputs or len(readers) != 1:
+        if view.kind.name not in ("Conv1D", "Conv2D") or view.name in outputs or len(readers) != 1:
             continue
         pool = by_name[readers[0].name]
-        if pool.kind.name != "MaxPool2D" or not pool.const.get("pairwise"):
+        if not pool.const.get("pairwise"):
             continue
-        _, stride, padding = pool.kind.geometry(pool.args)
-        if (
-            stride == (2, 2)
-            and padding == (0, 0)
-            and const["stride"] == const["dilation"] == (1, 1)
-            and const["height"] % 2 == const["width"] % 2 == 0
-        ):
+        if view.kind.name == "Conv2D":
+            _, stride, padding = pool.kind.geometry(pool.args) if pool.kind.name == "MaxPool2D" else (0, 0, 0)
+            fits = (
+                stride == (2, 2)
+                and padding == (0, 0)
+                and const["stride"] == const["dilation"] == (1, 1)
+                and const["height"] % 2 == const["width"] % 2 == 0
+            )
+        else:
+            fits = (
+                pool.kind.name == "MaxPool1D"
+                and pool.kind.stride(pool.args) == 2
+                and not pool.args["padding"]
+                and const["stride"] == const["dilation"] == 1
+                and not const["padded"]
+                and const["windows"] % 2 == 0
+            )
+        if fits:
             const["pool_order"] = pool.name
             pool.const["pool_ordered_input"] = True
 

@@ -1,5 +1,5 @@
 """Lowering's speed-ups that change the order of work, not its result: ReLU moved after the max pool it feeds
-(nncompile/reorder.py) and a Conv2D writing its rows in the order of the MaxPool2D(2) that reads it. Which layers
+(nncompile/reorder.py) and a Conv2D or Conv1D writing its rows in the order of the max pool of 2 that reads it. Which layers
 they apply to, that the generated code still describes the file's graph, and that values and gradients still equal
 PyTorch's (in the file's order)."""
 
@@ -130,6 +130,10 @@ def pool_ordered(source: str) -> list[str]:
         ),
         # tap-major with two channels, unpadded
         ("Conv2D(3, 2)\n MaxPool2D(2)\n Conv2D(4, 3)\n ReLU\n MaxPool2D(2)\n Flatten\n Linear(3)", [13, 13, 2], 2),
+        # Conv1D: one channel, the input gradient not needed
+        ("Conv1D(4, 3, bias=true)\n ReLU\n MaxPool1D(2)\n Flatten\n Linear(3)", [18, 1], 1),
+        # Conv1D twice without a bias (k = 2, then k = 3), the second one's input gradient needed
+        ("Conv1D(5, 2)\n ReLU\n MaxPool1D(2)\n Conv1D(3, 3)\n MaxPool1D(2)\n Flatten\n Linear(3)", [17, 3], 2),
     ],
 )
 def test_pool_ordered_convolutions_match_pytorch(layers, shape, ordered, rng):
@@ -151,6 +155,25 @@ def test_pool_ordered_convolutions_match_pytorch(layers, shape, ordered, rng):
 )
 def test_convolutions_keep_their_order_for_other_readers(layers):
     source = f"model Net {{\n input x [10, 9, 2]\n {layers}\n Flatten\n Linear(3)\n loss CrossEntropy\n}}\n"
+    assert pool_ordered(source) == []
+
+
+@pytest.mark.parametrize(
+    "layers",
+    [
+        "Conv1D(4, 2)\n MaxPool1D(2)",  # 9 windows: an odd number
+        "Conv1D(4, 3, stride=2)\n MaxPool1D(2)",  # a strided convolution
+        "Conv1D(4, 3, padding=1)\n MaxPool1D(2)",  # a padded convolution
+        "Conv1D(4, 3, dilation=2)\n MaxPool1D(2)",  # a dilated one
+        "Conv1D(4, 3)\n MaxPool1D(2, stride=1)",  # overlapping windows
+        "Conv1D(4, 3)\n MaxPool1D(2, padding=1)",  # a padded pool
+        "Conv1D(4, 3)\n MaxPool1D(2, stride=3)",  # gaps between the windows
+        "Conv1D(4, 3)\n AvgPool1D(2)",  # an average
+        "h = x -> Conv1D(4, 3)\n a = h -> MaxPool1D(2)\n b = h -> MaxPool1D(2)\n (a, b) -> Add",
+    ],
+)
+def test_conv1d_keeps_its_order_for_other_readers(layers):
+    source = f"model Net {{\n input x [10, 2]\n {layers}\n Flatten\n Linear(3)\n loss CrossEntropy\n}}\n"
     assert pool_ordered(source) == []
 
 

@@ -273,4 +273,6 @@ class Conv1D(Layer):
             "pad_before": axis.before,
             "pad_after": axis.after,
             "inside": axis.inside,
+            # The name of the MaxPool1D(2) whose order the output rows come in, when lowering chooses it.
+            "pool_order": None,
         }

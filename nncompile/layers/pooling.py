@@ -115,6 +115,8 @@ class MaxPool1D(_Pool1D):
         constants["gaps"] = constants["stride"] > args["k"]
         length = in_shape[0] + 2 * args["padding"]
         constants["zero_tail_from"] = covered if covered < length and not constants["gaps"] else None
+        # The input arrives with each tap's positions in one block (lowering decides; see the Conv1D feeding it).
+        constants["pool_ordered_input"] = False
         return constants
 
     @classmethod

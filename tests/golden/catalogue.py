@@ -2428,7 +2428,7 @@ class SignalNet(_CompiledModel):
             signal, (signal.shape[0], 28, 10), (step_batch, step_position, step_channel)
         )
         cols = ws["conv1.cols"]
-        np.copyto(cols[:, :, :10], windows)
+        np.copyto(cols[..., :10], windows)
         weight = self._stacked_params["conv1.weight+bias"]
         conv1_y = ws["conv1.y"]
         np.matmul(cols.reshape(-1, 11), weight, out=conv1_y.reshape(-1, 8))
@@ -2614,7 +2614,7 @@ class SignalNet(_CompiledModel):
             signal, (signal.shape[0], 28, 10), (step_batch, step_position, step_channel)
         )
         cols = ws["conv1.cols"]
-        np.copyto(cols[:, :, :10], windows)
+        np.copyto(cols[..., :10], windows)
         weight = self._stacked_params["conv1.weight+bias"]
         conv1_y = ws["conv1.y"]
         np.matmul(cols.reshape(-1, 11), weight, out=conv1_y.reshape(-1, 8))
