@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from nncompile import ir
+from nncompile.layers.normalization import Dropout
 
 # Layers whose forward pass is one GEMM (a convolution as its im2col GEMM): what the floor counts.
 GEMM_LAYERS = ("Linear", "Conv1D", "Conv2D")
@@ -74,15 +75,21 @@ def torch_weight_layout(value: np.ndarray) -> np.ndarray:
 
 class GateMasks:
     """Dropout's scales (mask / (1 - p)) for the loss gate, drawn as the generated module draws them: per step, one
-    array of float32 uniforms per Dropout layer in graph order, from a copy of the generator the generated net draws
-    from, an element kept where its uniform is >= p. So all contenders drop the same elements while the gate runs."""
+    array per Dropout layer in graph order, from a copy of the generator the generated net draws from: uniform 32-bit
+    integers, two from each raw 64-bit draw (Dropout.DRAW_CHUNK at a time), an element kept where its integer is >=
+    round(p·2³²). So all contenders drop the same elements while the gate runs."""
 
     def __init__(self, generator: np.random.Generator):
         self.generator = copy.deepcopy(generator)
 
     def scale(self, shape: tuple[int, ...], p: float) -> np.ndarray:
         """The channels-last scale array of one Dropout layer for one step."""
-        scale = (self.generator.random(shape, dtype=np.float32) >= p).astype(np.float32)
+        count, chunk = math.prod(shape), Dropout.DRAW_CHUNK
+        parts = []
+        for start in range(0, count, chunk):
+            size = min(chunk, count - start)
+            parts.append(self.generator.bit_generator.random_raw((size + 1) // 2).view(np.uint32)[:size])
+        scale = (np.concatenate(parts).reshape(shape) >= Dropout.threshold(p)).astype(np.float32)
         scale *= 1 / (1 - p)
         return scale
 

@@ -3,6 +3,8 @@ running statistics, the generator state and the mode are model state like any ot
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -13,6 +15,7 @@ from torch import nn
 
 import nncompile
 from nncompile import introspect
+from nncompile.layers.normalization import Dropout
 
 TOLERANCE = 1e-9
 
@@ -212,6 +215,21 @@ def test_dropout_masks_scale_and_reuse(rng):
     net.eval()
     np.testing.assert_array_equal(net.forward(x), x)
     np.testing.assert_array_equal(net.backward(np.ones_like(x)), np.ones_like(x))
+
+
+def test_dropout_keeps_the_elements_whose_raw_32_bit_draws_reach_p_times_2_to_the_32():
+    """The documented draw (Dropout.DRAW_CHUNK integers at a time, two from each raw 64-bit draw), which the
+    benchmark's loss gate reproduces to give every contender the same masks."""
+    net = build(DROPOUT, seed=5)
+    generator = copy.deepcopy(net._rng)
+    kept = net.forward(np.ones((5, 4000))) != 0
+    draws = []
+    for start in range(0, kept.size, Dropout.DRAW_CHUNK):
+        size = min(Dropout.DRAW_CHUNK, kept.size - start)
+        draws.append(generator.bit_generator.random_raw((size + 1) // 2).view(np.uint32)[:size])
+    np.testing.assert_array_equal(kept.reshape(-1), np.concatenate(draws) >= round(0.3 * 2**32))
+    # The next step draws on from where this one stopped.
+    assert net._rng.bit_generator.state == generator.bit_generator.state
 
 
 def test_dropout_masks_follow_the_seed_and_resume_exactly(rng, tmp_path):

@@ -2201,7 +2201,6 @@ class Normalized(_CompiledModel):
         ("relu_1.slope", (6, 4), DTYPE, 0),
         ("relu_1.zeros", (6, 4), DTYPE, 0),
         ("dropout_1.y", (6, 4), DTYPE, 0),
-        ("dropout_1.uniform", (6, 4), DTYPE, 0),
         ("dropout_1.keep", (6, 4), bool, 0),
         ("dropout_1.scale", (6, 4), DTYPE, 0),
         ("layernorm_1.y", (6, 4), DTYPE, 0),
@@ -2452,8 +2451,14 @@ class Normalized(_CompiledModel):
         # dropout_1 = Dropout(0.25)  (normalization.nn:4)  [6, 4] -> [6, 4]
         # training: y = x ⊙ m / (1 - p), m ~ Bernoulli(1 - p) per element; inference: y = x
         if training:
-            uniform = self._rng.random(out=ws["dropout_1.uniform"], dtype=DTYPE)
-            keep = np.greater_equal(uniform, 0.25, out=ws["dropout_1.keep"])
+            # m = [u ≥ 1073741824] (p·2³²) for uniform 32-bit integers u, two from each raw 64-bit draw of the
+            # generator (P(m = 1) = 1 - p within 2⁻³³), drawn 8192 at a time so the draws stay a small transient.
+            keep = ws["dropout_1.keep"]
+            flat = keep.reshape(-1)
+            for start in range(0, flat.size, 8192):
+                part = flat[start : start + 8192]
+                bits = self._rng.bit_generator.random_raw((part.size + 1) // 2).view(np.uint32)
+                np.greater_equal(bits[: part.size], 1073741824, out=part)
             # The 0/1 mask is made float first: multiplying by a bool array would allocate a cast buffer.
             scale = ws["dropout_1.scale"]
             np.copyto(scale, keep)
@@ -2655,8 +2660,14 @@ class Normalized(_CompiledModel):
 
         # dropout_1 = Dropout(0.25)  (normalization.nn:4)  [6, 4] -> [6, 4]
         if training:
-            uniform = self._rng.random(out=ws["dropout_1.uniform"], dtype=DTYPE)
-            keep = np.greater_equal(uniform, 0.25, out=ws["dropout_1.keep"])
+            # m = [u ≥ 1073741824] (p·2³²) for uniform 32-bit integers u, two from each raw 64-bit draw of the
+            # generator (P(m = 1) = 1 - p within 2⁻³³), drawn 8192 at a time so the draws stay a small transient.
+            keep = ws["dropout_1.keep"]
+            flat = keep.reshape(-1)
+            for start in range(0, flat.size, 8192):
+                part = flat[start : start + 8192]
+                bits = self._rng.bit_generator.random_raw((part.size + 1) // 2).view(np.uint32)
+                np.greater_equal(bits[: part.size], 1073741824, out=part)
             # The 0/1 mask is made float first: multiplying by a bool array would allocate a cast buffer.
             scale = ws["dropout_1.scale"]
             np.copyto(scale, keep)
