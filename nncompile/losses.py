@@ -66,6 +66,7 @@ class CrossEntropy(Loss):
             Buffer("shifted", shape),
             Buffer("ones", shape, fill=1),
             Buffer("sample_max", (1,)),
+            Buffer("at_max", shape, "bool"),
             Buffer("sums", (1,)),
             Buffer("scale", (1,)),
         ]

@@ -290,6 +290,33 @@ def test_probability_targets_count_accuracy_by_their_largest_class(data):
     assert net.evaluate(x, soft)["accuracy"] == net.evaluate(x, y)["accuracy"]
 
 
+TIES = "model Tie { input [4] ReLU Linear(3, bias=false) loss CrossEntropy optimizer SGD(lr=0.1) }"
+
+
+@pytest.mark.parametrize("ties", ["none", "some samples", "every sample"])
+def test_accuracy_is_that_of_argmax_also_where_classes_tie_for_the_largest_logit(ties, data):
+    """CrossEntropy counts hits from its loss's class-major arrays and falls back to argmax where classes tie (the
+    first largest class is the prediction): evaluate agrees with argmax, and fit with argmax before each step."""
+    x, y = data
+    if ties != "none":
+        # A sample whose inputs are all ≤ 0 has logits ReLU(x)·W = 0 for every class: argmax says class 0.
+        x = x.copy()
+        x[:: 1 if ties == "every sample" else 3] = -np.abs(x[:: 1 if ties == "every sample" else 3])
+    source = NET if ties == "none" else TIES
+    net, twin = build(source, seed=3), build(source, seed=3)
+    predicted = net.predict(x).argmax(axis=1)
+    assert (predicted == 0).all() == (ties == "every sample")
+    assert net.evaluate(x, y)["accuracy"] == np.mean(predicted == y)
+    assert net.evaluate(x, y, batch_size=7)["accuracy"] == pytest.approx(np.mean(predicted == y), abs=1e-15)
+    # fit's accuracy: of each batch (in fit's shuffled order for seed 0, epoch 0) before its step.
+    hits, order = 0, np.random.default_rng([0, 0]).permutation(len(x))
+    for start in range(0, len(x), 10):
+        rows = order[start : start + 10]
+        hits += np.count_nonzero(twin.predict(x[rows]).argmax(axis=1) == y[rows])
+        twin.train_step(x[rows], y[rows])
+    assert net.fit(x, y, epochs=1, batch_size=10, seed=0, verbose=False)["accuracy"] == [hits / len(x)]
+
+
 def test_bce_reports_accuracy_with_outputs_thresholded_at_one_half(rng):
     net = build("model B { input [3] Linear(2) Sigmoid loss BCE }")
     x = rng.standard_normal((20, 3))

@@ -339,7 +339,8 @@ class _CompiledModel:
     _check_target_<output>(y, batch), _loss_value_<output>(z, target), _weighted_loss_value_<output>(z, target,
     weight) (mean(wᵢ·lᵢ), weight shaped (batch, 1, ...) to broadcast against z, leaving the workspace as the unweighted
     one does for the gradient), _loss_gradient_<output>(target) and, for a term with a metric,
-    _correct_<output>(z, target) → (correct, compared): one set per loss term.
+    _correct_<output>(z, target) → (correct, compared), called after the term's loss value on the same batch (whose
+    workspace it may read): one set per loss term.
     _forward_checked, _backward_checked   the same with a check after every layer (check_numerics)
     """
 
@@ -991,8 +992,8 @@ class _CompiledModel:
             if plain is not None:
                 batch_labels = labels[rows]
                 output = self._forward(data[rows])[0]
-                counts = (None if correct is None else correct(output, batch_labels),)
                 loss = loss_value(output, batch_labels)
+                counts = (None if correct is None else correct(output, batch_labels),)
                 if -np.inf < loss < np.inf:
                     self._backward_to_step((loss_gradient(batch_labels),))
                 return loss, (loss,), counts, len(batch_labels)
@@ -1604,7 +1605,8 @@ class _CompiledModel:
         return douts
 
     def _counts(self, outputs, targets):
-        """(correct, compared) for each loss term with a metric, None for the others."""
+        """(correct, compared) for each loss term with a metric, None for the others; after the loss values of the
+        same batch."""
         return tuple(
             None if term[7] is None else term[7](outputs[term[1]], target) for term, target in zip(self._terms, targets)
         )
@@ -1690,12 +1692,12 @@ class _CompiledModel:
 
         Returns the loss terms' values and metric counts."""
         outputs = self._forward(*inputs)
-        counts = self._counts(outputs, targets)
         self._targets = targets
         if weight is None:
             values = self._loss_values(outputs, targets)
         else:
             values = self._weighted_values(outputs, targets, weight)
+        counts = self._counts(outputs, targets)
         if np.isfinite(self._total(values)):
             if weight is None:
                 self._backward_to_step(self._loss_gradients(targets))
@@ -1713,11 +1715,11 @@ class _CompiledModel:
         for start in range(0, len(inputs[0]), batch_size):
             outputs = self._forward(*(a[start : start + batch_size] for a in inputs))
             batch_targets = tuple(t[start : start + batch_size] for t in targets)
-            counts = self._counts(outputs, batch_targets)
             if weight is None:
                 values = self._loss_values(outputs, batch_targets)
             else:
                 values = self._weighted_values(outputs, batch_targets, weight[start : start + batch_size])
+            counts = self._counts(outputs, batch_targets)
             totals.add(len(batch_targets[0]), self._total(values), values, counts)
         return totals
 
@@ -2218,6 +2220,7 @@ class TwoInputs(_CompiledModel):
         ("loss.digit.shifted", (10,), DTYPE, 0),
         ("loss.digit.ones", (10,), DTYPE, 1),
         ("loss.digit.sample_max", (1,), DTYPE, 0),
+        ("loss.digit.at_max", (10,), bool, 0),
         ("loss.digit.sums", (1,), DTYPE, 0),
         ("loss.digit.scale", (1,), DTYPE, 0),
         ("loss.size.dz", (1,), DTYPE, 0),
@@ -2818,6 +2821,15 @@ class TwoInputs(_CompiledModel):
 
     def _correct_digit(self, z, target):
         """Accuracy counts for a batch: how many predicted classes equal the true ones, of how many."""
+        ws = self._ws
+        if target.ndim == 1:
+            # shifted = z - (each sample's max), class-major, from the loss value on this batch: a sample's label is its
+            # predicted class where its entry is 0, as long as no other class ties for the max (then argmax decides).
+            batch = target.shape[0]
+            shifted = ws["loss.digit.shifted"].reshape(10, batch)
+            at_max = np.equal(shifted, 0, out=ws["loss.digit.at_max"].reshape(10, batch))
+            if np.count_nonzero(at_max) == batch:
+                return int(np.count_nonzero(at_max.reshape(-1).take(ws["loss.digit.label_index"]))), batch
         hits = (z.argmax(axis=1)) == (target if target.ndim == 1 else target.argmax(axis=1))
         return int(np.count_nonzero(hits)), hits.size
 
