@@ -521,15 +521,16 @@ def _pool_ordered_convolutions(views, by_name, consumers, outputs) -> None:
     pool's order: a Conv2D's row (b, p, q, t, u) is position (2t + p, 2u + q), a Conv1D's row (b, p, t) position
     2t + p, so each of the pool's taps is one contiguous block instead of a view that steps over every other
     position (NumPy's loops over those run a channel's length at a time)."""
+    pool_of = {"Conv1D": "MaxPool1D", "Conv2D": "MaxPool2D"}
     for view in views:
         const, readers = view.const, consumers.get(view.name, [])
-        if view.kind.name not in ("Conv1D", "Conv2D") or view.name in outputs or len(readers) != 1:
+        if view.kind.name not in pool_of or view.name in outputs or len(readers) != 1:
             continue
         pool = by_name[readers[0].name]
-        if not pool.const.get("pairwise"):
+        if pool.kind.name != pool_of[view.kind.name] or not pool.const.get("pairwise"):
             continue
         if view.kind.name == "Conv2D":
-            _, stride, padding = pool.kind.geometry(pool.args) if pool.kind.name == "MaxPool2D" else (0, 0, 0)
+            _, stride, padding = pool.kind.geometry(pool.args)
             fits = (
                 stride == (2, 2)
                 and padding == (0, 0)
@@ -538,8 +539,7 @@ def _pool_ordered_convolutions(views, by_name, consumers, outputs) -> None:
             )
         else:
             fits = (
-                pool.kind.name == "MaxPool1D"
-                and pool.kind.stride(pool.args) == 2
+                pool.kind.stride(pool.args) == 2
                 and not pool.args["padding"]
                 and const["stride"] == const["dilation"] == 1
                 and not const["padded"]
