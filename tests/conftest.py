@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -12,6 +14,21 @@ import nncompile
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+
+def ruff(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """Run ruff (the executable on PATH, else the installed module) with args; its output captured as text."""
+    exe = shutil.which("ruff")
+    command = [exe] if exe else [sys.executable, "-m", "ruff"]
+    return subprocess.run([*command, *args], cwd=cwd, capture_output=True, text=True, check=False)
+
+
+def assert_generated_code_is_clean(files) -> None:
+    """Generated modules pass `ruff check` with the default rules and are formatted as ruff formats them."""
+    check = ruff("check", "--isolated", *files)
+    assert check.returncode == 0, check.stdout + check.stderr
+    formatted = ruff("format", "--isolated", "--line-length", "120", "--diff", *files)
+    assert formatted.returncode == 0, formatted.stdout + formatted.stderr
 
 
 def build(source: str, dtype: str = "float64", model: str | None = None, seed: int = 0):

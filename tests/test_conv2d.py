@@ -8,14 +8,10 @@ permutes around each convolution, so Flatten flattens in our (H, W, chan) order.
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 import torch
-from conftest import build, check_gradients, numeric_grad, rel_error
+from conftest import assert_generated_code_is_clean, build, check_gradients, numeric_grad, rel_error
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -420,20 +416,10 @@ VARIANTS = [
 ]
 
 
-def _ruff():
-    exe = shutil.which("ruff")
-    return [exe] if exe else [sys.executable, "-m", "ruff"]
-
-
 def test_generated_code_is_lint_clean_and_formatted(tmp_path):
     for index, source in enumerate(VARIANTS):
         (tmp_path / f"m{index}.py").write_text(nncompile.compile_source(source), encoding="utf-8")
-    files = sorted(map(str, tmp_path.glob("*.py")))
-    check = subprocess.run([*_ruff(), "check", "--isolated", *files], capture_output=True, text=True, check=False)
-    assert check.returncode == 0, check.stdout + check.stderr
-    fmt = [*_ruff(), "format", "--isolated", "--line-length", "120", "--diff", *files]
-    formatted = subprocess.run(fmt, capture_output=True, text=True, check=False)
-    assert formatted.returncode == 0, formatted.stdout + formatted.stderr
+    assert_generated_code_is_clean(sorted(map(str, tmp_path.glob("*.py"))))
 
 
 def test_both_im2col_layouts_are_used():

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import ast
 import difflib
-import shutil
-import subprocess
 import sys
 
 import pytest
+from conftest import assert_generated_code_is_clean, ruff
 from regenerate_golden import GOLDEN, expected_code
 
 CASES = sorted(GOLDEN.glob("*.nn"))
@@ -55,25 +54,13 @@ def test_backward_blocks_carry_their_formulas(nn_file):
         assert "# dW = xᵀ · dy" in code and "# dx = dy · Wᵀ" in code
 
 
-def _ruff():
-    exe = shutil.which("ruff")
-    return [exe] if exe else [sys.executable, "-m", "ruff"]
-
-
 def test_golden_files_pass_ruff_check_with_default_rules():
-    result = subprocess.run(
-        [*_ruff(), "check", "--isolated", *map(str, GOLDEN.glob("*.py"))], capture_output=True, text=True, check=False
-    )
+    result = ruff("check", "--isolated", *map(str, GOLDEN.glob("*.py")))
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_golden_files_are_formatted():
-    result = subprocess.run(
-        [*_ruff(), "format", "--isolated", "--line-length", "120", "--diff", *map(str, GOLDEN.glob("*.py"))],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    result = ruff("format", "--isolated", "--line-length", "120", "--diff", *map(str, GOLDEN.glob("*.py")))
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -95,9 +82,4 @@ def test_unusual_models_generate_lint_clean_formatted_code(tmp_path):
 
     for name, source in EDGE_MODELS.items():
         (tmp_path / f"{name}.py").write_text(nncompile.compile_source(source))
-    files = sorted(map(str, tmp_path.glob("*.py")))
-    check = subprocess.run([*_ruff(), "check", "--isolated", *files], capture_output=True, text=True, check=False)
-    assert check.returncode == 0, check.stdout + check.stderr
-    fmt = [*_ruff(), "format", "--isolated", "--line-length", "120", "--diff", *files]
-    formatted = subprocess.run(fmt, capture_output=True, text=True, check=False)
-    assert formatted.returncode == 0, formatted.stdout + formatted.stderr
+    assert_generated_code_is_clean(sorted(map(str, tmp_path.glob("*.py"))))
