@@ -6,6 +6,7 @@ import os
 import re
 import signal
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -397,6 +398,21 @@ def test_non_finite_inputs_are_refused_before_training(digits_net):
     t[6, 1] = np.inf
     with pytest.raises(ValueError, match="y has a NaN or infinite value in sample 6"):
         build(REGRESSOR).fit(np.zeros((8, 4)), t)
+
+
+@pytest.mark.parametrize(("bad", "shape"), [("x", (8, 4)), ("y", (8,)), ("y", (8, 1))])
+def test_a_nan_among_huge_finite_values_is_found_without_an_overflow_warning(bad, shape):
+    """The data check sums values (a finite sum proves them finite); where finite values overflow the sum, it looks
+    at them one by one, quietly: the only complaint is the NaN's."""
+    data = {"x": np.zeros((8, 4)), "y": np.zeros(8)}
+    data[bad] = np.full(shape, 1e308)
+    data[bad][(6,) + (0,) * (len(shape) - 1)] = np.nan
+    net = build("model One { input [4] Linear(1) loss MSE }")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for call in (net.fit, net.evaluate):
+            with pytest.raises(ValueError, match=f"{bad} has a NaN or infinite value in sample 6"):
+                call(data["x"], data["y"])
 
 
 @pytest.mark.parametrize(

@@ -160,18 +160,28 @@ def _sigmoid(z):
 _PROBABILITIES = {"softmax": _softmax, "sigmoid": _sigmoid, "identity": lambda z: z}
 
 
+def _sum_is_finite(array):
+    """Whether the sum of a float array is finite, which proves every value finite (a NaN or an infinity makes the sum
+    NaN or infinite): one pass, no allocation. False too when finite values overflow the sum (without a warning);
+    the caller then looks value by value."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        return bool(np.isfinite(np.add.reduce(array, axis=None)))
+
+
 def _non_finite_sample(named_arrays):
     """(name, sample index) of the first array with a NaN or infinite value, or None when all are finite."""
     for name, array in named_arrays:
         if array.dtype.kind in "iub":
             continue
-        # A finite sum proves every value finite (a NaN or an infinity, or an overflow, would not be). Per sample,
-        # as a matrix-vector product where the samples are rows of a contiguous array: BLAS reads it on every core.
+        # Per sample as a matrix-vector product where the samples are rows of a contiguous array (BLAS reads it on
+        # every core), then the sum of those sums.
         rows = array.reshape(len(array), -1) if array.ndim > 1 and array.size and array.flags.c_contiguous else None
         if rows is not None and rows.shape[1] > 1 and array.dtype.kind == "f":
-            if np.isfinite(np.matmul(rows, np.ones(rows.shape[1], array.dtype))).all():
+            with np.errstate(over="ignore", invalid="ignore"):
+                sums = np.matmul(rows, np.ones(rows.shape[1], array.dtype))
+            if _sum_is_finite(sums):
                 continue
-        elif array.dtype.kind == "f" and np.isfinite(np.add.reduce(array, axis=None)):
+        elif array.dtype.kind == "f" and _sum_is_finite(array):
             continue
         finite = np.isfinite(array).reshape(len(array), -1).all(axis=1)
         if not finite.all():
@@ -193,9 +203,8 @@ def _check_finite(array, where, what=""):
     """check_numerics: a FloatingPointError at the first NaN or infinite value of array (in C order), naming where it
     was made; nothing when every value is finite. A finite sum proves that (a NaN or an infinity makes the sum NaN or
     infinite), so a clean array costs one pass and no allocation; only a non-finite sum looks value by value."""
-    with np.errstate(over="ignore", invalid="ignore"):
-        if np.isfinite(np.add.reduce(array, axis=None)):
-            return
+    if _sum_is_finite(array):
+        return
     bad = ~np.isfinite(array)
     if bad.any():  # else the sum of finite values overflowed
         index = np.unravel_index(int(np.argmax(bad)), array.shape)
