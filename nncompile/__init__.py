@@ -9,14 +9,19 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from ._threads import import_numpy_with_signals_for_the_main_thread
-
-import_numpy_with_signals_for_the_main_thread()
-
 from .compiler import DTYPES, NNCompileWarning, compile_file, compile_models, compile_source, load
 from .errors import CompileError, Diagnostic, Span
-from .onnx_export import export_onnx
 from .plot import plot_history
+
+
+def __getattr__(name):
+    # export_onnx imports NumPy: loaded only when asked for, so that compiling (and the CLI) needs no NumPy.
+    if name == "export_onnx":
+        from .onnx_export import export_onnx
+
+        return export_onnx
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "DTYPES",

@@ -1,4 +1,5 @@
-"""Import NumPy so that the threads its BLAS starts never take Ctrl-C or SIGTERM.
+"""Import NumPy so that the threads its BLAS starts never take Ctrl-C or SIGTERM (called where nncompile is the first
+to import NumPy: the ONNX exporter, and load() before it runs a generated module; compiling needs no NumPy).
 
 A process-directed signal goes to any thread that does not block it. Delivered to a BLAS worker, Python only notes
 it, and a main thread blocked in a read (of a FIFO, say) never wakes up to raise KeyboardInterrupt. Threads inherit

@@ -14,6 +14,7 @@ import warnings
 from collections.abc import Callable
 
 from . import codegen, ir, parser, shapes
+from ._threads import import_numpy_with_signals_for_the_main_thread
 from .errors import CompileError, Diagnostic, Reporter, Span
 from .lower import lower
 from .registry import load_all
@@ -131,6 +132,8 @@ def load(path_or_source, dtype: str = "float32") -> types.ModuleType:
         filename = "<string>"
         code = compile_source(text, dtype)
         module_name = "nncompiled"
+    # The module imports NumPy: if this is its first import, the threads its BLAS starts must not take signals.
+    import_numpy_with_signals_for_the_main_thread()
     module = types.ModuleType(module_name)
     module.__file__ = f"<nncompile {filename}>"
     # Let tracebacks and inspect show the generated source, which exists only in memory.

@@ -19,7 +19,11 @@ import warnings
 import zipfile
 from collections.abc import Callable, Mapping
 
-import numpy as np
+from ._threads import import_numpy_with_signals_for_the_main_thread
+
+import_numpy_with_signals_for_the_main_thread()
+
+import numpy as np  # after the call above: NumPy's first import, if nothing imported it yet
 
 from .compiler import DTYPES, compile_models, read_source
 from .errors import CompileError, Diagnostic
