@@ -287,7 +287,7 @@ def test_trained_digits_model_classifies_the_test_set_identically(tmp_path):
     from sklearn.model_selection import train_test_split
 
     digits = load_digits()
-    x_train, x_test, y_train, _ = train_test_split(
+    x_train, x_test, y_train, y_test = train_test_split(
         (digits.data / 16).astype(np.float32), digits.target, test_size=0.25, random_state=0
     )
     path = ROOT / "examples" / "digits_mlp.nn"
@@ -306,7 +306,8 @@ def test_trained_digits_model_classifies_the_test_set_identically(tmp_path):
     (logits,) = session.run(None, {"x": x_test})
     expected = net.predict(x_test)
     assert (logits.argmax(axis=1) == expected.argmax(axis=1)).all()
-    assert (expected.argmax(axis=1) == digits.target[-len(x_test) :]).mean() > 0  # a sanity check, not a bound
+    # The exported weights are trained ones: 0.96 of the test set after 3 epochs, against 0.08 at the initial weights.
+    assert (expected.argmax(axis=1) == y_test).mean() > 0.9
     _compare(logits, expected, "float32")
 
 
