@@ -1643,20 +1643,23 @@ class _CompiledModel:
 
     # ---- training internals -----------------------------------------------------------------------------
 
-    def _backward_to_step(self, douts):
+    def _backward_to_step(self, douts, share=1.0):
         """Backward from the loss gradients douts (arrays of this step, scaled in place), overwriting every gradient
-        (a zero_grad without the memset), for _apply_step() to apply.
+        (a zero_grad without the memset), for _apply_step() to apply; the gradients come out times `share` (a rank's
+        share of the batch under comm).
 
         With plain SGD (_folds_lr, momentum and weight decay 0) the update is p = p - lr · g. Backward is linear in
         the loss gradient, so starting it from lr · dL/dz makes every gradient come out as lr · g, and the update is
         then one subtraction instead of a multiplication and a subtraction over all parameters. The public grads
-        divides lr back out when read (_settle_grads), so it holds g as before, to rounding."""
+        divides lr back out when read (_settle_grads), so it holds g as before, to rounding. `share` rides along the
+        same way, on the loss gradients rather than on every parameter's."""
         self._accumulate = False
         self._grads_scale = None  # the gradients being overwritten hold no lr yet
         lr = self._lr_to_fold()
-        if lr is not None:
+        scale = share if lr is None else lr * share
+        if scale != 1:
             for dz in douts:
-                dz *= lr
+                dz *= scale
         self._backward(douts, False)
         self._grads_scale = lr
         self._grads_problem = None
@@ -1695,9 +1698,9 @@ class _CompiledModel:
             self._workspaces[batch] = workspace
         return workspace
 
-    def _fit_batch(self, inputs, targets, weight=None):
+    def _fit_batch(self, inputs, targets, weight=None, share=1.0):
         """train_step() up to the update, on checked arrays: forward, loss and, if the loss is finite, backward
-        (_backward_to_step(), for _apply_step()).
+        (_backward_to_step(), for _apply_step(); its gradients times `share`).
 
         Returns the loss terms' values and metric counts."""
         outputs = self._forward(*inputs)
@@ -1709,9 +1712,9 @@ class _CompiledModel:
         counts = self._counts(outputs, targets)
         if np.isfinite(self._total(values)):
             if weight is None:
-                self._backward_to_step(self._loss_gradients(targets))
+                self._backward_to_step(self._loss_gradients(targets), share)
             else:
-                self._backward_to_step(self._weighted_gradients(targets, weight))
+                self._backward_to_step(self._weighted_gradients(targets, weight), share)
         return values, counts
 
     def _evaluate_checked(self, inputs, targets, batch_size, weight=None):
@@ -1734,7 +1737,7 @@ class _CompiledModel:
 
     def _fit_shard(self, ranks, rows, batch, inputs, targets, weight):
         """fit()'s step with comm, up to the gradients' Allreduce: _fit_batch() on this rank's share of the batch's
-        rows (a batch of `batch` samples), its gradient (a mean over its share) scaled by its share of the batch;
+        rows (a batch of `batch` samples), its gradient (a mean over its share) times its share of the batch;
         then one small Allreduce of every rank's loss sums, metric counts and error flag. Returns the batch's loss,
         the same on every rank; an error on any rank raises on every rank."""
         lo, hi = ranks.share(batch)
@@ -1745,10 +1748,10 @@ class _CompiledModel:
             if hi > lo:
                 batch_targets = tuple(t[rows] for t in targets)
                 batch_weight = None if weight is None else weight[rows]
-                values, counts = self._fit_batch(tuple(a[rows] for a in inputs), batch_targets, batch_weight)
+                values, counts = self._fit_batch(
+                    tuple(a[rows] for a in inputs), batch_targets, batch_weight, (hi - lo) / batch
+                )
                 part.add(hi - lo, self._total(values), values, counts)
-                if hi - lo != batch:
-                    self._flat_grads *= (hi - lo) / batch
             else:
                 # No sample here (a batch smaller than the number of ranks): this rank adds nothing.
                 self._flat_grads.fill(0)
