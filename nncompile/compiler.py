@@ -118,20 +118,28 @@ def compile_file(path: str, dtype: str = "float32") -> str:
     return compile_source(read_source(path), dtype, filename=path)
 
 
+def is_path(path_or_source) -> bool:
+    """How load() and export_onnx() tell a .nn file from .nn source text: a path object, or a one-line string
+    without '{', is a path."""
+    if isinstance(path_or_source, os.PathLike):
+        return True
+    text = os.fspath(path_or_source)
+    return "{" not in text and "\n" not in text
+
+
 def load(path_or_source, dtype: str = "float32") -> types.ModuleType:
     """Compile a .nn file (a path) or .nn source text and return the generated module, without writing a file.
 
     A one-line string without '{' is taken as a path; anything else as source text.
     """
     text = os.fspath(path_or_source)
-    if isinstance(path_or_source, os.PathLike) or ("{" not in text and "\n" not in text):
-        filename = text
-        code = compile_file(text, dtype)
-        module_name = os.path.splitext(os.path.basename(text))[0]
-    else:
-        filename = "<string>"
-        code = compile_source(text, dtype)
-        module_name = "nncompiled"
+    if is_path(path_or_source):
+        return run_module(compile_file(text, dtype), text, os.path.splitext(os.path.basename(text))[0])
+    return run_module(compile_source(text, dtype), "<string>", "nncompiled")
+
+
+def run_module(code: str, filename: str, module_name: str) -> types.ModuleType:
+    """Generated code run as a module in memory (not written to a file); tracebacks and inspect show its source."""
     # The module imports NumPy: if this is its first import, the threads its BLAS starts must not take signals.
     import_numpy_with_signals_for_the_main_thread()
     module = types.ModuleType(module_name)
@@ -143,4 +151,14 @@ def load(path_or_source, dtype: str = "float32") -> types.ModuleType:
     return module
 
 
-__all__ = ["DTYPES", "CompileError", "NNCompileWarning", "compile_file", "compile_models", "compile_source", "load"]
+__all__ = [
+    "DTYPES",
+    "CompileError",
+    "NNCompileWarning",
+    "compile_file",
+    "compile_models",
+    "compile_source",
+    "is_path",
+    "load",
+    "run_module",
+]

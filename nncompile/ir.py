@@ -862,7 +862,7 @@ def _build_model(decl: ast.ModelDecl, blocks: dict[str, ast.BlockDecl], filename
         )
     for group, what in ((losses, "loss"), (optimizers, "optimizer"), (schedules, "schedule")):
         for stmt in group[:1]:
-            later_layers = [s for s in layers if (s.span.line, s.span.column) > (stmt.span.line, stmt.span.column)]
+            later_layers = [s for s in layers if _after(s.span, stmt.span)]
             if later_layers:
                 later = later_layers[0]
                 reporter.error(

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import math
 import os
-import warnings
 import zipfile
 from collections.abc import Callable, Mapping
 
@@ -25,10 +24,12 @@ import_numpy_with_signals_for_the_main_thread()
 
 import numpy as np  # after the call above: NumPy's first import, if nothing imported it yet
 
-from .compiler import DTYPES, compile_models, read_source
+from . import codegen
+from .compiler import DTYPES, compile_models, is_path, read_source, run_module
 from .errors import CompileError, Diagnostic
 from .ir import Model, Node
 from .layers.activations import GELU_TANH_BETA, GELU_TANH_KAPPA
+from .lower import lower
 
 DEFAULT_OPSET = 17
 # Opset 13 is the oldest with today's Softmax over one axis; LayerNormalization needs 17 (composed below that).
@@ -230,8 +231,7 @@ def _pool(g, node, xs, op_type, kernel, strides, pads, **extra):
 
 def _pool1d(g, node, xs, op_type, **extra):
     k, padding = node.args["k"], node.args["padding"]
-    stride = k if node.args["stride"] is None else node.args["stride"]
-    return _pool(g, node, xs, op_type, [k], [stride], [padding], **extra)
+    return _pool(g, node, xs, op_type, [k], [node.kind.stride(node.args)], [padding], **extra)
 
 
 def _pool2d(g, node, xs, op_type, **extra):
@@ -534,26 +534,15 @@ def weights_values(model: Model, weights, dtype: str, where: str) -> dict[str, n
     return values
 
 
-def seed_values(source: str, model: Model, seed: int, dtype: str) -> dict[str, np.ndarray]:
-    """The parameters exactly as `Model(seed=seed)` of the generated module draws them."""
-    from .compiler import load
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # reported once already, when the IR was built
-        module = load(source, dtype=dtype)
-    instance = getattr(module, model.name)(seed=seed)
+def seed_values(model: Model, seed: int, dtype: str) -> dict[str, np.ndarray]:
+    """The parameters exactly as `Model(seed=seed)` of the generated module draws them (the module generated from
+    this model's IR and run in memory)."""
+    code = codegen.render([lower(model, dtype)], model.filename, dtype)
+    instance = getattr(run_module(code, model.filename, "nncompiled"), model.name)(seed=seed)
     return {**instance.params, **instance.buffers}
 
 
 # ---- the export ----------------------------------------------------------------------------------------------
-
-
-def _is_path(source_or_path) -> bool:
-    """As `nncompile.load` decides: a path object, or a one-line string without '{'."""
-    if isinstance(source_or_path, os.PathLike):
-        return True
-    text = os.fspath(source_or_path)
-    return "{" not in text and "\n" not in text
 
 
 def _select(models: list[Model], name: str | None, filename: str, source: str) -> Model:
@@ -686,7 +675,7 @@ def export_onnx(
     Raises CompileError for problems with the file or the weights (located, as the compiler reports them),
     OnnxMissing without the onnx package, OpsetError for an opset out of range.
     """
-    if _is_path(source_or_path):
+    if is_path(source_or_path):
         path = os.fspath(source_or_path)
         _check_options(weights, seed, opset, dtype)  # before reading the file: the same order as below
         return export_source(
@@ -734,7 +723,7 @@ def export_source(
         values = weights_values(chosen, weights, dtype, where)
         provenance = f"weights {os.path.basename(where)}"
     else:
-        values = seed_values(source, chosen, seed, dtype)
+        values = seed_values(chosen, seed, dtype)
         provenance = f"seed {seed}"
     proto = export_model(chosen, values, opset, dtype, source, provenance)
     return proto.SerializeToString()

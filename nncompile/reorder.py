@@ -39,11 +39,10 @@ def pools_before_relus(model: Model) -> tuple[Model, dict[str, str]]:
         return model, {}
     renamed = {pool: relu.name for pool, relu in pairs.items()}  # readers of the pool now read the ReLU
     relus = {relu.name: pool for pool, relu in pairs.items()}
-    by_name = {node.name: node for node in model.nodes}
     nodes = []
     for node in model.nodes:
         if node.name in relus:  # the ReLU's place: its pool, reading the ReLU's input
-            pool = by_name[relus[node.name]]
+            pool = model.node(relus[node.name])
             nodes.append(dataclasses.replace(pool, inputs=[renamed.get(value, value) for value in node.inputs]))
         elif node.name in pairs:  # the pool's place: the ReLU, reading the pool
             relu = pairs[node.name]
