@@ -12,19 +12,16 @@ import sys
 import time
 
 import machine_info
-import numpy as np
 
 machine_info.add_repo_root_to_path()
 
-from workload import WORKLOADS, make_data
-
-import nncompile
+from workload import WORKLOADS, fit_order, load_class, make_data
 
 
 def build(name: str, samples: int):
     """Two identical nets (one for fit, one for the loop) and `samples` samples of data."""
     workload = WORKLOADS[name]
-    cls = getattr(nncompile.load(str(workload.path), dtype="float32"), workload.model)
+    cls = load_class(workload)
     x, y = make_data(cls.input_shape, cls.output_shape[0], samples)
     return cls(seed=0), cls(seed=0), x, y, workload.batch
 
@@ -37,7 +34,7 @@ def time_fit(net, x, y, batch, seed):
 
 def time_loop(net, x, y, batch, seed):
     started = time.perf_counter()
-    order = np.random.default_rng([seed, 0]).permutation(len(x))
+    order = fit_order(len(x), seed)
     for start in range(0, len(x), batch):
         rows = order[start : start + batch]
         net.train_step(x[rows], y[rows])

@@ -17,7 +17,7 @@ import numpy as np
 
 machine_info.add_repo_root_to_path()
 
-from workload import WORKLOADS, load_graph
+from workload import WORKLOADS, aligned_normal, load_graph
 
 
 def best_time(a: np.ndarray, b: np.ndarray, out: np.ndarray, repeats: int) -> float:
@@ -32,15 +32,6 @@ def best_time(a: np.ndarray, b: np.ndarray, out: np.ndarray, repeats: int) -> fl
     return statistics.median(samples) * 1e6
 
 
-def aligned(rng, rows: int, cols: int) -> np.ndarray:
-    """A float32 array starting on a 64-byte boundary, as the generated code's buffers do."""
-    raw = np.empty(rows * cols * 4 + 64, np.uint8)
-    start = -raw.ctypes.data % 64
-    array = raw[start : start + rows * cols * 4].view(np.float32).reshape(rows, cols)
-    array[...] = rng.standard_normal((rows, cols))
-    return array
-
-
 def linear_rows(name: str, repeats: int) -> list[tuple]:
     """(layer, [in → out], forward, weight gradient, input gradient on Wᵀ as a view, on a contiguous Wᵀ) in µs, for
     the Linear layers whose input gradient a training step computes (not those reading a model input)."""
@@ -53,11 +44,11 @@ def linear_rows(name: str, repeats: int) -> list[tuple]:
         if node.kind.name != "Linear" or node.inputs[0] in model_inputs:
             continue  # a training step needs no gradient for a model input
         fan_in, fan_out = node.in_shape[0], node.out_shape[0]
-        x1 = aligned(rng, workload.batch, fan_in + 1)  # [x, 1]
-        weight_bias = aligned(rng, fan_in + 1, fan_out)  # [W; b]
-        dy = aligned(rng, workload.batch, fan_out)
-        y, dx = aligned(rng, workload.batch, fan_out), aligned(rng, workload.batch, fan_in)
-        grad = aligned(rng, fan_in + 1, fan_out)
+        x1 = aligned_normal(rng, workload.batch, fan_in + 1)  # [x, 1]
+        weight_bias = aligned_normal(rng, fan_in + 1, fan_out)  # [W; b]
+        dy = aligned_normal(rng, workload.batch, fan_out)
+        y, dx = aligned_normal(rng, workload.batch, fan_out), aligned_normal(rng, workload.batch, fan_in)
+        grad = aligned_normal(rng, fan_in + 1, fan_out)
         weight_t = np.ascontiguousarray(weight_bias[:fan_in].T)
         rows.append(
             (

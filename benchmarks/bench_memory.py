@@ -23,14 +23,11 @@ def peak_mb() -> float:
 def measure(name: str, contender: str, samples: int) -> dict:
     """One epoch in this process, which must be fresh: the peak is the process's whole life. Imports only what
     the contender needs (the nncompile run never imports torch)."""
-    import numpy as np
-    from workload import WORKLOADS, make_data
+    from workload import WORKLOADS, fit_order, load_class, make_data
 
     workload = WORKLOADS[name]
     if contender == "nncompile":
-        import nncompile
-
-        cls = getattr(nncompile.load(str(workload.path), dtype="float32"), workload.model)
+        cls = load_class(workload)
         x, y = make_data(cls.input_shape, cls.output_shape[0], samples)
         net = cls(seed=0)
         before = peak_mb()
@@ -50,7 +47,7 @@ def measure(name: str, contender: str, samples: int) -> dict:
     tx, ty = torch.from_numpy(contenders.channels_first(x)), torch.from_numpy(y)
     before = peak_mb()
     # The rows fit(shuffle=True, seed=0) visits in its first epoch.
-    order = torch.from_numpy(np.random.default_rng([0, 0]).permutation(samples))
+    order = torch.from_numpy(fit_order(samples, seed=0))
     for start in range(0, samples, workload.batch):
         rows = order[start : start + workload.batch]
         optimizer.zero_grad()

@@ -94,7 +94,8 @@ def worker(samples, repeats, parallel):
             run.update(big=comm.big, small=comm.small, big_calls=comm.big_calls, small_calls=comm.small_calls)
             gathered = comm.comm.gather(run, root=0)
             if rank == 0:
-                run = {key: max(r[key] for r in gathered) for key in ("seconds",)} | {
+                run = {
+                    "seconds": max(r["seconds"] for r in gathered),
                     "big": sum(r["big"] for r in gathered) / len(gathered),
                     "small": sum(r["small"] for r in gathered) / len(gathered),
                     "big_calls": run["big_calls"],

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import nn
+from workload import aligned, aligned_normal, load_class
 
 from nncompile import ir
 from nncompile.layers.normalization import Dropout
@@ -100,10 +101,7 @@ class GateMasks:
 def load_generated(workload, graph: ir.Model):
     """Compile the workload's .nn file with nncompile and return `Cls(seed=0)`, or raise Unavailable."""
     try:
-        import nncompile
-
-        module = nncompile.load(str(workload.path), dtype="float32")
-        net = getattr(module, workload.model)(seed=0)
+        net = load_class(workload)(seed=0)
     except Exception as exc:  # the compiler is being changed meanwhile: report, don't crash
         raise Unavailable(describe_error(exc)) from exc
     got = {name: tuple(np.shape(value)) for name, value in {**net.params, **net.buffers}.items()}
@@ -328,15 +326,15 @@ def gemm_floor_step(graph: ir.Model, batch: int, seed: int) -> Steps:
         if node.kind.name not in GEMM_LAYERS:
             continue
         rows, inner, cols = _gemm_dims(node, batch)
-        acts = _rand(rng, rows, inner)  # activations, im2col'ed for a conv
-        weight = _rand(rng, inner, cols)
-        grad_out = _rand(rng, rows, cols)
-        acts_t, weight_t = _aligned((inner, rows)), _aligned((cols, inner))
+        acts = aligned_normal(rng, rows, inner)  # activations, im2col'ed for a conv
+        weight = aligned_normal(rng, inner, cols)
+        grad_out = aligned_normal(rng, rows, cols)
+        acts_t, weight_t = aligned((inner, rows)), aligned((cols, inner))
         acts_t[...], weight_t[...] = acts.T, weight.T
-        gemms.append((acts, weight, _aligned((rows, cols))))
-        gemms.append((acts_t, grad_out, _aligned((inner, cols))))
+        gemms.append((acts, weight, aligned((rows, cols))))
+        gemms.append((acts_t, grad_out, aligned((inner, cols))))
         if node.inputs[0] not in model_inputs:
-            gemms.append((grad_out, weight_t, _aligned((rows, inner))))
+            gemms.append((grad_out, weight_t, aligned((rows, inner))))
     matmul = np.matmul
 
     def step() -> None:
@@ -352,18 +350,3 @@ def _gemm_dims(node: ir.Node, batch: int) -> tuple[int, int, int]:
     *positions, chan_out = node.out_shape
     weight = next(p.shape for p in node.params if p.name == "weight")  # (taps..., chan_in, out)
     return batch * math.prod(positions), math.prod(weight[:-1]), chan_out
-
-
-def _aligned(shape) -> np.ndarray:
-    """An empty float32 array starting on a 64-byte boundary, as the generated code allocates its buffers:
-    where an array starts changes small-array speed by up to ~40% on this machine, so the floor gets the same."""
-    size = int(np.prod(shape)) * 4
-    raw = np.empty(size + 64, np.uint8)
-    start = -raw.ctypes.data % 64
-    return raw[start : start + size].view(np.float32).reshape(shape)
-
-
-def _rand(rng, *shape) -> np.ndarray:
-    array = _aligned(shape)
-    array[...] = rng.standard_normal(shape, dtype=np.float32)
-    return array

@@ -10,6 +10,7 @@ import numpy as np
 
 machine_info.add_repo_root_to_path()
 
+import nncompile
 from nncompile import ir
 from nncompile.compiler import compile_models
 
@@ -109,3 +110,29 @@ def make_data(
     x = rng.standard_normal((samples, *input_shape), dtype=np.float32)
     y = rng.integers(0, classes, samples, dtype=np.int64)
     return x, y
+
+
+def load_class(workload: Workload) -> type:
+    """The workload's model class from the module nncompile generates for it (float32)."""
+    return getattr(nncompile.load(str(workload.path), dtype="float32"), workload.model)
+
+
+def fit_order(samples: int, seed: int, epoch: int = 0) -> np.ndarray:
+    """The rows fit(shuffle=True, seed=seed) visits in that epoch, in its order."""
+    return np.random.default_rng([seed, epoch]).permutation(samples)
+
+
+def aligned(shape: tuple[int, ...]) -> np.ndarray:
+    """An empty float32 array starting on a 64-byte boundary, as the generated code allocates its buffers:
+    where an array starts changes small-array speed by up to ~40% on this machine, so the floor gets the same."""
+    size = int(np.prod(shape)) * 4
+    raw = np.empty(size + 64, np.uint8)
+    start = -raw.ctypes.data % 64
+    return raw[start : start + size].view(np.float32).reshape(shape)
+
+
+def aligned_normal(rng: np.random.Generator, *shape: int) -> np.ndarray:
+    """aligned(shape) filled with standard normal draws."""
+    array = aligned(shape)
+    array[...] = rng.standard_normal(shape, dtype=np.float32)
+    return array
