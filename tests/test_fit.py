@@ -156,7 +156,7 @@ def test_validation_split_holds_out_the_last_fraction_before_shuffling(data):
 def scripted_validation(net, losses):
     """Make fit's validation report the given val_loss values, one per epoch."""
     values = iter(losses)
-    net._evaluate_checked = lambda x, target, batch_size: {"loss": next(values), "accuracy": 0.5}
+    net._evaluate_checked = lambda x, target, batch_size, weight=None: {"loss": next(values), "accuracy": 0.5}
 
 
 def test_early_stopping_restores_the_best_epochs_parameters(data, capsys):

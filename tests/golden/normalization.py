@@ -1057,7 +1057,9 @@ class _CompiledModel:
                     if ranks is not None:
                         # This rank's share of the batch; the batch's loss and counts, and the error flags of all
                         # ranks, come back from one small Allreduce.
-                        loss = self._fit_shard(ranks, rows, min(batch_size, samples - start), inputs, targets, weight)
+                        size = min(batch_size, samples - start)
+                        shard = self._fit_shard(ranks, rows, size, inputs, targets, weight)
+                        loss = shard.loss / size
                         if not np.isfinite(loss):
                             raise stop(f"the loss is {loss}", epoch, batch)
                         interrupts.held = True
@@ -1067,7 +1069,7 @@ class _CompiledModel:
                             raise stop(_BAD_GRADIENTS, epoch, batch)
                         self._apply_step()
                         interrupts.release()
-                        totals.merge(ranks.batch_totals)
+                        totals.merge(shard)
                         if progress.due(batch):
                             progress.show(epoch, batch, self._metrics(totals), started)
                         continue
@@ -1114,7 +1116,7 @@ class _CompiledModel:
                     for callback in callbacks:
                         callback(epoch, dict(metrics))
                 else:
-                    ranks.callbacks(self, callbacks, epoch, metrics)
+                    ranks.callbacks(callbacks, epoch, metrics)
                 if patience is not None:
                     if metrics["val_loss"] < best_loss:
                         best_loss, best_epoch, waited = metrics["val_loss"], epoch, 0
@@ -1168,7 +1170,7 @@ class _CompiledModel:
         initial_epoch, patience), the validation split already taken out."""
         inputs, targets = self._check_data(x, y, "x", "y")
         samples = len(inputs[0])
-        weight = None if sample_weight is None else self._check_weight(sample_weight, samples, "sample_weight")
+        weight = self._check_weight(sample_weight, samples, "sample_weight")
         if callbacks is None:
             callbacks = ()
         elif not isinstance(callbacks, (list, tuple)) or not all(callable(fn) for fn in callbacks):
@@ -1222,11 +1224,10 @@ class _CompiledModel:
         """
         self._require_loss()
         inputs, targets = self._check_data(x, y, "x", "y")
-        weight = None if sample_weight is None else self._check_weight(sample_weight, len(inputs[0]), "sample_weight")
+        weight = self._check_weight(sample_weight, len(inputs[0]), "sample_weight")
         batch_size = 256 if batch_size is None else _check_int("batch_size", batch_size, 1)
         try:
-            weighted = () if weight is None else (weight,)
-            return self._in_mode(False, self._evaluate_checked, inputs, targets, batch_size, *weighted)
+            return self._in_mode(False, self._evaluate_checked, inputs, targets, batch_size, weight)
         finally:
             self._saved = self._targets = None
 
@@ -1260,7 +1261,7 @@ class _CompiledModel:
         self._require_loss()
         kinds = {term[0]: term[9] for term in self._terms if term[9] is not None}
         if not kinds:
-            losses = ", ".join(sorted({self.get_config()["losses"][i]["type"] for i in range(len(self._terms))}))
+            losses = ", ".join(sorted({loss["type"] for loss in self.get_config()["losses"]}))
             raise RuntimeError(
                 f"{type(self).__name__}.predict_proba: the loss ({losses}) names no classes; probabilities come from "
                 "a CrossEntropy (softmax), BCEWithLogits (sigmoid) or BCE loss. Use predict() for the outputs."
@@ -1483,7 +1484,10 @@ class _CompiledModel:
             raise ValueError(f"{type(self).__name__}: {where}{err}") from None
 
     def _check_weight(self, sample_weight, samples, name):
-        """Per-sample weights as a DTYPE vector of length samples: finite numbers ≥ 0 (booleans count as 0 and 1)."""
+        """Per-sample weights as a DTYPE vector of length samples: finite numbers ≥ 0 (booleans count as 0 and 1);
+        None (no weights) as it is."""
+        if sample_weight is None:
+            return None
         model = type(self).__name__
         weight = np.asarray(sample_weight)
         if weight.dtype.kind not in "biuf":
@@ -1738,8 +1742,8 @@ class _CompiledModel:
     def _fit_shard(self, ranks, rows, batch, inputs, targets, weight):
         """fit()'s step with comm, up to the gradients' Allreduce: _fit_batch() on this rank's share of the batch's
         rows (a batch of `batch` samples), its gradient (a mean over its share) times its share of the batch;
-        then one small Allreduce of every rank's loss sums, metric counts and error flag. Returns the batch's loss,
-        the same on every rank; an error on any rank raises on every rank."""
+        then one small Allreduce of every rank's loss sums, metric counts and error flag. Returns the batch's
+        _Totals, the same on every rank; an error on any rank raises on every rank."""
         lo, hi = ranks.share(batch)
         rows = rows[lo:hi] if type(rows) is not slice else slice(rows.start + lo, rows.start + hi)
         part = _Totals(len(self._terms))
@@ -1759,8 +1763,7 @@ class _CompiledModel:
                 self._grads_problem = None
         except Exception as err:  # noqa: BLE001 - raised again, on every rank, by agree/reduce/raise_shared
             error = err
-        ranks.reduce_batch(part, error)
-        return ranks.batch_totals.loss / batch
+        return ranks.reduce(part, error)
 
     def _non_finite(self, problem, epoch, batch, batches, stepped, history):
         """The error for a non-finite loss or gradient in fit(): the batch's step is not applied (or, found later,
@@ -1980,7 +1983,7 @@ class _Ranks:
         # mpi4py's in-place marker, from the module the communicator's class comes from: the generated module never
         # imports mpi4py. A communicator without one gets a copy as the send buffer.
         self.in_place = getattr(sys.modules.get(type(comm).__module__), "IN_PLACE", None)
-        self.model = self.seed = self.batch_totals = None
+        self.model = self.seed = None
 
     def share(self, n):
         """(start, stop) of this rank's contiguous share of n samples: the first n % size ranks take one more."""
@@ -2060,26 +2063,19 @@ class _Ranks:
                 model._rng = np.random.default_rng(np.random.SeedSequence(entropy, spawn_key=(self.rank,)))
         return prepared
 
-    def agree(self, error):
-        """Raise on every rank when error (an exception or None) is not None on any rank (one small Allreduce)."""
-        flags = np.zeros(self.size)
-        flags[self.rank] = error is not None
-        self.sum(flags)
-        if flags.any():
-            self.raise_shared(flags, error)
-
-    def reduce(self, part, error):
-        """The sum over ranks of each rank's _Totals `part`, and the error flags of all ranks, in one Allreduce;
-        raises on every rank when any had an error."""
-        sums = np.concatenate([np.zeros(self.size), part.vector()])
+    def agree(self, error, values=()):
+        """Raise on every rank when error (an exception or None) is not None on any rank; else return the sums over
+        ranks of each rank's values (numbers). One small Allreduce for both."""
+        sums = np.concatenate([np.zeros(self.size), np.asarray(values, np.float64)])
         sums[self.rank] = error is not None
         self.sum(sums)
         if sums[: self.size].any():
             self.raise_shared(sums[: self.size], error)
-        return _Totals.from_vector(sums[self.size :])
+        return sums[self.size :]
 
-    def reduce_batch(self, part, error):
-        self.batch_totals = self.reduce(part, error)
+    def reduce(self, part, error):
+        """The sum over ranks of each rank's _Totals `part`; raises on every rank when any had an error."""
+        return _Totals.from_vector(self.agree(error, part.vector()))
 
     def evaluate(self, inputs, targets, batch_size, weight=None):
         """_evaluate_checked() sharded: each rank evaluates a contiguous share, the sums are reduced."""
@@ -2102,23 +2098,17 @@ class _Ranks:
         self.comm.Bcast(values, root=0)
         return dict(zip(metrics, values.tolist()))
 
-    def callbacks(self, model, callbacks, epoch, metrics):
+    def callbacks(self, callbacks, epoch, metrics):
         """The callbacks on every rank; an error on one raises on all, and a stop_training set on one stops all."""
         if not callbacks:
             return
-        error = None
+        model, error = self.model, None
         try:
             for callback in callbacks:
                 callback(epoch, dict(metrics))
         except Exception as err:  # noqa: BLE001 - raised again, on every rank, by agree/reduce/raise_shared
             error = err
-        flags = np.zeros(self.size + 1)
-        flags[self.rank] = error is not None
-        flags[self.size] = bool(model.stop_training)
-        self.sum(flags)
-        if flags[: self.size].any():
-            self.raise_shared(flags[: self.size], error)
-        model.stop_training = bool(flags[self.size])
+        model.stop_training = bool(self.agree(error, [model.stop_training])[0])
 
     def raise_shared(self, flags, error):
         """Raise, on every rank, the error of the first rank that had one (its type and message, two Bcasts);
