@@ -1006,10 +1006,12 @@ class _CompiledModel:
                 if -np.inf < loss < np.inf:
                     self._backward_to_step((loss_gradient(batch_labels),))
                 return loss, (loss,), counts, len(batch_labels)
-            batch_targets = tuple(t[rows] for t in targets)
-            batch_weight = None if weight is None else weight[rows]
-            values, counts = self._fit_batch(tuple(a[rows] for a in inputs), batch_targets, batch_weight)
-            return self._total(values), values, counts, len(batch_targets[0])
+            values, counts, size = self._fit_batch(rows, inputs, targets, weight)
+            return self._total(values), values, counts, size
+
+        def grads_finite():
+            """Whether every gradient is finite (one dot product: an overflowing sum of squares counts as not)."""
+            return np.isfinite(np.vdot(flat_grads, flat_grads))
 
         def stop(problem, at_epoch, at_batch):
             """The FloatingPointError that stops fit() at that batch, the state being that after the last step."""
@@ -1023,7 +1025,7 @@ class _CompiledModel:
                 loss = compute(again_rows)[0]
                 if not -np.inf < loss < np.inf:
                     raise stop(f"the loss is {loss}", again_epoch, again_batch)
-                if not np.isfinite(np.vdot(flat_grads, flat_grads)):
+                if not grads_finite():
                     raise stop(_BAD_GRADIENTS, again_epoch, again_batch)
                 self._apply_step()
             clean.restore()
@@ -1065,7 +1067,7 @@ class _CompiledModel:
                         interrupts.held = True
                         ranks.sum(self._flat_grads)
                         # Every rank holds the same summed gradients, so every rank decides alike.
-                        if not np.isfinite(np.vdot(self._flat_grads, self._flat_grads)):
+                        if not grads_finite():
                             raise stop(_BAD_GRADIENTS, epoch, batch)
                         self._apply_step()
                         interrupts.release()
@@ -1078,7 +1080,7 @@ class _CompiledModel:
                         if clean is not None and not clean.finite():
                             recover()  # an earlier step's gradients were not finite: stops at that step
                         raise stop(f"the loss is {loss}", epoch, batch)
-                    if clean is None and not np.isfinite(np.vdot(flat_grads, flat_grads)):
+                    if clean is None and not grads_finite():
                         raise stop(_BAD_GRADIENTS, epoch, batch)
                     interrupts.held = True
                     self._apply_step()
@@ -1702,11 +1704,14 @@ class _CompiledModel:
             self._workspaces[batch] = workspace
         return workspace
 
-    def _fit_batch(self, inputs, targets, weight=None, share=1.0):
-        """train_step() up to the update, on checked arrays: forward, loss and, if the loss is finite, backward
-        (_backward_to_step(), for _apply_step(); its gradients times `share`).
+    def _fit_batch(self, rows, inputs, targets, weight=None, share=1.0):
+        """train_step() up to the update, on the given rows of checked arrays: forward, loss and, if the loss is
+        finite, backward (_backward_to_step(), for _apply_step(); its gradients times `share`).
 
-        Returns the loss terms' values and metric counts."""
+        Returns the loss terms' values, metric counts and the number of samples."""
+        inputs = tuple(a[rows] for a in inputs)
+        targets = tuple(t[rows] for t in targets)
+        weight = None if weight is None else weight[rows]
         outputs = self._forward(*inputs)
         self._targets = targets
         if weight is None:
@@ -1719,7 +1724,7 @@ class _CompiledModel:
                 self._backward_to_step(self._loss_gradients(targets), share)
             else:
                 self._backward_to_step(self._weighted_gradients(targets, weight), share)
-        return values, counts
+        return values, counts, len(targets[0])
 
     def _evaluate_checked(self, inputs, targets, batch_size, weight=None):
         """Metrics over checked arrays, batch by batch; losses are means over samples (of wᵢ·lᵢ with weights)."""
@@ -1750,12 +1755,8 @@ class _CompiledModel:
         error = None
         try:
             if hi > lo:
-                batch_targets = tuple(t[rows] for t in targets)
-                batch_weight = None if weight is None else weight[rows]
-                values, counts = self._fit_batch(
-                    tuple(a[rows] for a in inputs), batch_targets, batch_weight, (hi - lo) / batch
-                )
-                part.add(hi - lo, self._total(values), values, counts)
+                values, counts, size = self._fit_batch(rows, inputs, targets, weight, (hi - lo) / batch)
+                part.add(size, self._total(values), values, counts)
             else:
                 # No sample here (a batch smaller than the number of ranks): this rank adds nothing.
                 self._flat_grads.fill(0)
