@@ -436,16 +436,13 @@ class _CompiledModel:
         self._require_loss()
         inputs = self._check_inputs(x)
         targets = self._check_targets(y, len(inputs[0]))
-        if sample_weight is None:
-            outputs = self._forward(*inputs)
-            self._targets = targets
-            loss = self._last_loss = self._total(self._loss_values(outputs, targets))
-            return inputs, targets, loss
         weight = self._check_weight(sample_weight, len(inputs[0]), "sample_weight")
         outputs = self._forward(*inputs)
-        targets = self._targets = _WeightedTargets(targets)
-        targets.weight = weight
-        loss = self._last_loss = self._total(self._weighted_values(outputs, targets, weight))
+        if weight is not None:
+            targets = _WeightedTargets(targets)
+            targets.weight = weight
+        self._targets = targets
+        loss = self._last_loss = self._total(self._loss_values(outputs, targets, weight))
         return inputs, targets, loss
 
     def backward(self, dout=None):
@@ -465,10 +462,7 @@ class _CompiledModel:
                     f"{type(self).__name__}: backward() without dout needs a loss(x, y) call after the last forward()"
                 )
             targets = self._targets
-            if type(targets) is _WeightedTargets:
-                douts = self._weighted_gradients(targets, targets.weight)
-            else:
-                douts = self._loss_gradients(targets)
+            douts = self._loss_gradients(targets, targets.weight if type(targets) is _WeightedTargets else None)
         else:
             douts = self._check_douts(dout)
         accumulated = self._accumulate
@@ -689,7 +683,7 @@ class _CompiledModel:
         if not -np.inf < loss < np.inf:
             self._grads_problem = f"the last train_step() had a loss of {loss}"
             raise self._non_finite_step(loss, inputs, targets)
-        self._backward_to_step(self._weighted_gradients(targets, targets.weight))
+        self._backward_to_step(self._loss_gradients(targets, targets.weight))
         self._apply_step()
         return loss
 
@@ -1566,8 +1560,13 @@ class _CompiledModel:
 
     # ---- losses -----------------------------------------------------------------------------------------
 
-    def _loss_values(self, outputs, targets):
-        """Each loss term's value (unscaled), in the order of _loss_terms."""
+    def _loss_values(self, outputs, targets, weight=None):
+        """Each loss term's value (unscaled), in the order of _loss_terms; with per-sample weights, mean(wᵢ·lᵢ)."""
+        if weight is not None:
+            return tuple(
+                term[8](outputs[term[1]], target, self._weight_for(weight, term[0]))
+                for term, target in zip(self._terms, targets)
+            )
         if len(self._terms) == 1:
             term = self._terms[0]
             return (term[5](outputs[term[1]], targets[0]),)
@@ -1580,9 +1579,14 @@ class _CompiledModel:
             return values[0] if scale == 1 else scale * values[0]
         return float(sum(term[2] * value for term, value in zip(self._terms, values)))
 
-    def _loss_gradients(self, targets):
+    def _loss_gradients(self, targets, weight=None):
         """dL/d(output) for every output: each term's gradient times its scale; zeros for an output without a
-        loss term."""
+        loss term. With per-sample weights, each sample's rows of the unweighted gradient times its weight."""
+        if weight is not None:
+            douts = self._loss_gradients(targets)
+            for term in self._terms:
+                douts[term[1]][...] *= self._weight_for(weight, term[0])
+            return douts
         if len(self._terms) == 1 and len(self._output_names) == 1:
             scale, gradient = self._terms[0][2], self._terms[0][6]
             dz = gradient(targets[0])
@@ -1604,20 +1608,6 @@ class _CompiledModel:
     def _weight_for(self, weight, output):
         """Per-sample weights shaped (batch, 1, ...) to broadcast against an output's arrays."""
         return weight.reshape((-1,) + (1,) * len(self.output_shapes[output]))
-
-    def _weighted_values(self, outputs, targets, weight):
-        """Each loss term's value with per-sample weights, mean(wᵢ·lᵢ) (unscaled), in the order of _loss_terms."""
-        return tuple(
-            term[8](outputs[term[1]], target, self._weight_for(weight, term[0]))
-            for term, target in zip(self._terms, targets)
-        )
-
-    def _weighted_gradients(self, targets, weight):
-        """dL/d(output) of the weighted loss: each sample's rows of the unweighted gradient times its weight."""
-        douts = self._loss_gradients(targets)
-        for term in self._terms:
-            douts[term[1]][...] *= self._weight_for(weight, term[0])
-        return douts
 
     def _counts(self, outputs, targets):
         """(correct, compared) for each loss term with a metric, None for the others; after the loss values of the
@@ -1714,16 +1704,10 @@ class _CompiledModel:
         weight = None if weight is None else weight[rows]
         outputs = self._forward(*inputs)
         self._targets = targets
-        if weight is None:
-            values = self._loss_values(outputs, targets)
-        else:
-            values = self._weighted_values(outputs, targets, weight)
+        values = self._loss_values(outputs, targets, weight)
         counts = self._counts(outputs, targets)
         if np.isfinite(self._total(values)):
-            if weight is None:
-                self._backward_to_step(self._loss_gradients(targets), share)
-            else:
-                self._backward_to_step(self._weighted_gradients(targets, weight), share)
+            self._backward_to_step(self._loss_gradients(targets, weight), share)
         return values, counts, len(targets[0])
 
     def _evaluate_checked(self, inputs, targets, batch_size, weight=None):
@@ -1736,10 +1720,8 @@ class _CompiledModel:
         for start in range(0, len(inputs[0]), batch_size):
             outputs = self._forward(*(a[start : start + batch_size] for a in inputs))
             batch_targets = tuple(t[start : start + batch_size] for t in targets)
-            if weight is None:
-                values = self._loss_values(outputs, batch_targets)
-            else:
-                values = self._weighted_values(outputs, batch_targets, weight[start : start + batch_size])
+            batch_weight = None if weight is None else weight[start : start + batch_size]
+            values = self._loss_values(outputs, batch_targets, batch_weight)
             counts = self._counts(outputs, batch_targets)
             totals.add(len(batch_targets[0]), self._total(values), values, counts)
         return totals
