@@ -40,6 +40,22 @@ def build(source: str, dtype: str = "float64", model: str | None = None, seed: i
     return getattr(module, model)(seed=seed)
 
 
+def manual_fit(net, x, y, epochs, batch_size, seed):
+    """fit() as documented: train_step over batches of np.random.default_rng([seed, epoch]).permutation(n). Returns
+    each epoch's mean loss and accuracy (the argmax of predict() on each batch before its step, as fit counts)."""
+    losses, accuracies = [], []
+    for epoch in range(epochs):
+        order = np.random.default_rng([seed, epoch]).permutation(len(x))
+        total = hits = 0
+        for start in range(0, len(x), batch_size):
+            rows = order[start : start + batch_size]
+            hits += np.count_nonzero(net.predict(x[rows]).argmax(axis=1) == y[rows])
+            total += net.train_step(x[rows], y[rows]) * len(rows)
+        losses.append(total / len(x))
+        accuracies.append(hits / len(x))
+    return losses, accuracies
+
+
 def numeric_grad(f, array: np.ndarray, eps: float = 1e-6) -> np.ndarray:
     """Central differences of the scalar f() w.r.t. every element of `array`, perturbed in place."""
     grad = np.zeros_like(array)

@@ -294,13 +294,7 @@ def test_trained_digits_model_classifies_the_test_set_identically(tmp_path):
     net = nncompile.load(path).DigitsMLP(seed=0)
     net.fit(x_train, y_train, epochs=3, batch_size=32, seed=0, verbose=False)
     net.save(tmp_path / "trained.npz")
-    result = subprocess.run(
-        [sys.executable, "-m", "nncompile", path, "--emit", "onnx", "-o", "digits.onnx", "--weights", "trained.npz"],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        check=False,
-    )
+    result = _cli(path, "--emit", "onnx", "-o", "digits.onnx", "--weights", "trained.npz", cwd=tmp_path)
     assert result.returncode == 0 and result.stdout == result.stderr == "", result.stderr
     session = _session((tmp_path / "digits.onnx").read_bytes())
     (logits,) = session.run(None, {"x": x_test})
@@ -333,9 +327,9 @@ def saved(tmp_path):
     return tmp_path / "mlp.npz", changed
 
 
-def _cli(*args):
+def _cli(*args, cwd=None):
     return subprocess.run(
-        [sys.executable, "-m", "nncompile", *map(str, args)], capture_output=True, text=True, check=False
+        [sys.executable, "-m", "nncompile", *map(str, args)], capture_output=True, text=True, check=False, cwd=cwd
     )
 
 
@@ -429,9 +423,7 @@ def test_without_onnx_the_command_says_what_to_install(monkeypatch, capsys, tmp_
     ],
 )
 def test_usage_errors(args, message, tmp_path):
-    result = subprocess.run(
-        [sys.executable, "-m", "nncompile", str(MLP), *args], capture_output=True, text=True, check=False, cwd=tmp_path
-    )
+    result = _cli(MLP, *args, cwd=tmp_path)
     assert result.returncode == 2 and message in result.stderr.splitlines()[-1], result.stderr
 
 
@@ -497,13 +489,7 @@ def test_readme_export_section_runs_as_written(tmp_path):
             if not line.startswith("nncompile "):
                 continue
             words = line.split("#", 1)[0].split()
-            result = subprocess.run(
-                [sys.executable, "-m", "nncompile", *words[1:]],
-                capture_output=True,
-                text=True,
-                check=False,
-                cwd=tmp_path,
-            )
+            result = _cli(*words[1:], cwd=tmp_path)
             assert result.returncode == 0, (line, result.stderr)
             ran += 1
     assert ran >= 3
