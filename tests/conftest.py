@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -29,6 +30,14 @@ def assert_generated_code_is_clean(files) -> None:
     assert check.returncode == 0, check.stdout + check.stderr
     formatted = ruff("format", "--isolated", "--line-length", "120", "--diff", *files)
     assert formatted.returncode == 0, formatted.stdout + formatted.stderr
+
+
+def readme_blocks(heading: str) -> list[tuple[str, str]]:
+    """(language, code) of each fenced block of the README section that starts at the heading line `heading`
+    (e.g. "## Graphs"), up to the next "## " heading."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split(heading, 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"```(\w*)\n(.*?)\n```", section, re.DOTALL)
 
 
 def build(source: str, dtype: str = "float64", model: str | None = None, seed: int = 0):

@@ -9,7 +9,7 @@ import sys
 import time
 
 import pytest
-from conftest import ROOT
+from conftest import ROOT, readme_blocks
 
 from nncompile import compile_source
 
@@ -86,11 +86,7 @@ def test_readme_training_walkthrough_runs_as_written(tmp_path):
 def test_readme_graphs_section_runs_as_written(tmp_path):
     """The 'Graphs' section: its residual model compiles, and its two-input, two-output example (the second model,
     saved as two_halves.nn, then its Python block) prints exactly what the section shows."""
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    section = readme.split("## Graphs", 1)[1].split("\n## ", 1)[0]
-    (_, residual), (_, two_halves), (language, code), (_, output) = re.findall(
-        r"```(\w*)\n(.*?)\n```", section, re.DOTALL
-    )
+    (_, residual), (_, two_halves), (language, code), (_, output) = readme_blocks("## Graphs")
     assert language == "python" and "model ResidualMLP" in residual and "model TwoHalves" in two_halves
     compile_source(residual, on_warning=pytest.fail)
     (tmp_path / "two_halves.nn").write_text(two_halves + "\n", encoding="utf-8")

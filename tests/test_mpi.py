@@ -13,7 +13,7 @@ from pathlib import Path
 import mpi_worker
 import numpy as np
 import pytest
-from conftest import ROOT
+from conftest import ROOT, readme_blocks
 
 pytest.importorskip("mpi4py", reason="the MPI tests need mpi4py (pip install mpi4py mpich)")
 MPIEXEC = shutil.which("mpiexec")
@@ -128,11 +128,8 @@ def test_not_a_communicator():
 
 def test_readme_section_runs_as_written(tmp_path):
     """The README's "Training on several processes or machines": its train.py and its -n 2 commands."""
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    section = readme[readme.index("## Training on several processes or machines") :]
-    section = section[: section.index("\n## ", 10)]
-    script = section.split("```python\n")[1].split("```")[0]
-    commands = section.split("and run it on two processes of this machine:\n\n```\n")[1].split("```")[0]
+    (language, script), (_, commands), *_ = readme_blocks("## Training on several processes or machines")
+    assert language == "python"
     (tmp_path / "train.py").write_text(script)
     (tmp_path / "examples").symlink_to(ROOT / "examples")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}

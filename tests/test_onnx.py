@@ -12,7 +12,7 @@ import numpy as np
 import onnx  # the test extras install onnx and onnxruntime: missing, these tests fail rather than skip
 import onnxruntime as ort
 import pytest
-from conftest import ROOT
+from conftest import ROOT, readme_blocks
 from onnx.reference import ReferenceEvaluator
 from onnxruntime.capi.onnxruntime_pybind11_state import NotImplemented as NotImplementedKernel
 
@@ -470,9 +470,7 @@ def test_api_argument_errors():
 
 def test_readme_export_section_runs_as_written(tmp_path):
     """'Export to ONNX': its commands, then its Python block, run in one directory with the examples copied in."""
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    section = readme.split("## Export to ONNX", 1)[1].split("\n## ", 1)[0]
-    blocks = re.findall(r"```(\w*)\n(.*?)\n```", section, re.DOTALL)
+    blocks = readme_blocks("## Export to ONNX")
     (examples := tmp_path / "examples").mkdir()
     for path in (ROOT / "examples").glob("*"):
         (examples / path.name).write_bytes(path.read_bytes())

@@ -5,14 +5,13 @@ predict_proba."""
 
 from __future__ import annotations
 
-import re
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT, build
+from conftest import build, readme_blocks
 
 import nncompile
 
@@ -618,9 +617,7 @@ def test_repr_says_what_the_model_is():
 def test_readme_schedules_section_runs_as_written(tmp_path):
     """The README's 'Schedules, callbacks and probabilities': its model (saved as digits_scheduled.nn), then its
     script, prints exactly what the section shows."""
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    section = readme.split("### Schedules, callbacks and probabilities", 1)[1].split("\n## ", 1)[0]
-    (_, model), (language, code), (_, output) = re.findall(r"```(\w*)\n(.*?)\n```", section, re.DOTALL)
+    (_, model), (language, code), (_, output) = readme_blocks("### Schedules, callbacks and probabilities")
     assert language == "python" and "schedule CosineAnnealingLR" in model and "callbacks=[report]" in code
     (tmp_path / "digits_scheduled.nn").write_text(model + "\n", encoding="utf-8")
     (tmp_path / "scheduled.py").write_text(code + "\n", encoding="utf-8")
