@@ -598,8 +598,9 @@ def _outside_model(f: Failure) -> Diagnostic | None:
     )
 
 
-def _keyword_name(f: Failure, keyword: str, example: str) -> Diagnostic | None:
+def _keyword_name(f: Failure, keyword: str) -> Diagnostic | None:
     if f.top_is(keyword.upper()):
+        example = _STATEMENT_EXAMPLES[keyword]
         return Diagnostic(f"missing {keyword} name after '{keyword}'", f.span, helps=[f"write '{example}'"])
     return None
 
@@ -617,15 +618,15 @@ def _loss_scale(f: Failure) -> Diagnostic | None:
 
 
 def _loss_name(f: Failure) -> Diagnostic | None:
-    return _keyword_name(f, "loss", "loss CrossEntropy")
+    return _keyword_name(f, "loss")
 
 
 def _optimizer_name(f: Failure) -> Diagnostic | None:
-    return _keyword_name(f, "optimizer", "optimizer SGD(lr=0.1)")
+    return _keyword_name(f, "optimizer")
 
 
 def _schedule_name(f: Failure) -> Diagnostic | None:
-    return _keyword_name(f, "schedule", "schedule StepLR(step_size=10)")
+    return _keyword_name(f, "schedule")
 
 
 def _between_statements(f: Failure) -> Diagnostic | None:

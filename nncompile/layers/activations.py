@@ -36,12 +36,16 @@ class ReLU(Elementwise):
     CHUNKED_CAST_FROM = 1024
 
     @classmethod
+    def chunked_cast(cls, in_shape) -> bool:
+        return math.prod(in_shape) >= cls.CHUNKED_CAST_FROM
+
+    @classmethod
     def constants(cls, in_shape, out_shape, args):
-        return {"chunked_cast": math.prod(in_shape) >= cls.CHUNKED_CAST_FROM}
+        return {"chunked_cast": cls.chunked_cast(in_shape)}
 
     @classmethod
     def buffers(cls, in_shape, out_shape, args):
-        slope = [] if math.prod(in_shape) >= cls.CHUNKED_CAST_FROM else [Buffer("slope", in_shape)]
+        slope = [] if cls.chunked_cast(in_shape) else [Buffer("slope", in_shape)]
         return [Buffer("mask", in_shape, "bool"), *slope, Buffer("zeros", in_shape)]
 
 
