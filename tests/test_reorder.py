@@ -187,3 +187,28 @@ def test_a_pool_that_is_an_output_keeps_its_name_and_gives_the_relus_values():
     assert [moved_model.train_step(x, t) for _ in range(3)] == [by_hand.train_step(x, t) for _ in range(3)]
     for name in moved_model.params:
         np.testing.assert_array_equal(moved_model.params[name], by_hand.params[name])
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")
+@pytest.mark.parametrize(
+    "layers, shape, pixel, first_bad",
+    [
+        # 8 × 8 windows kept as (row phase, column phase, sample, row / 2, column / 2)
+        ("conv = Conv2D(2, 3)\n MaxPool2D(2)", [10, 10, 1], (1, 5, 6, 0), "[1, 3, 4, 0]"),
+        # 8 windows kept as (phase, sample, position / 2)
+        ("conv = Conv1D(2, 3)\n MaxPool1D(2)", [10, 1], (1, 5, 0), "[1, 3, 0]"),
+    ],
+)
+def test_check_numerics_reports_a_pool_ordered_output_by_position(layers, shape, pixel, first_bad):
+    """The convolution's rows are stored in the pool's order, but the first bad value is found and reported in the
+    order of its positions, as for any other layer."""
+    source = f"model Net {{\n input x {shape}\n {layers}\n Flatten\n Linear(3)\n loss CrossEntropy\n}}\n"
+    assert pool_ordered(source) == ["maxpool{}_1".format("2d" if "2D" in layers else "1d")]
+    net = build(source)
+    net.params["conv.weight"][...] = 1e308  # finite, but every window that covers the pixel overflows
+    x = np.zeros((3, *shape))
+    x[pixel] = 10.0
+    net.check_numerics = True
+    with pytest.raises(FloatingPointError) as error:
+        net.predict(x)
+    assert str(error.value).endswith(f"forward produced inf at {first_bad}"), str(error.value)

@@ -199,17 +199,20 @@ def _dtype_text(dtype):
     return f"{kinds.get(dtype.kind, 'values')} (dtype {dtype})"
 
 
-def _check_finite(array, where, what=""):
+def _check_finite(array, where, what="", shape=None):
     """check_numerics: a FloatingPointError at the first NaN or infinite value of array (in C order), naming where it
     was made; nothing when every value is finite. A finite sum proves that (a NaN or an infinity makes the sum NaN or
-    infinite), so a clean array costs one pass and no allocation; only a non-finite sum looks value by value."""
+    infinite), so a clean array costs one pass and no allocation; only a non-finite sum looks value by value.
+    With shape, array is a view of values of that shape with its axes split and reordered (an array kept in a
+    pool's order) whose C order is theirs: the index is reported in shape."""
     if _sum_is_finite(array):
         return
     bad = ~np.isfinite(array)
     if bad.any():  # else the sum of finite values overflowed
-        index = np.unravel_index(int(np.argmax(bad)), array.shape)
-        at = ", ".join(str(int(i)) for i in index)
-        raise FloatingPointError(f"{where} {float(array[index])} at [{at}]{what}")
+        first = int(np.argmax(bad))
+        value = float(array[np.unravel_index(first, array.shape)])
+        at = ", ".join(str(int(i)) for i in np.unravel_index(first, array.shape if shape is None else shape))
+        raise FloatingPointError(f"{where} {value} at [{at}]{what}")
 
 
 # gradcheck(): the finite-difference step (relative to max(1, |value|)) and the tolerance, by DTYPE: an entry agrees
