@@ -1,7 +1,8 @@
-"""Exact reorderings of a shape-checked graph that make its generated code faster; lowering applies them.
+"""Exact rewrites of a shape-checked graph that make its generated code faster; lowering applies them.
 
 A ReLU whose only reader is a max pool runs after the pool instead: max(relu(a), relu(b)) = relu(max(a, b)), and
 the pool has fewer elements than its input (a quarter for MaxPool2D(2)), so both of ReLU's passes shrink with it.
+A convolution whose only reader is a max pool that never reads its last windows does not compute them.
 """
 
 from __future__ import annotations
@@ -60,3 +61,75 @@ def pools_before_relus(model: Model) -> tuple[Model, dict[str, str]]:
             nodes.append(dataclasses.replace(node, inputs=[renamed.get(value, value) for value in node.inputs]))
     output_values = {name: renamed.get(value, value) for name, value in model.output_values.items()}
     return dataclasses.replace(model, nodes=nodes, output_values=output_values), relus
+
+
+def trimmed_convolutions(model: Model) -> tuple[Model, dict[str, str]]:
+    """The model with every Conv1D or Conv2D (stride 1, no padding) whose only reader is an unpadded max pool that
+    leaves its last windows unread (MaxPool2D(2) over 11 × 11 windows reads 10 × 10) computing only the windows the
+    pool reads, and each trimmed convolution's pool.
+
+    The trimmed windows' values reach nothing and their gradient is zero, so dropping them changes no value and no
+    gradient (but the rounding of sums over windows): the convolution's node keeps its input shape (its input
+    gradient covers the whole input, zero where no computed window reads) and gets the smaller output shape, which
+    the pool reads as its input."""
+    consumers = model.consumers()
+    outputs = set(model.output_values.values())
+    trimmed: dict[str, tuple[int, ...]] = {}  # convolution -> the input shape it is bound to
+    pools = {}
+    for node in model.nodes:
+        readers = consumers.get(node.name, [])
+        if node.kind.name not in _POOL_OF or node.name in outputs or len(readers) != 1:
+            continue
+        pool = readers[0]
+        if pool.kind.name != _POOL_OF[node.kind.name] or pool.inputs != [node.name]:
+            continue
+        read = _pool_reads(pool)
+        if read is None:
+            continue
+        cropped = _cropped_input(node, read)
+        if cropped is not None:
+            trimmed[node.name], pools[node.name] = cropped, pool.name
+    if not trimmed:
+        return model, {}
+    nodes, shapes = [], {}
+    for node in model.nodes:
+        if node.name in trimmed:
+            bound = node.kind.bind(node.args, [trimmed[node.name]])
+            shapes[node.name] = bound.out_shape
+            nodes.append(dataclasses.replace(node, out_shape=bound.out_shape, bound=bound))
+        elif node.inputs and node.inputs[0] in shapes and node.name == pools.get(node.inputs[0]):
+            shape = shapes[node.inputs[0]]
+            bound = node.kind.bind(node.args, [shape])
+            assert bound.out_shape == node.out_shape, (node.name, bound.out_shape, node.out_shape)
+            nodes.append(dataclasses.replace(node, in_shapes=[shape], bound=bound))
+        else:
+            nodes.append(node)
+    return dataclasses.replace(model, nodes=nodes), pools
+
+
+_POOL_OF = {"Conv1D": "MaxPool1D", "Conv2D": "MaxPool2D"}
+
+
+def _pool_reads(pool) -> tuple[int, ...] | None:
+    """How many leading positions per axis an unpadded max pool reads; None for a padded pool."""
+    if pool.kind.name == "MaxPool2D":
+        k, stride, padding = pool.kind.geometry(pool.args)
+        if any(padding):
+            return None
+        return tuple((out - 1) * s + n for out, s, n in zip(pool.out_shape[:2], stride, k))
+    if pool.args["padding"]:
+        return None
+    return ((pool.out_shape[0] - 1) * pool.kind.stride(pool.args) + pool.args["k"],)
+
+
+def _cropped_input(conv, read) -> tuple[int, ...] | None:
+    """The leading part of the convolution's input that its first `read` windows per axis cover, when that leaves
+    windows out (stride 1, no padding); None otherwise."""
+    in_shape = conv.in_shapes[0]
+    axes = conv.kind.axes(in_shape, conv.args) if conv.kind.name == "Conv2D" else (conv.kind.axis(in_shape, conv.args),)
+    if any(axis.stride != 1 or axis.before or axis.after for axis in axes):
+        return None
+    windows = tuple(min(axis.out, n) for axis, n in zip(axes, read))
+    if windows == tuple(axis.out for axis in axes):
+        return None
+    return (*(n + axis.extent - 1 for n, axis in zip(windows, axes)), in_shape[-1])

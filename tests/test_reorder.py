@@ -122,18 +122,21 @@ def pool_ordered(source: str) -> list[str]:
     [
         # tap-major im2col (one channel), the conv's input gradient not needed
         ("Conv2D(4, 3, padding=1)\n ReLU\n MaxPool2D(2)\n Flatten\n Linear(3)", [10, 10, 1], 1),
-        # window-major im2col (many channels), no bias; the second conv's input gradient is needed
+        # window-major im2col (many channels), no bias; the second conv's input gradient is needed, so only the
+        # first is reordered
         (
             "Conv2D(8, 3, padding=1)\n ReLU\n MaxPool2D(2)\n Conv2D(5, 3, padding=1, bias=false)\n MaxPool2D(2)\n Flatten",
             [12, 12, 3],
-            2,
+            1,
         ),
         # tap-major with two channels, unpadded
-        ("Conv2D(3, 2)\n MaxPool2D(2)\n Conv2D(4, 3)\n ReLU\n MaxPool2D(2)\n Flatten\n Linear(3)", [13, 13, 2], 2),
+        ("Conv2D(3, 2)\n MaxPool2D(2)\n Conv2D(4, 3)\n ReLU\n MaxPool2D(2)\n Flatten\n Linear(3)", [13, 13, 2], 1),
         # Conv1D: one channel, the input gradient not needed
         ("Conv1D(4, 3, bias=true)\n ReLU\n MaxPool1D(2)\n Flatten\n Linear(3)", [18, 1], 1),
         # Conv1D twice without a bias (k = 2, then k = 3), the second one's input gradient needed
-        ("Conv1D(5, 2)\n ReLU\n MaxPool1D(2)\n Conv1D(3, 3)\n MaxPool1D(2)\n Flatten\n Linear(3)", [17, 3], 2),
+        ("Conv1D(5, 2)\n ReLU\n MaxPool1D(2)\n Conv1D(3, 3)\n MaxPool1D(2)\n Flatten\n Linear(3)", [17, 3], 1),
+        # trimmed to the 8 × 8 windows the pool reads, and then even: reordered too
+        ("Conv2D(4, 3)\n ReLU\n MaxPool2D(2)\n Flatten\n Linear(3)", [11, 11, 1], 1),
     ],
 )
 def test_pool_ordered_convolutions_match_pytorch(layers, shape, ordered, rng):
@@ -146,11 +149,12 @@ def test_pool_ordered_convolutions_match_pytorch(layers, shape, ordered, rng):
 @pytest.mark.parametrize(
     "layers",
     [
-        "Conv2D(4, 3)\n MaxPool2D(2)",  # 8 × 7: an odd number of columns
+        "Conv2D(4, 3, padding=[1, 0])\n MaxPool2D(2)",  # 10 × 7: an odd number of columns (padded: not trimmed)
         "Conv2D(4, 3, stride=2)\n MaxPool2D(2)",  # a strided convolution
         "Conv2D(4, 3, padding=1)\n MaxPool2D(2, stride=1)",  # overlapping windows
         "Conv2D(4, 3, padding=1)\n MaxPool2D(2, padding=1)",  # a padded pool
         "h = x -> Conv2D(4, 3, padding=1)\n a = h -> MaxPool2D(2)\n b = h -> MaxPool2D(2)\n (a, b) -> Add",
+        "Conv2D(2, [1, 2])\n Conv2D(4, 3, padding=1)\n MaxPool2D(2)",  # 10 × 8, but its input gradient is needed
     ],
 )
 def test_convolutions_keep_their_order_for_other_readers(layers):
@@ -161,7 +165,6 @@ def test_convolutions_keep_their_order_for_other_readers(layers):
 @pytest.mark.parametrize(
     "layers",
     [
-        "Conv1D(4, 2)\n MaxPool1D(2)",  # 9 windows: an odd number
         "Conv1D(4, 3, stride=2)\n MaxPool1D(2)",  # a strided convolution
         "Conv1D(4, 3, padding=1)\n MaxPool1D(2)",  # a padded convolution
         "Conv1D(4, 3, dilation=2)\n MaxPool1D(2)",  # a dilated one
@@ -170,6 +173,7 @@ def test_convolutions_keep_their_order_for_other_readers(layers):
         "Conv1D(4, 3)\n MaxPool1D(2, stride=3)",  # gaps between the windows
         "Conv1D(4, 3)\n AvgPool1D(2)",  # an average
         "h = x -> Conv1D(4, 3)\n a = h -> MaxPool1D(2)\n b = h -> MaxPool1D(2)\n (a, b) -> Add",
+        "Conv1D(4, 1)\n Conv1D(4, 3)\n MaxPool1D(2)",  # the second one's input gradient is needed
     ],
 )
 def test_conv1d_keeps_its_order_for_other_readers(layers):
@@ -212,3 +216,63 @@ def test_check_numerics_reports_a_pool_ordered_output_by_position(layers, shape,
     with pytest.raises(FloatingPointError) as error:
         net.predict(x)
     assert str(error.value).endswith(f"forward produced inf at {first_bad}"), str(error.value)
+
+
+# ---- a convolution computing only the windows its max pool reads ---------------------------------------------------
+
+
+def trimmed(source: str) -> dict[str, str]:
+    """{convolution: the windows it computes, as its comment in the generated code gives them}."""
+    code = nncompile.compile_source(source, dtype="float64")
+    found = {}
+    for before, line in zip(code.splitlines(), code.splitlines()[1:]):
+        if "(computes only the " in line:
+            found[before.split("# ", 1)[1].split(" = ", 1)[0]] = line.split("only the ", 1)[1].split(" of its", 1)[0]
+    return found
+
+
+@pytest.mark.parametrize(
+    "layers, shape, expected",
+    [
+        # 8 × 7 windows, the pool reads 8 × 6; a ReLU in between runs after the pool
+        ("conv = Conv2D(4, 3)\n ReLU\n MaxPool2D(2)", [10, 9, 2], {"conv": "[8, 6]"}),
+        # 10 × 10 windows, a 3 × 3 pool of stride 2 reads 9 × 9 of them
+        ("conv = Conv2D(4, 3)\n MaxPool2D(3, stride=2)", [12, 12, 1], {"conv": "[9, 9]"}),
+        # 9 windows, a pool with gaps (k = 2, stride 3) reads 8
+        ("conv = Conv1D(4, 2)\n MaxPool1D(2, stride=3)", [10, 2], {"conv": "[8]"}),
+        # a dilated convolution: 6 windows, the pool reads 4
+        ("conv = Conv1D(4, 3, dilation=2)\n MaxPool1D(4)", [10, 2], {"conv": "[4]"}),
+        # every window read, or a padded or strided convolution, a padded pool, two readers: nothing to trim
+        ("Conv2D(4, 3)\n MaxPool2D(2)", [10, 10, 2], {}),
+        ("Conv2D(4, 3, padding=1)\n MaxPool2D(2)", [9, 9, 2], {}),
+        ("Conv2D(4, 3, stride=2)\n MaxPool2D(2)", [12, 12, 2], {}),
+        ("Conv2D(4, 3)\n MaxPool2D(2, padding=1)", [10, 9, 2], {}),
+        ("Conv1D(4, 3, padding=1)\n MaxPool1D(2)", [9, 2], {}),
+        ("h = x -> Conv1D(4, 2)\n a = h -> MaxPool1D(2)\n b = h -> MaxPool1D(2)\n (a, b) -> Add", [12, 2], {}),
+    ],
+)
+def test_which_convolutions_are_trimmed(layers, shape, expected):
+    source = f"model Net {{\n input x {shape}\n {layers}\n Flatten\n Linear(3)\n loss CrossEntropy\n}}\n"
+    assert trimmed(source) == expected
+
+
+@pytest.mark.parametrize(
+    "layers, shape",
+    [
+        # the second convolution is trimmed (7 × 7 to 6 × 6) and its input gradient is needed
+        ("Conv2D(6, 3, padding=1)\n ReLU\n MaxPool2D(2)\n Conv2D(5, 3)\n ReLU\n MaxPool2D(2)\n Flatten", [18, 18, 2]),
+        # trimmed to 8 × 8 and then reordered for the pool; tap-major im2col
+        ("Conv2D(4, 3)\n ReLU\n MaxPool2D(2)\n Flatten\n Linear(3)", [11, 11, 1]),
+        # a pool of 3 with stride 2 that leaves the last window out, no bias
+        ("Conv2D(4, [2, 3], bias=false)\n MaxPool2D(3, stride=2)\n Flatten", [11, 12, 3]),
+        # Conv1D: 29 windows of which the pool reads 28, after a first convolution (input gradient needed)
+        ("Conv1D(4, 3)\n ReLU\n MaxPool1D(2)\n Conv1D(5, 3)\n ReLU\n MaxPool1D(2)\n Flatten\n Linear(3)", [64, 1]),
+        # dilated, with gaps between the pool's windows
+        ("Conv1D(3, 2)\n Conv1D(4, 3, dilation=2)\n MaxPool1D(2, stride=3)\n Flatten", [14, 2]),
+    ],
+)
+def test_trimmed_convolutions_match_pytorch(layers, shape, rng):
+    source = f"model Net {{\n input {shape}\n {layers}\n loss CrossEntropy\n optimizer SGD(lr=0.1, momentum=0.9)\n}}\n"
+    assert trimmed(source)
+    errors = oracle_errors(source, rng, batch=4)
+    assert max(errors.values()) < TOLERANCE, errors
