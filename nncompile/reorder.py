@@ -13,6 +13,8 @@ from .ir import Model
 
 # Pools whose output is the maximum of some of their input's elements (−∞ padding included).
 MAX_POOLS = frozenset({"MaxPool1D", "MaxPool2D", "GlobalMaxPool"})
+# Each convolution and the max pool over the same positions.
+POOL_OF_CONVOLUTION = {"Conv1D": "MaxPool1D", "Conv2D": "MaxPool2D"}
 
 
 def pools_before_relus(model: Model) -> tuple[Model, dict[str, str]]:
@@ -78,10 +80,10 @@ def trimmed_convolutions(model: Model) -> tuple[Model, dict[str, str]]:
     pools = {}
     for node in model.nodes:
         readers = consumers.get(node.name, [])
-        if node.kind.name not in _POOL_OF or node.name in outputs or len(readers) != 1:
+        if node.kind.name not in POOL_OF_CONVOLUTION or node.name in outputs or len(readers) != 1:
             continue
         pool = readers[0]
-        if pool.kind.name != _POOL_OF[node.kind.name] or pool.inputs != [node.name]:
+        if pool.kind.name != POOL_OF_CONVOLUTION[node.kind.name] or pool.inputs != [node.name]:
             continue
         read = _pool_reads(pool)
         if read is None:
@@ -105,9 +107,6 @@ def trimmed_convolutions(model: Model) -> tuple[Model, dict[str, str]]:
         else:
             nodes.append(node)
     return dataclasses.replace(model, nodes=nodes), pools
-
-
-_POOL_OF = {"Conv1D": "MaxPool1D", "Conv2D": "MaxPool2D"}
 
 
 def _pool_reads(pool) -> tuple[int, ...] | None:
