@@ -5,6 +5,8 @@ PyTorch's (in the file's order)."""
 
 from __future__ import annotations
 
+import random
+
 import numpy as np
 import pytest
 from conftest import build
@@ -12,6 +14,7 @@ from test_conv2d import TOLERANCE, _one_thread, oracle_errors  # noqa: F401  (_o
 
 import nncompile
 from nncompile import compiler, reorder
+from nncompile import lower as lower_module
 
 CNN = """
 model Net {
@@ -276,3 +279,48 @@ def test_trimmed_convolutions_match_pytorch(layers, shape, rng):
     assert trimmed(source)
     errors = oracle_errors(source, rng, batch=4)
     assert max(errors.values()) < TOLERANCE, errors
+
+
+def test_trimming_changes_no_value_or_gradient_of_random_conv_pool_models(monkeypatch):
+    """Random Conv1D/Conv2D -> (ReLU) -> MaxPool models (kernels, strides, dilations, pool windows, strides and
+    padding drawn at random; ties in the input), built with and without trimming: predictions equal exactly, the
+    input and parameter gradients and two training steps to float64 rounding."""
+    rnd = random.Random(0)
+    untrimmed = 0
+    for trial in range(150):
+        two_d = rnd.random() < 0.5
+        conv = f"conv = Conv{'2' if two_d else '1'}D(3, {rnd.randint(1, 4)}, stride={rnd.choice([1, 1, 2])}, "
+        conv += f"dilation={rnd.choice([1, 1, 2])})"
+        pool = f"MaxPool{'2' if two_d else '1'}D({rnd.randint(1, 3)}, stride={rnd.choice([1, 2, 3])}"
+        pool += f", padding={rnd.choice([0, 0, 1])})"
+        first = f"Conv{'2' if two_d else '1'}D(2, 1)\n" if rnd.random() < 0.5 else ""
+        n = rnd.randint(6, 13)
+        shape = [n, n + rnd.randint(0, 2), 2] if two_d else [n, 2]
+        relu = "ReLU\n" if rnd.random() < 0.5 else ""
+        source = (
+            f"model Net {{\n input {shape}\n {first}{conv}\n {relu}{pool}\n Flatten\n Linear(3)\n"
+            " loss CrossEntropy\n optimizer SGD(lr=0.1, momentum=0.9)\n}\n"
+        )
+        try:
+            trimmed_net = build(source, seed=1)
+        except nncompile.CompileError:
+            continue  # the pool or the kernel does not fit
+        if not trimmed(source):
+            continue
+        with monkeypatch.context() as patch:
+            patch.setattr(lower_module, "trimmed_convolutions", lambda model: (model, {}))
+            assert not trimmed(source)
+            plain_net = build(source, seed=1)
+        untrimmed += 1
+        rng = np.random.default_rng(trial)
+        x, y = rng.standard_normal((5, *shape)), rng.integers(0, 3, 5)
+        x[0, :2] = 0  # equal values: the pools' ties
+        np.testing.assert_array_equal(trimmed_net.predict(x), plain_net.predict(x), err_msg=source)
+        trimmed_net.loss(x, y)
+        plain_net.loss(x, y)
+        np.testing.assert_allclose(trimmed_net.backward(), plain_net.backward(), rtol=1e-10, atol=1e-13, err_msg=source)
+        for name, grad in trimmed_net.grads.items():
+            np.testing.assert_allclose(grad, plain_net.grads[name], rtol=1e-10, atol=1e-13, err_msg=source)
+        for _ in range(2):
+            assert trimmed_net.train_step(x, y) == pytest.approx(plain_net.train_step(x, y), rel=1e-12), source
+    assert untrimmed >= 20  # the draw reaches the rewrite often enough to mean something
