@@ -425,8 +425,8 @@ def test_generated_code_is_lint_clean_and_formatted(tmp_path):
 def test_both_im2col_layouts_are_used():
     few = nncompile.compile_source("model N { input [8, 8, 3] Conv2D(4, 3) }")
     many = nncompile.compile_source("model N { input [8, 8, 16] Conv2D(4, 3) }")
-    assert "im2col, tap-major" in few and "as_strided" not in few
-    assert "as_strided" in many and "tap-major" not in many
+    assert "im2col, tap-major" in few and "cols[b, h, w] is window" not in few
+    assert "cols[b, h, w] is window" in many and "tap-major" not in many
 
 
 # ---- random stacks ----

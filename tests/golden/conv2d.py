@@ -2426,11 +2426,16 @@ class ImageCnn(_CompiledModel):
         np.copyto(image[:, 1:13, 1:13], x)
         # im2col, tap-major: row i·3 + j of cols holds tap (i, j) of every window of the batch
         # and its last row stays 1, so that colsᵀ · [W; b] adds the bias inside the GEMM
-        cols = ws["conv1.cols"].reshape(10, -1, 12, 12)
-        for tap in range(9):
-            i, j = divmod(tap, 3)
-            np.copyto(cols[tap], image[:, i : i + 12, j : j + 12, 0])
-        cols = cols.reshape(10, -1).T
+        # one strided copy: a view of the image whose axes are the rows of cols, then the windows
+        step_batch, step_row, step_column, _ = image.strides
+        windows = np.lib.stride_tricks.as_strided(
+            image,
+            (3, 3, image.shape[0], 12, 12),
+            (step_row, step_column, step_batch, step_row, step_column),
+        )
+        cols = ws["conv1.cols"].reshape(10, -1)
+        np.copyto(cols[:9].reshape(windows.shape), windows)
+        cols = cols.T
         weight = self._stacked_params["conv1.weight+bias"]
         conv1_y = ws["conv1.y"]
         np.matmul(cols, weight, out=conv1_y.reshape(-1, 8))
@@ -2445,12 +2450,16 @@ class ImageCnn(_CompiledModel):
         image = ws["conv2.padded"]
         np.copyto(image[:, 1:13, :12], relu_1_y)
         # im2col, tap-major: row (i·2 + j)·8 + c of cols holds channel c at tap (i, j) of every window of the batch
-        cols = ws["conv2.cols"].reshape(48, -1, 6, 5)
-        for tap in range(6):
-            i, j = divmod(tap, 2)
-            channels = cols[tap * 8 : (tap + 1) * 8]
-            np.copyto(channels.transpose(1, 2, 3, 0), image[:, i : i + 11 : 2, j * 2 : j * 2 + 9 : 2])
-        cols = cols.reshape(48, -1).T
+        # one strided copy: a view of the image whose axes are the rows of cols, then the windows
+        step_batch, step_row, step_column, step_channel = image.strides
+        windows = np.lib.stride_tricks.as_strided(
+            image,
+            (3, 2, 8, image.shape[0], 6, 5),
+            (step_row, 2 * step_column, step_channel, step_batch, 2 * step_row, 2 * step_column),
+        )
+        cols = ws["conv2.cols"].reshape(48, -1)
+        np.copyto(cols.reshape(windows.shape), windows)
+        cols = cols.T
         weight = p["conv2.weight"].reshape(48, 16)
         conv2_y = ws["conv2.y"]
         np.matmul(cols, weight, out=conv2_y.reshape(-1, 16))
@@ -2620,11 +2629,16 @@ class ImageCnn(_CompiledModel):
         np.copyto(image[:, 1:13, 1:13], x)
         # im2col, tap-major: row i·3 + j of cols holds tap (i, j) of every window of the batch
         # and its last row stays 1, so that colsᵀ · [W; b] adds the bias inside the GEMM
-        cols = ws["conv1.cols"].reshape(10, -1, 12, 12)
-        for tap in range(9):
-            i, j = divmod(tap, 3)
-            np.copyto(cols[tap], image[:, i : i + 12, j : j + 12, 0])
-        cols = cols.reshape(10, -1).T
+        # one strided copy: a view of the image whose axes are the rows of cols, then the windows
+        step_batch, step_row, step_column, _ = image.strides
+        windows = np.lib.stride_tricks.as_strided(
+            image,
+            (3, 3, image.shape[0], 12, 12),
+            (step_row, step_column, step_batch, step_row, step_column),
+        )
+        cols = ws["conv1.cols"].reshape(10, -1)
+        np.copyto(cols[:9].reshape(windows.shape), windows)
+        cols = cols.T
         weight = self._stacked_params["conv1.weight+bias"]
         conv1_y = ws["conv1.y"]
         np.matmul(cols, weight, out=conv1_y.reshape(-1, 8))
@@ -2639,12 +2653,16 @@ class ImageCnn(_CompiledModel):
         image = ws["conv2.padded"]
         np.copyto(image[:, 1:13, :12], relu_1_y)
         # im2col, tap-major: row (i·2 + j)·8 + c of cols holds channel c at tap (i, j) of every window of the batch
-        cols = ws["conv2.cols"].reshape(48, -1, 6, 5)
-        for tap in range(6):
-            i, j = divmod(tap, 2)
-            channels = cols[tap * 8 : (tap + 1) * 8]
-            np.copyto(channels.transpose(1, 2, 3, 0), image[:, i : i + 11 : 2, j * 2 : j * 2 + 9 : 2])
-        cols = cols.reshape(48, -1).T
+        # one strided copy: a view of the image whose axes are the rows of cols, then the windows
+        step_batch, step_row, step_column, step_channel = image.strides
+        windows = np.lib.stride_tricks.as_strided(
+            image,
+            (3, 2, 8, image.shape[0], 6, 5),
+            (step_row, 2 * step_column, step_channel, step_batch, 2 * step_row, 2 * step_column),
+        )
+        cols = ws["conv2.cols"].reshape(48, -1)
+        np.copyto(cols.reshape(windows.shape), windows)
+        cols = cols.T
         weight = p["conv2.weight"].reshape(48, 16)
         conv2_y = ws["conv2.y"]
         np.matmul(cols, weight, out=conv2_y.reshape(-1, 16))
