@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 
-from .ir import Model
+from .ir import Model, Node
 
 # Pools whose output is the maximum of some of their input's elements (−∞ padding included).
 MAX_POOLS = frozenset({"MaxPool1D", "MaxPool2D", "GlobalMaxPool"})
 # Each convolution and the max pool over the same positions.
-POOL_OF_CONVOLUTION = {"Conv1D": "MaxPool1D", "Conv2D": "MaxPool2D"}
+_POOL_OF_CONVOLUTION = {"Conv1D": "MaxPool1D", "Conv2D": "MaxPool2D"}
 
 
 def pools_before_relus(model: Model) -> tuple[Model, dict[str, str]]:
@@ -65,6 +65,21 @@ def pools_before_relus(model: Model) -> tuple[Model, dict[str, str]]:
     return dataclasses.replace(model, nodes=nodes, output_values=output_values), relus
 
 
+def pooled_convolutions(model: Model) -> dict[str, Node]:
+    """{convolution: its pool} for every Conv1D or Conv2D, not an output, whose only reader is the max pool over the
+    same positions (MaxPool1D or MaxPool2D): the pairs that trimming and lowering's pool order look at."""
+    consumers = model.consumers()
+    outputs = set(model.output_values.values())
+    pairs = {}
+    for node in model.nodes:
+        readers = consumers.get(node.name, [])
+        if node.kind.name not in _POOL_OF_CONVOLUTION or node.name in outputs or len(readers) != 1:
+            continue
+        if readers[0].kind.name == _POOL_OF_CONVOLUTION[node.kind.name]:
+            pairs[node.name] = readers[0]
+    return pairs
+
+
 def trimmed_convolutions(model: Model) -> tuple[Model, dict[str, str]]:
     """The model with every Conv1D or Conv2D (stride 1, no padding) whose only reader is an unpadded max pool that
     leaves its last windows unread (MaxPool2D(2) over 11 × 11 windows reads 10 × 10) computing only the windows the
@@ -74,33 +89,24 @@ def trimmed_convolutions(model: Model) -> tuple[Model, dict[str, str]]:
     gradient (but the rounding of sums over windows): the convolution's node keeps its input shape (its input
     gradient covers the whole input, zero where no computed window reads) and gets the smaller output shape, which
     the pool reads as its input."""
-    consumers = model.consumers()
-    outputs = set(model.output_values.values())
-    trimmed: dict[str, tuple[int, ...]] = {}  # convolution -> the input shape it is bound to
+    cropped: dict[str, tuple[int, ...]] = {}  # convolution -> the input shape it is bound to
     pools = {}
-    for node in model.nodes:
-        readers = consumers.get(node.name, [])
-        if node.kind.name not in POOL_OF_CONVOLUTION or node.name in outputs or len(readers) != 1:
-            continue
-        pool = readers[0]
-        if pool.kind.name != POOL_OF_CONVOLUTION[node.kind.name] or pool.inputs != [node.name]:
-            continue
+    for name, pool in pooled_convolutions(model).items():
         read = _pool_reads(pool)
-        if read is None:
-            continue
-        cropped = _cropped_input(node, read)
-        if cropped is not None:
-            trimmed[node.name], pools[node.name] = cropped, pool.name
-    if not trimmed:
+        shape = None if read is None else _cropped_input(model.node(name), read)
+        if shape is not None:
+            cropped[name], pools[name] = shape, pool.name
+    if not cropped:
         return model, {}
-    nodes, shapes = [], {}
+    convolution_of = {pool: conv for conv, pool in pools.items()}
+    nodes, out_shapes = [], {}
     for node in model.nodes:
-        if node.name in trimmed:
-            bound = node.kind.bind(node.args, [trimmed[node.name]])
-            shapes[node.name] = bound.out_shape
+        if node.name in cropped:
+            bound = node.kind.bind(node.args, [cropped[node.name]])
+            out_shapes[node.name] = bound.out_shape
             nodes.append(dataclasses.replace(node, out_shape=bound.out_shape, bound=bound))
-        elif node.inputs and node.inputs[0] in shapes and node.name == pools.get(node.inputs[0]):
-            shape = shapes[node.inputs[0]]
+        elif node.name in convolution_of:
+            shape = out_shapes[convolution_of[node.name]]
             bound = node.kind.bind(node.args, [shape])
             assert bound.out_shape == node.out_shape, (node.name, bound.out_shape, node.out_shape)
             nodes.append(dataclasses.replace(node, in_shapes=[shape], bound=bound))
