@@ -117,6 +117,8 @@ class _Pool2D(Layer):
         return {
             "kh": kh,
             "kw": kw,
+            "sh": sh,
+            "sw": sw,
             "taps": kh * kw,
             "padding": ph > 0 or pw > 0,
             # The image's rows and columns inside the padded workspace array.
@@ -207,8 +209,8 @@ class MaxPool2D(_Pool2D):
                 Buffer("bottom_left_wins", out_shape, "bool"),
                 Buffer("top_wins", out_shape, "bool"),
                 Buffer("top_max", out_shape),
-                Buffer("top_share", out_shape),
-                Buffer("bottom_share", out_shape),
+                # Backward's masks of the windows whose tap (p, q) gets dy, p and q major.
+                Buffer("routes", (4, *out_shape), "bool"),
             ]
         else:
             buffers = [Buffer("pending", out_shape, "bool"), Buffer("hit", out_shape, "bool")]

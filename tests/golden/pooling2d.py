@@ -2189,8 +2189,7 @@ class DigitsImage(_CompiledModel):
         ("maxpool2d_1.bottom_left_wins", (4, 4, 2), bool, 0),
         ("maxpool2d_1.top_wins", (4, 4, 2), bool, 0),
         ("maxpool2d_1.top_max", (4, 4, 2), DTYPE, 0),
-        ("maxpool2d_1.top_share", (4, 4, 2), DTYPE, 0),
-        ("maxpool2d_1.bottom_share", (4, 4, 2), DTYPE, 0),
+        ("maxpool2d_1.routes", (4, 4, 4, 2), bool, 0),
         ("smooth.y", (4, 4, 2), DTYPE, 0),
         ("smooth.dx", (4, 4, 2), DTYPE, 0),
         ("smooth.share", (4, 4, 2), DTYPE, 0),
@@ -2527,16 +2526,23 @@ class DigitsImage(_CompiledModel):
         # backward of maxpool2d_1 = MaxPool2D(2)  (pooling2d.nn:9)  [8, 8, 2] -> [4, 4, 2]
         # dx[b, t·sh + i, u·sw + j, c] += dy[b, t, u, c] for the first tap (i, j) in row-major order with x[b, t·sh + i, u·sw + j, c] = y[b, t, u, c]
         image_dy = ws["maxpool2d_1.dx"]
-        # dy goes to the top row where it won and to the bottom row elsewhere, then within each row to the left tap
-        # where it won and to the right tap elsewhere: s·[won] and s - s·[won]
-        top = np.multiply(maxpool2d_1_dy, ws["maxpool2d_1.top_wins"], out=ws["maxpool2d_1.top_share"])
-        bottom = np.subtract(maxpool2d_1_dy, top, out=ws["maxpool2d_1.bottom_share"])
-        top_left, top_right = image_dy[:, :7:2, :7:2], image_dy[:, :7:2, 1:8:2]
-        bottom_left, bottom_right = image_dy[:, 1:8:2, :7:2], image_dy[:, 1:8:2, 1:8:2]
-        np.multiply(top, ws["maxpool2d_1.top_left_wins"], out=top_left)
-        np.subtract(top, top_left, out=top_right)
-        np.multiply(bottom, ws["maxpool2d_1.bottom_left_wins"], out=bottom_left)
-        np.subtract(bottom, bottom_left, out=bottom_right)
+        # dy goes to the tap that won its row (left where it won, else right) in the row that won (top where it won, else
+        # bottom). routes[p, q] marks the windows whose tap (p, q) gets dy, so one multiply writes all four taps of dx.
+        top_wins, top_left_wins = ws["maxpool2d_1.top_wins"], ws["maxpool2d_1.top_left_wins"]
+        bottom_left_wins = ws["maxpool2d_1.bottom_left_wins"]
+        routes = ws["maxpool2d_1.routes"].reshape(2, 2, -1, 4, 4, 2)
+        np.logical_and(top_wins, top_left_wins, out=routes[0, 0])
+        np.greater(top_wins, top_left_wins, out=routes[0, 1])
+        np.greater(bottom_left_wins, top_wins, out=routes[1, 0])
+        np.logical_not(np.logical_or(top_wins, bottom_left_wins, out=routes[1, 1]), out=routes[1, 1])
+        # taps[p, q] is tap (p, q) of every window: a view of dx (windows do not overlap, so no position is seen twice)
+        step_batch, step_row, step_column, step_channel = image_dy.strides
+        taps = np.lib.stride_tricks.as_strided(
+            image_dy,
+            (2, 2, image_dy.shape[0], 4, 4, 2),
+            (step_row, step_column, step_batch, 2 * step_row, 2 * step_column, step_channel),
+        )
+        np.multiply(maxpool2d_1_dy, routes, out=taps)
 
         # backward of image = Reshape([8, 8, 2])  (pooling2d.nn:8)  [128] -> [8, 8, 2]
         # dx = dy.reshape(batch, *input shape)
@@ -2722,16 +2728,23 @@ class DigitsImage(_CompiledModel):
 
         # backward of maxpool2d_1 = MaxPool2D(2)  (pooling2d.nn:9)  [8, 8, 2] -> [4, 4, 2]
         image_dy = ws["maxpool2d_1.dx"]
-        # dy goes to the top row where it won and to the bottom row elsewhere, then within each row to the left tap
-        # where it won and to the right tap elsewhere: s·[won] and s - s·[won]
-        top = np.multiply(maxpool2d_1_dy, ws["maxpool2d_1.top_wins"], out=ws["maxpool2d_1.top_share"])
-        bottom = np.subtract(maxpool2d_1_dy, top, out=ws["maxpool2d_1.bottom_share"])
-        top_left, top_right = image_dy[:, :7:2, :7:2], image_dy[:, :7:2, 1:8:2]
-        bottom_left, bottom_right = image_dy[:, 1:8:2, :7:2], image_dy[:, 1:8:2, 1:8:2]
-        np.multiply(top, ws["maxpool2d_1.top_left_wins"], out=top_left)
-        np.subtract(top, top_left, out=top_right)
-        np.multiply(bottom, ws["maxpool2d_1.bottom_left_wins"], out=bottom_left)
-        np.subtract(bottom, bottom_left, out=bottom_right)
+        # dy goes to the tap that won its row (left where it won, else right) in the row that won (top where it won, else
+        # bottom). routes[p, q] marks the windows whose tap (p, q) gets dy, so one multiply writes all four taps of dx.
+        top_wins, top_left_wins = ws["maxpool2d_1.top_wins"], ws["maxpool2d_1.top_left_wins"]
+        bottom_left_wins = ws["maxpool2d_1.bottom_left_wins"]
+        routes = ws["maxpool2d_1.routes"].reshape(2, 2, -1, 4, 4, 2)
+        np.logical_and(top_wins, top_left_wins, out=routes[0, 0])
+        np.greater(top_wins, top_left_wins, out=routes[0, 1])
+        np.greater(bottom_left_wins, top_wins, out=routes[1, 0])
+        np.logical_not(np.logical_or(top_wins, bottom_left_wins, out=routes[1, 1]), out=routes[1, 1])
+        # taps[p, q] is tap (p, q) of every window: a view of dx (windows do not overlap, so no position is seen twice)
+        step_batch, step_row, step_column, step_channel = image_dy.strides
+        taps = np.lib.stride_tricks.as_strided(
+            image_dy,
+            (2, 2, image_dy.shape[0], 4, 4, 2),
+            (step_row, step_column, step_batch, 2 * step_row, 2 * step_column, step_channel),
+        )
+        np.multiply(maxpool2d_1_dy, routes, out=taps)
         _check_finite(
             image_dy,
             "maxpool2d_1 = MaxPool2D(2) (pooling2d.nn:9): backward produced",
