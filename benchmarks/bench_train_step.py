@@ -21,6 +21,7 @@ machine_info.add_repo_root_to_path()
 
 import contenders
 import jax_contender
+import lean_contender
 from contenders import GateMasks, Steps, Unavailable
 from workload import LEARNING_RATE, WORKLOADS, UnsupportedGraph, Workload, load_graph, make_data
 
@@ -35,6 +36,8 @@ RATIOS = (
     ("generated", "jax"),
     ("pytorch", "gemm_floor"),
     ("pytorch", "jax"),
+    ("generated", "numpy_lean"),
+    ("numpy_lean", "gemm_floor"),
 )
 # Issue 16's targets: the highest acceptable generated/pytorch, generated/gemm_floor and generated/jax ratios
 # (None: reported, no target).
@@ -75,7 +78,7 @@ class Result:
 
 
 def build_contenders(workload: Workload) -> list[Contender]:
-    """All four contenders, starting from the same weights and the same data."""
+    """The contenders (numpy_lean only for the models it covers), from the same weights and the same data."""
     try:
         graph = load_graph(workload)
     except UnsupportedGraph as exc:
@@ -97,7 +100,11 @@ def build_contenders(workload: Workload) -> list[Contender]:
     except Unavailable as exc:
         jitted = Contender("jax", None, unavailable=str(exc))
     floor = Contender("gemm_floor", contenders.gemm_floor_step(graph, workload.batch, seed=0), has_loss=False)
-    return [generated, pytorch, jitted, floor]
+    try:
+        lean = [Contender("numpy_lean", lean_contender.lean_steps(graph, values, x, y, LEARNING_RATE))]
+    except Unavailable:
+        lean = []  # a model it does not cover: no row rather than one saying so for every such workload
+    return [generated, pytorch, jitted, floor, *lean]
 
 
 # ---------------------------------------------------------------- loss gate
