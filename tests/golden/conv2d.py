@@ -2195,7 +2195,6 @@ class ImageCnn(_CompiledModel):
         ("conv2.padded", (14, 12, 8), DTYPE, 0),
         ("conv2.padded_grad", (14, 12, 8), DTYPE, 0),
         ("relu_2.mask", (6, 5, 16), bool, 0),
-        ("relu_2.slope", (6, 5, 16), DTYPE, 0),
         ("relu_2.zeros", (6, 5, 16), DTYPE, 0),
         ("conv3.y", (6, 5, 8), DTYPE, 0),
         ("conv3.dx", (6, 5, 16), DTYPE, 0),
@@ -2549,10 +2548,9 @@ class ImageCnn(_CompiledModel):
 
         # backward of relu_2 = ReLU  (conv2d.nn:8)  [6, 5, 16] -> [6, 5, 16]
         # dx = dy ⊙ [y > 0]  (the gradient at exactly 0 is taken as 0)
-        # The 0/1 slope is made float first: multiplying by a bool array would allocate a cast buffer.
-        slope = ws["relu_2.slope"]
-        np.copyto(slope, np.greater(relu_2_y, 0, out=ws["relu_2.mask"]))
-        conv2_dy = np.multiply(relu_2_dy, slope, out=relu_2_dy)
+        # dy times the bool mask: NumPy casts the mask in chunks of 8192 values, moving less memory than a float copy
+        # of the whole mask would (a large layer: see ReLU.CHUNKED_CAST_FROM).
+        conv2_dy = np.multiply(relu_2_dy, np.greater(relu_2_y, 0, out=ws["relu_2.mask"]), out=relu_2_dy)
 
         # backward of conv2 = Conv2D(16, [3, 2], stride=2, padding=[1, 0], dilation=[1, 2], bias=false)  (conv2d.nn:7)  [12, 12, 8] -> [6, 5, 16]
         # dW[i, j, c, o] = Σ_{b, h, w} x[b, 2·h + i - 1, 2·w + 2·j, c] · dy[b, h, w, o]
@@ -2779,10 +2777,9 @@ class ImageCnn(_CompiledModel):
         )
 
         # backward of relu_2 = ReLU  (conv2d.nn:8)  [6, 5, 16] -> [6, 5, 16]
-        # The 0/1 slope is made float first: multiplying by a bool array would allocate a cast buffer.
-        slope = ws["relu_2.slope"]
-        np.copyto(slope, np.greater(relu_2_y, 0, out=ws["relu_2.mask"]))
-        conv2_dy = np.multiply(relu_2_dy, slope, out=relu_2_dy)
+        # dy times the bool mask: NumPy casts the mask in chunks of 8192 values, moving less memory than a float copy
+        # of the whole mask would (a large layer: see ReLU.CHUNKED_CAST_FROM).
+        conv2_dy = np.multiply(relu_2_dy, np.greater(relu_2_y, 0, out=ws["relu_2.mask"]), out=relu_2_dy)
         _check_finite(
             conv2_dy, "relu_2 = ReLU (conv2d.nn:8): backward produced", " in the gradient of its input (conv2's output)"
         )
