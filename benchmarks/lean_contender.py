@@ -3,7 +3,7 @@ know how, for the workloads made of Linear, ReLU and Add layers; what NumPy itse
 
 It does what the generated step does (forward, CrossEntropy, backward, the SGD update; the same GEMMs in the same
 layouts: W (in, out) with b stacked under it, [x, 1] · [W; b] forward, [x, 1]ᵀ · dy for [dW; db], dy · Wᵀ) and
-nothing else: no checks of its inputs, no modes, a batch-major softmax without the generated loss's care for a
+nothing else: no checks of its inputs, no modes, a softmax without the generated loss's care for a
 confident prediction's true-class gradient, every array made once, the layers' NumPy calls listed once when the
 step is built and then run one after another. Its time over the GEMM floor's is the cost of the fewest NumPy calls
 a correct step makes around its GEMMs, Python's call overhead included.
@@ -91,8 +91,12 @@ def lean_steps(graph: ir.Model, values: dict[str, np.ndarray], x: np.ndarray, y:
         else:
             backward.append(partial(np.add, gradient[name], array, out=gradient[name]))
 
-    output_grad = aligned(logits.shape)
-    gradient[graph.output_values[graph.outputs[0]]] = output_grad
+    # The loss works on classes × batch, as the generated code's does (each sample's max and sum then run across
+    # the batch: a third to half the time of reducing rows of 10 at batch 128 to 256); backward reads dz through
+    # the transposed view.
+    classes = logits.shape[1]
+    class_grad = aligned((classes, batch))
+    gradient[graph.output_values[graph.outputs[0]]] = class_grad.T
     for node in reversed(graph.nodes):
         kind, dy = node.kind.name, gradient[node.name]
         if kind == "Linear":
@@ -110,25 +114,26 @@ def lean_steps(graph: ir.Model, values: dict[str, np.ndarray], x: np.ndarray, y:
             send(node.inputs[0], dy, owned=True)
             send(node.inputs[1], dy, owned=False)
 
-    classes = logits.shape[1]
-    rows = np.arange(batch)
+    positions = np.arange(batch)
     labels = y.astype(np.intp)
-    shifted, sample_max = aligned((batch, classes)), aligned((batch, 1))
-    sums, log_sums = aligned((batch, 1)), aligned((batch, 1))
+    class_logits, shifted = aligned((classes, batch)), aligned((classes, batch))
+    sample_max, sums, log_sums = aligned((batch,)), aligned((batch,)), aligned((batch,))
+    ones = np.ones(classes, np.float32)
 
     def step() -> float:
         for call in forward:
             call()
         # loss = mean(log Σ_c exp(z - max) - (z - max)[label]); dz = (softmax - onehot) / batch, times lr (folded)
-        np.maximum.reduce(logits, axis=1, keepdims=True, out=sample_max)
-        np.subtract(logits, sample_max, out=shifted)
-        true_class = shifted[rows, labels]
+        np.copyto(class_logits, logits.T)
+        np.maximum.reduce(class_logits, axis=0, out=sample_max)
+        np.subtract(class_logits, sample_max, out=shifted)
+        true_class = shifted[labels, positions]
         exps = np.exp(shifted, out=shifted)
-        np.add.reduce(exps, axis=1, keepdims=True, out=sums)
-        loss = (np.add.reduce(np.log(sums, out=log_sums), axis=None) - np.add.reduce(true_class)) / batch
+        np.matmul(ones, exps, out=sums)  # Σ_c as a matrix-vector product: faster than a reduction here
+        loss = (np.add.reduce(np.log(sums, out=log_sums)) - np.add.reduce(true_class)) / batch
         np.multiply(sums, batch / lr, out=sums)
-        np.divide(exps, sums, out=output_grad)
-        output_grad[rows, labels] -= lr / batch
+        np.divide(exps, sums, out=class_grad)
+        class_grad[labels, positions] -= lr / batch
         for call in backward:
             call()
         np.subtract(flat_params, flat_grads, out=flat_params)
