@@ -31,9 +31,9 @@ class ReLU(Elementwise):
 
     # From this many values per sample, backward multiplies dy by the bool mask directly (NumPy casts it in chunks of
     # 8192, a transient of at most 32 KiB): it moves less memory than a float copy of the mask. Whole training steps
-    # (A/B): 256-wide layers 0.95–0.96 at batch 128, 0.96 at batch 32 (residual MLP); 512 and 256: 0.96 (MNIST MLP);
-    # a third faster alone from about 100,000 values a batch. Narrower layers keep the float slope: the same speed
-    # at small batches, where the transient would be a large share of a small model's step memory.
+    # (A/B): 256-wide layers 0.95–0.98 at batch 128 and 0.96 at batch 32 (residual MLP), 512 and 256 wide 0.96–0.98
+    # (MNIST MLP); a third faster alone from about 100,000 values a batch. Narrower layers keep the float slope: the
+    # same speed at small batches, where the transient would be a large share of a small model's step memory.
     CHUNKED_CAST_FROM = 256
 
     @classmethod

@@ -2532,7 +2532,7 @@ class DigitsImage(_CompiledModel):
         bottom_left_wins = ws["maxpool2d_1.bottom_left_wins"]
         routes = ws["maxpool2d_1.routes"].reshape(2, 2, -1, 4, 4, 2)
         np.logical_and(top_wins, top_left_wins, out=routes[0, 0])
-        np.greater(top_wins, top_left_wins, out=routes[0, 1])
+        np.greater(top_wins, top_left_wins, out=routes[0, 1])  # on bools, a > b is a and not b
         np.greater(bottom_left_wins, top_wins, out=routes[1, 0])
         np.logical_not(np.logical_or(top_wins, bottom_left_wins, out=routes[1, 1]), out=routes[1, 1])
         # taps[p, q] is tap (p, q) of every window: a view of dx (windows do not overlap, so no position is seen twice)
@@ -2734,7 +2734,7 @@ class DigitsImage(_CompiledModel):
         bottom_left_wins = ws["maxpool2d_1.bottom_left_wins"]
         routes = ws["maxpool2d_1.routes"].reshape(2, 2, -1, 4, 4, 2)
         np.logical_and(top_wins, top_left_wins, out=routes[0, 0])
-        np.greater(top_wins, top_left_wins, out=routes[0, 1])
+        np.greater(top_wins, top_left_wins, out=routes[0, 1])  # on bools, a > b is a and not b
         np.greater(bottom_left_wins, top_wins, out=routes[1, 0])
         np.logical_not(np.logical_or(top_wins, bottom_left_wins, out=routes[1, 1]), out=routes[1, 1])
         # taps[p, q] is tap (p, q) of every window: a view of dx (windows do not overlap, so no position is seen twice)
