@@ -60,15 +60,17 @@ class CrossEntropy(Loss):
 
     @classmethod
     def buffers(cls, shape, args):
+        # Class-major (classes × batch): each sample's max and sum run across the whole batch at once.
         return [
-            Buffer("logits", shape),
-            Buffer("exps", shape),
-            Buffer("shifted", shape),
+            Buffer("logits", shape, batch_last=True),
+            Buffer("exps", shape, batch_last=True),
+            Buffer("shifted", shape, batch_last=True),
+            Buffer("at_max", shape, "bool", batch_last=True),
+            Buffer("dz", shape, batch_last=True),
             Buffer("ones", shape, fill=1),
-            Buffer("sample_max", (1,)),
-            Buffer("at_max", shape, "bool"),
-            Buffer("sums", (1,)),
-            Buffer("scale", (1,)),
+            Buffer("sample_max", ()),
+            Buffer("sums", ()),
+            Buffer("scale", ()),
         ]
 
 

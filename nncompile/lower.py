@@ -94,6 +94,7 @@ class BufferView:
     shape: tuple[int, ...]
     kind: str
     fill: float = 0
+    batch_last: bool = False
 
 
 @dataclass
@@ -401,11 +402,11 @@ class ModelView:
 
     @property
     def buffer_rows(self) -> list[str]:
-        rows = []
-        for b in self.buffers:
-            dtype = {"bool": "bool", "int": "np.intp"}.get(b.kind, "DTYPE")
-            rows.append(f'("{b.key}", {py_literal(b.shape)}, {dtype}, {py_literal(b.fill)})')
-        return rows
+        return _buffer_rows(b for b in self.buffers if not b.batch_last)
+
+    @property
+    def batch_last_buffer_rows(self) -> list[str]:
+        return _buffer_rows(b for b in self.buffers if b.batch_last)
 
     @property
     def loss_term_rows(self) -> list[str]:
@@ -723,9 +724,10 @@ def lower(model: Model, dtype: str = "float32") -> ModelView:
             const=kind.constants(shape, args, dtype),
             only=len(model.outputs) == 1,
         )
-        loss.buffers = [BufferView(loss.key("dz"), shape, "float")] + [
-            _buffer(loss.key(b.name), b) for b in kind.buffers(shape, args)
-        ]
+        # Every loss writes its gradient into dz, batch-first unless the loss declares its own.
+        declared = kind.buffers(shape, args)
+        default_dz = [] if any(b.name == "dz" for b in declared) else [BufferView(loss.key("dz"), shape, "float")]
+        loss.buffers = default_dz + [_buffer(loss.key(b.name), b) for b in declared]
         losses.append(loss)
 
     params, state = [], []
@@ -785,8 +787,17 @@ def lower(model: Model, dtype: str = "float32") -> ModelView:
     )
 
 
+def _buffer_rows(buffers) -> list[str]:
+    """The workspace table's rows: (key, per-sample shape, dtype, initial value)."""
+    rows = []
+    for b in buffers:
+        dtype = {"bool": "bool", "int": "np.intp"}.get(b.kind, "DTYPE")
+        rows.append(f'("{b.key}", {py_literal(b.shape)}, {dtype}, {py_literal(b.fill)})')
+    return rows
+
+
 def _buffer(key: str, buffer: Buffer) -> BufferView:
-    return BufferView(key, buffer.shape, buffer.kind, buffer.fill)
+    return BufferView(key, buffer.shape, buffer.kind, buffer.fill, buffer.batch_last)
 
 
 __all__ = ["LayerView", "LossView", "ModelView", "lower", "py_literal", "safe_text", "shape_text"]

@@ -100,12 +100,14 @@ class Param:
 @dataclass(frozen=True)
 class Buffer:
     """A per-batch workspace array a layer writes into: shape per sample, 'float', 'bool' or 'int' (np.intp, for
-    indices such as an argmax), and its first value (may be ±inf)."""
+    indices such as an argmax), and its first value (may be ±inf). The batch is its first axis, or with batch_last
+    its last: (*shape, batch), e.g. a loss's class-major arrays (classes × batch)."""
 
     name: str
     shape: tuple[int, ...]
     kind: str = "float"
     fill: float = 0
+    batch_last: bool = False
 
 
 class Entry:

@@ -123,3 +123,21 @@ def test_graph_train_steps_allocate_under_5_percent_of_the_first(model):
         x = x["x"]
         y = rng.standard_normal((batch, 3)).astype(np.float32)
     _assert_steady_state_allocates_little(net, x, y)
+
+
+def test_workspace_holds_cross_entropys_arrays_class_major_and_one_dz_per_loss():
+    """CrossEntropy's arrays are (classes, batch) in the workspace (its loss reads them without reshaping) and its
+    own dz replaces the batch-first one every other loss gets."""
+    source = (
+        "model Net {\n input [6]\n h = Linear(8)\n logits = h -> Linear(3)\n size = h -> Linear(2)\n"
+        " output (logits, size)\n loss logits -> CrossEntropy\n loss size -> MSE\n}"
+    )
+    net = nncompile.load(source).Net(seed=0)
+    keys = [row[0] for row in net._buffers + net._batch_last_buffers]
+    assert len(keys) == len(set(keys))
+    workspace = net._workspace(5)
+    for name in ("logits", "exps", "shifted", "at_max", "dz"):
+        assert workspace[f"loss.logits.{name}"].shape == (3, 5), name
+    for name in ("sample_max", "sums", "scale"):
+        assert workspace[f"loss.logits.{name}"].shape == (5,), name
+    assert workspace["loss.size.dz"].shape == (5, 2)

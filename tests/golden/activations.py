@@ -341,7 +341,8 @@ class _CompiledModel:
     _schedule                    the schedule statement's call, or None; a scheduled model also has
                                  _scheduled_lr(epoch, lr), the lr after `epoch` steps of the schedule given the lr in
                                  force, and __init__ sets base_lr, schedule_epoch = 0 and the lr of epoch 0
-    _param_layout, _buffers      parameter and workspace layouts
+    _param_layout, _buffers      parameter and workspace layouts; _batch_last_buffers (optional): workspace arrays
+                                 whose batch is the last axis
     __init__(seed)               parameters and hyperparameters, then self._init_runtime()
     _update()                    the optimizer update, which step() applies
     _folds_lr                    True for an optimizer whose update is p = p - lr · g while its other
@@ -358,6 +359,7 @@ class _CompiledModel:
 
     _schedule = None
     _folds_lr = False
+    _batch_last_buffers = ()
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -1692,6 +1694,8 @@ class _CompiledModel:
             if len(self._workspaces) >= 4:
                 self._workspaces.pop(next(iter(self._workspaces)))
             workspace = {key: _aligned_full((batch, *shape), fill, dtype) for key, shape, dtype, fill in self._buffers}
+            for key, shape, dtype, fill in self._batch_last_buffers:
+                workspace[key] = _aligned_full((*shape, batch), fill, dtype)
             # Its length tells backward(dout) the batch size of this workspace.
             workspace["ones"] = np.ones(batch, DTYPE)
             self._workspaces[batch] = workspace

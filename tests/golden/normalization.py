@@ -341,7 +341,8 @@ class _CompiledModel:
     _schedule                    the schedule statement's call, or None; a scheduled model also has
                                  _scheduled_lr(epoch, lr), the lr after `epoch` steps of the schedule given the lr in
                                  force, and __init__ sets base_lr, schedule_epoch = 0 and the lr of epoch 0
-    _param_layout, _buffers      parameter and workspace layouts
+    _param_layout, _buffers      parameter and workspace layouts; _batch_last_buffers (optional): workspace arrays
+                                 whose batch is the last axis
     __init__(seed)               parameters and hyperparameters, then self._init_runtime()
     _update()                    the optimizer update, which step() applies
     _folds_lr                    True for an optimizer whose update is p = p - lr · g while its other
@@ -358,6 +359,7 @@ class _CompiledModel:
 
     _schedule = None
     _folds_lr = False
+    _batch_last_buffers = ()
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -1692,6 +1694,8 @@ class _CompiledModel:
             if len(self._workspaces) >= 4:
                 self._workspaces.pop(next(iter(self._workspaces)))
             workspace = {key: _aligned_full((batch, *shape), fill, dtype) for key, shape, dtype, fill in self._buffers}
+            for key, shape, dtype, fill in self._batch_last_buffers:
+                workspace[key] = _aligned_full((*shape, batch), fill, dtype)
             # Its length tells backward(dout) the batch size of this workspace.
             workspace["ones"] = np.ones(batch, DTYPE)
             self._workspaces[batch] = workspace
@@ -2206,15 +2210,18 @@ class Normalized(_CompiledModel):
         ("linear_1.y", (3,), DTYPE, 0),
         ("linear_1.dx", (24,), DTYPE, 0),
         ("linear_1.x1", (25,), DTYPE, 1),
-        ("loss.n.dz", (3,), DTYPE, 0),
+        ("loss.n.ones", (3,), DTYPE, 1),
+        ("loss.n.sample_max", (), DTYPE, 0),
+        ("loss.n.sums", (), DTYPE, 0),
+        ("loss.n.scale", (), DTYPE, 0),
+    )
+    # The same for arrays whose batch is the last axis, (*shape, batch): the loss's class-major arrays.
+    _batch_last_buffers = (
         ("loss.n.logits", (3,), DTYPE, 0),
         ("loss.n.exps", (3,), DTYPE, 0),
         ("loss.n.shifted", (3,), DTYPE, 0),
-        ("loss.n.ones", (3,), DTYPE, 1),
-        ("loss.n.sample_max", (1,), DTYPE, 0),
         ("loss.n.at_max", (3,), bool, 0),
-        ("loss.n.sums", (1,), DTYPE, 0),
-        ("loss.n.scale", (1,), DTYPE, 0),
+        ("loss.n.dz", (3,), DTYPE, 0),
     )
 
     def __init__(self, seed=None):
@@ -2893,14 +2900,14 @@ class Normalized(_CompiledModel):
         ws = self._ws
         batch = linear_1_y.shape[0]
         # The logits as classes × batch, so each sample's max and sum below run across the whole batch at once.
-        logits = ws["loss.n.logits"].reshape(3, batch)
+        logits = ws["loss.n.logits"]
         np.copyto(logits, linear_1_y.T)
         # Subtract each sample's maximum before exponentiating, so exp never overflows.
-        sample_max = np.maximum.reduce(logits, axis=0, out=ws["loss.n.sample_max"].reshape(batch))
-        shifted = np.subtract(logits, sample_max, out=ws["loss.n.shifted"].reshape(3, batch))
-        exps = np.exp(shifted, out=ws["loss.n.exps"].reshape(3, batch))
+        sample_max = np.maximum.reduce(logits, axis=0, out=ws["loss.n.sample_max"])
+        shifted = np.subtract(logits, sample_max, out=ws["loss.n.shifted"])
+        exps = np.exp(shifted, out=ws["loss.n.exps"])
         # Each sample's sum as 1ᵀ · exps (a matrix-vector product is faster than a reduction); softmax = exps / sums.
-        sums = np.matmul(ws["loss.n.ones"][0], exps, out=ws["loss.n.sums"].reshape(batch))
+        sums = np.matmul(ws["loss.n.ones"][0], exps, out=ws["loss.n.sums"])
         # log softmax(z)_cb = shifted_cb - log(sums_b)
         log_sums = np.log(sums)
         if target.ndim == 1:
@@ -2919,14 +2926,14 @@ class Normalized(_CompiledModel):
         ws = self._ws
         batch = linear_1_y.shape[0]
         # The logits as classes × batch, so each sample's max and sum below run across the whole batch at once.
-        logits = ws["loss.n.logits"].reshape(3, batch)
+        logits = ws["loss.n.logits"]
         np.copyto(logits, linear_1_y.T)
         # Subtract each sample's maximum before exponentiating, so exp never overflows.
-        sample_max = np.maximum.reduce(logits, axis=0, out=ws["loss.n.sample_max"].reshape(batch))
-        shifted = np.subtract(logits, sample_max, out=ws["loss.n.shifted"].reshape(3, batch))
-        exps = np.exp(shifted, out=ws["loss.n.exps"].reshape(3, batch))
+        sample_max = np.maximum.reduce(logits, axis=0, out=ws["loss.n.sample_max"])
+        shifted = np.subtract(logits, sample_max, out=ws["loss.n.shifted"])
+        exps = np.exp(shifted, out=ws["loss.n.exps"])
         # Each sample's sum as 1ᵀ · exps (a matrix-vector product is faster than a reduction); softmax = exps / sums.
-        sums = np.matmul(ws["loss.n.ones"][0], exps, out=ws["loss.n.sums"].reshape(batch))
+        sums = np.matmul(ws["loss.n.ones"][0], exps, out=ws["loss.n.sums"])
         # log softmax(z)_cb = shifted_cb - log(sums_b)
         log_sums = np.log(sums)
         w = weight.reshape(-1)
@@ -2947,8 +2954,8 @@ class Normalized(_CompiledModel):
         ws = self._ws
         batch = target.shape[0]
         # dz = (softmax(z) - t) / batch = exps / (batch · sums) - t / batch, computed class-major
-        scale = np.multiply(ws["loss.n.sums"].reshape(batch), batch, out=ws["loss.n.scale"].reshape(batch))
-        dz = np.divide(ws["loss.n.exps"].reshape(3, batch), scale, out=ws["loss.n.dz"].reshape(3, batch))
+        scale = np.multiply(ws["loss.n.sums"], batch, out=ws["loss.n.scale"])
+        dz = np.divide(ws["loss.n.exps"], scale, out=ws["loss.n.dz"])
         if target.ndim == 1:
             # At the true class softmax - 1 = -(the other classes' softmax, summed): the sum keeps full precision where
             # softmax - 1 would cancel (a confident prediction: float32 keeps only a few digits of a 1e-5 gradient).
@@ -2970,8 +2977,8 @@ class Normalized(_CompiledModel):
             # shifted = z - (each sample's max), class-major, from the loss value on this batch: a sample's label is its
             # predicted class where its entry is 0, as long as no other class ties for the max (then argmax decides).
             batch = target.shape[0]
-            shifted = ws["loss.n.shifted"].reshape(3, batch)
-            at_max = np.equal(shifted, 0, out=ws["loss.n.at_max"].reshape(3, batch))
+            shifted = ws["loss.n.shifted"]
+            at_max = np.equal(shifted, 0, out=ws["loss.n.at_max"])
             if np.count_nonzero(at_max) == batch:
                 return int(np.count_nonzero(at_max.reshape(-1).take(ws["loss.n.label_index"]))), batch
         hits = (z.argmax(axis=1)) == (target if target.ndim == 1 else target.argmax(axis=1))

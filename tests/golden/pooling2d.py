@@ -341,7 +341,8 @@ class _CompiledModel:
     _schedule                    the schedule statement's call, or None; a scheduled model also has
                                  _scheduled_lr(epoch, lr), the lr after `epoch` steps of the schedule given the lr in
                                  force, and __init__ sets base_lr, schedule_epoch = 0 and the lr of epoch 0
-    _param_layout, _buffers      parameter and workspace layouts
+    _param_layout, _buffers      parameter and workspace layouts; _batch_last_buffers (optional): workspace arrays
+                                 whose batch is the last axis
     __init__(seed)               parameters and hyperparameters, then self._init_runtime()
     _update()                    the optimizer update, which step() applies
     _folds_lr                    True for an optimizer whose update is p = p - lr · g while its other
@@ -358,6 +359,7 @@ class _CompiledModel:
 
     _schedule = None
     _folds_lr = False
+    _batch_last_buffers = ()
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -1692,6 +1694,8 @@ class _CompiledModel:
             if len(self._workspaces) >= 4:
                 self._workspaces.pop(next(iter(self._workspaces)))
             workspace = {key: _aligned_full((batch, *shape), fill, dtype) for key, shape, dtype, fill in self._buffers}
+            for key, shape, dtype, fill in self._batch_last_buffers:
+                workspace[key] = _aligned_full((*shape, batch), fill, dtype)
             # Its length tells backward(dout) the batch size of this workspace.
             workspace["ones"] = np.ones(batch, DTYPE)
             self._workspaces[batch] = workspace
@@ -2205,15 +2209,18 @@ class DigitsImage(_CompiledModel):
         ("head.y", (10,), DTYPE, 0),
         ("head.dx", (20,), DTYPE, 0),
         ("head.x1", (21,), DTYPE, 1),
-        ("loss.head.dz", (10,), DTYPE, 0),
+        ("loss.head.ones", (10,), DTYPE, 1),
+        ("loss.head.sample_max", (), DTYPE, 0),
+        ("loss.head.sums", (), DTYPE, 0),
+        ("loss.head.scale", (), DTYPE, 0),
+    )
+    # The same for arrays whose batch is the last axis, (*shape, batch): the loss's class-major arrays.
+    _batch_last_buffers = (
         ("loss.head.logits", (10,), DTYPE, 0),
         ("loss.head.exps", (10,), DTYPE, 0),
         ("loss.head.shifted", (10,), DTYPE, 0),
-        ("loss.head.ones", (10,), DTYPE, 1),
-        ("loss.head.sample_max", (1,), DTYPE, 0),
         ("loss.head.at_max", (10,), bool, 0),
-        ("loss.head.sums", (1,), DTYPE, 0),
-        ("loss.head.scale", (1,), DTYPE, 0),
+        ("loss.head.dz", (10,), DTYPE, 0),
     )
 
     def __init__(self, seed=None):
@@ -2832,14 +2839,14 @@ class DigitsImage(_CompiledModel):
         ws = self._ws
         batch = head_y.shape[0]
         # The logits as classes × batch, so each sample's max and sum below run across the whole batch at once.
-        logits = ws["loss.head.logits"].reshape(10, batch)
+        logits = ws["loss.head.logits"]
         np.copyto(logits, head_y.T)
         # Subtract each sample's maximum before exponentiating, so exp never overflows.
-        sample_max = np.maximum.reduce(logits, axis=0, out=ws["loss.head.sample_max"].reshape(batch))
-        shifted = np.subtract(logits, sample_max, out=ws["loss.head.shifted"].reshape(10, batch))
-        exps = np.exp(shifted, out=ws["loss.head.exps"].reshape(10, batch))
+        sample_max = np.maximum.reduce(logits, axis=0, out=ws["loss.head.sample_max"])
+        shifted = np.subtract(logits, sample_max, out=ws["loss.head.shifted"])
+        exps = np.exp(shifted, out=ws["loss.head.exps"])
         # Each sample's sum as 1ᵀ · exps (a matrix-vector product is faster than a reduction); softmax = exps / sums.
-        sums = np.matmul(ws["loss.head.ones"][0], exps, out=ws["loss.head.sums"].reshape(batch))
+        sums = np.matmul(ws["loss.head.ones"][0], exps, out=ws["loss.head.sums"])
         # log softmax(z)_cb = shifted_cb - log(sums_b)
         log_sums = np.log(sums)
         if target.ndim == 1:
@@ -2858,14 +2865,14 @@ class DigitsImage(_CompiledModel):
         ws = self._ws
         batch = head_y.shape[0]
         # The logits as classes × batch, so each sample's max and sum below run across the whole batch at once.
-        logits = ws["loss.head.logits"].reshape(10, batch)
+        logits = ws["loss.head.logits"]
         np.copyto(logits, head_y.T)
         # Subtract each sample's maximum before exponentiating, so exp never overflows.
-        sample_max = np.maximum.reduce(logits, axis=0, out=ws["loss.head.sample_max"].reshape(batch))
-        shifted = np.subtract(logits, sample_max, out=ws["loss.head.shifted"].reshape(10, batch))
-        exps = np.exp(shifted, out=ws["loss.head.exps"].reshape(10, batch))
+        sample_max = np.maximum.reduce(logits, axis=0, out=ws["loss.head.sample_max"])
+        shifted = np.subtract(logits, sample_max, out=ws["loss.head.shifted"])
+        exps = np.exp(shifted, out=ws["loss.head.exps"])
         # Each sample's sum as 1ᵀ · exps (a matrix-vector product is faster than a reduction); softmax = exps / sums.
-        sums = np.matmul(ws["loss.head.ones"][0], exps, out=ws["loss.head.sums"].reshape(batch))
+        sums = np.matmul(ws["loss.head.ones"][0], exps, out=ws["loss.head.sums"])
         # log softmax(z)_cb = shifted_cb - log(sums_b)
         log_sums = np.log(sums)
         w = weight.reshape(-1)
@@ -2886,8 +2893,8 @@ class DigitsImage(_CompiledModel):
         ws = self._ws
         batch = target.shape[0]
         # dz = (softmax(z) - t) / batch = exps / (batch · sums) - t / batch, computed class-major
-        scale = np.multiply(ws["loss.head.sums"].reshape(batch), batch, out=ws["loss.head.scale"].reshape(batch))
-        dz = np.divide(ws["loss.head.exps"].reshape(10, batch), scale, out=ws["loss.head.dz"].reshape(10, batch))
+        scale = np.multiply(ws["loss.head.sums"], batch, out=ws["loss.head.scale"])
+        dz = np.divide(ws["loss.head.exps"], scale, out=ws["loss.head.dz"])
         if target.ndim == 1:
             # At the true class softmax - 1 = -(the other classes' softmax, summed): the sum keeps full precision where
             # softmax - 1 would cancel (a confident prediction: float32 keeps only a few digits of a 1e-5 gradient).
@@ -2909,8 +2916,8 @@ class DigitsImage(_CompiledModel):
             # shifted = z - (each sample's max), class-major, from the loss value on this batch: a sample's label is its
             # predicted class where its entry is 0, as long as no other class ties for the max (then argmax decides).
             batch = target.shape[0]
-            shifted = ws["loss.head.shifted"].reshape(10, batch)
-            at_max = np.equal(shifted, 0, out=ws["loss.head.at_max"].reshape(10, batch))
+            shifted = ws["loss.head.shifted"]
+            at_max = np.equal(shifted, 0, out=ws["loss.head.at_max"])
             if np.count_nonzero(at_max) == batch:
                 return int(np.count_nonzero(at_max.reshape(-1).take(ws["loss.head.label_index"]))), batch
         hits = (z.argmax(axis=1)) == (target if target.ndim == 1 else target.argmax(axis=1))
@@ -2975,15 +2982,18 @@ class ChannelsFirst(_CompiledModel):
         ("linear_1.y", (2,), DTYPE, 0),
         ("linear_1.dx", (3,), DTYPE, 0),
         ("linear_1.x1", (4,), DTYPE, 1),
-        ("loss.linear_1.dz", (2,), DTYPE, 0),
+        ("loss.linear_1.ones", (2,), DTYPE, 1),
+        ("loss.linear_1.sample_max", (), DTYPE, 0),
+        ("loss.linear_1.sums", (), DTYPE, 0),
+        ("loss.linear_1.scale", (), DTYPE, 0),
+    )
+    # The same for arrays whose batch is the last axis, (*shape, batch): the loss's class-major arrays.
+    _batch_last_buffers = (
         ("loss.linear_1.logits", (2,), DTYPE, 0),
         ("loss.linear_1.exps", (2,), DTYPE, 0),
         ("loss.linear_1.shifted", (2,), DTYPE, 0),
-        ("loss.linear_1.ones", (2,), DTYPE, 1),
-        ("loss.linear_1.sample_max", (1,), DTYPE, 0),
         ("loss.linear_1.at_max", (2,), bool, 0),
-        ("loss.linear_1.sums", (1,), DTYPE, 0),
-        ("loss.linear_1.scale", (1,), DTYPE, 0),
+        ("loss.linear_1.dz", (2,), DTYPE, 0),
     )
 
     def __init__(self, seed=None):
@@ -3349,14 +3359,14 @@ class ChannelsFirst(_CompiledModel):
         ws = self._ws
         batch = linear_1_y.shape[0]
         # The logits as classes × batch, so each sample's max and sum below run across the whole batch at once.
-        logits = ws["loss.linear_1.logits"].reshape(2, batch)
+        logits = ws["loss.linear_1.logits"]
         np.copyto(logits, linear_1_y.T)
         # Subtract each sample's maximum before exponentiating, so exp never overflows.
-        sample_max = np.maximum.reduce(logits, axis=0, out=ws["loss.linear_1.sample_max"].reshape(batch))
-        shifted = np.subtract(logits, sample_max, out=ws["loss.linear_1.shifted"].reshape(2, batch))
-        exps = np.exp(shifted, out=ws["loss.linear_1.exps"].reshape(2, batch))
+        sample_max = np.maximum.reduce(logits, axis=0, out=ws["loss.linear_1.sample_max"])
+        shifted = np.subtract(logits, sample_max, out=ws["loss.linear_1.shifted"])
+        exps = np.exp(shifted, out=ws["loss.linear_1.exps"])
         # Each sample's sum as 1ᵀ · exps (a matrix-vector product is faster than a reduction); softmax = exps / sums.
-        sums = np.matmul(ws["loss.linear_1.ones"][0], exps, out=ws["loss.linear_1.sums"].reshape(batch))
+        sums = np.matmul(ws["loss.linear_1.ones"][0], exps, out=ws["loss.linear_1.sums"])
         # log softmax(z)_cb = shifted_cb - log(sums_b)
         log_sums = np.log(sums)
         if target.ndim == 1:
@@ -3375,14 +3385,14 @@ class ChannelsFirst(_CompiledModel):
         ws = self._ws
         batch = linear_1_y.shape[0]
         # The logits as classes × batch, so each sample's max and sum below run across the whole batch at once.
-        logits = ws["loss.linear_1.logits"].reshape(2, batch)
+        logits = ws["loss.linear_1.logits"]
         np.copyto(logits, linear_1_y.T)
         # Subtract each sample's maximum before exponentiating, so exp never overflows.
-        sample_max = np.maximum.reduce(logits, axis=0, out=ws["loss.linear_1.sample_max"].reshape(batch))
-        shifted = np.subtract(logits, sample_max, out=ws["loss.linear_1.shifted"].reshape(2, batch))
-        exps = np.exp(shifted, out=ws["loss.linear_1.exps"].reshape(2, batch))
+        sample_max = np.maximum.reduce(logits, axis=0, out=ws["loss.linear_1.sample_max"])
+        shifted = np.subtract(logits, sample_max, out=ws["loss.linear_1.shifted"])
+        exps = np.exp(shifted, out=ws["loss.linear_1.exps"])
         # Each sample's sum as 1ᵀ · exps (a matrix-vector product is faster than a reduction); softmax = exps / sums.
-        sums = np.matmul(ws["loss.linear_1.ones"][0], exps, out=ws["loss.linear_1.sums"].reshape(batch))
+        sums = np.matmul(ws["loss.linear_1.ones"][0], exps, out=ws["loss.linear_1.sums"])
         # log softmax(z)_cb = shifted_cb - log(sums_b)
         log_sums = np.log(sums)
         w = weight.reshape(-1)
@@ -3403,10 +3413,8 @@ class ChannelsFirst(_CompiledModel):
         ws = self._ws
         batch = target.shape[0]
         # dz = (softmax(z) - t) / batch = exps / (batch · sums) - t / batch, computed class-major
-        scale = np.multiply(
-            ws["loss.linear_1.sums"].reshape(batch), batch, out=ws["loss.linear_1.scale"].reshape(batch)
-        )
-        dz = np.divide(ws["loss.linear_1.exps"].reshape(2, batch), scale, out=ws["loss.linear_1.dz"].reshape(2, batch))
+        scale = np.multiply(ws["loss.linear_1.sums"], batch, out=ws["loss.linear_1.scale"])
+        dz = np.divide(ws["loss.linear_1.exps"], scale, out=ws["loss.linear_1.dz"])
         if target.ndim == 1:
             # At the true class softmax - 1 = -(the other classes' softmax, summed): the sum keeps full precision where
             # softmax - 1 would cancel (a confident prediction: float32 keeps only a few digits of a 1e-5 gradient).
@@ -3428,8 +3436,8 @@ class ChannelsFirst(_CompiledModel):
             # shifted = z - (each sample's max), class-major, from the loss value on this batch: a sample's label is its
             # predicted class where its entry is 0, as long as no other class ties for the max (then argmax decides).
             batch = target.shape[0]
-            shifted = ws["loss.linear_1.shifted"].reshape(2, batch)
-            at_max = np.equal(shifted, 0, out=ws["loss.linear_1.at_max"].reshape(2, batch))
+            shifted = ws["loss.linear_1.shifted"]
+            at_max = np.equal(shifted, 0, out=ws["loss.linear_1.at_max"])
             if np.count_nonzero(at_max) == batch:
                 return int(np.count_nonzero(at_max.reshape(-1).take(ws["loss.linear_1.label_index"]))), batch
         hits = (z.argmax(axis=1)) == (target if target.ndim == 1 else target.argmax(axis=1))
@@ -3499,15 +3507,18 @@ class SignalImage(_CompiledModel):
         ("linear_1.y", (3,), DTYPE, 0),
         ("linear_1.dx", (4,), DTYPE, 0),
         ("linear_1.x1", (5,), DTYPE, 1),
-        ("loss.linear_1.dz", (3,), DTYPE, 0),
+        ("loss.linear_1.ones", (3,), DTYPE, 1),
+        ("loss.linear_1.sample_max", (), DTYPE, 0),
+        ("loss.linear_1.sums", (), DTYPE, 0),
+        ("loss.linear_1.scale", (), DTYPE, 0),
+    )
+    # The same for arrays whose batch is the last axis, (*shape, batch): the loss's class-major arrays.
+    _batch_last_buffers = (
         ("loss.linear_1.logits", (3,), DTYPE, 0),
         ("loss.linear_1.exps", (3,), DTYPE, 0),
         ("loss.linear_1.shifted", (3,), DTYPE, 0),
-        ("loss.linear_1.ones", (3,), DTYPE, 1),
-        ("loss.linear_1.sample_max", (1,), DTYPE, 0),
         ("loss.linear_1.at_max", (3,), bool, 0),
-        ("loss.linear_1.sums", (1,), DTYPE, 0),
-        ("loss.linear_1.scale", (1,), DTYPE, 0),
+        ("loss.linear_1.dz", (3,), DTYPE, 0),
     )
 
     def __init__(self, seed=None):
@@ -3930,14 +3941,14 @@ class SignalImage(_CompiledModel):
         ws = self._ws
         batch = linear_1_y.shape[0]
         # The logits as classes × batch, so each sample's max and sum below run across the whole batch at once.
-        logits = ws["loss.linear_1.logits"].reshape(3, batch)
+        logits = ws["loss.linear_1.logits"]
         np.copyto(logits, linear_1_y.T)
         # Subtract each sample's maximum before exponentiating, so exp never overflows.
-        sample_max = np.maximum.reduce(logits, axis=0, out=ws["loss.linear_1.sample_max"].reshape(batch))
-        shifted = np.subtract(logits, sample_max, out=ws["loss.linear_1.shifted"].reshape(3, batch))
-        exps = np.exp(shifted, out=ws["loss.linear_1.exps"].reshape(3, batch))
+        sample_max = np.maximum.reduce(logits, axis=0, out=ws["loss.linear_1.sample_max"])
+        shifted = np.subtract(logits, sample_max, out=ws["loss.linear_1.shifted"])
+        exps = np.exp(shifted, out=ws["loss.linear_1.exps"])
         # Each sample's sum as 1ᵀ · exps (a matrix-vector product is faster than a reduction); softmax = exps / sums.
-        sums = np.matmul(ws["loss.linear_1.ones"][0], exps, out=ws["loss.linear_1.sums"].reshape(batch))
+        sums = np.matmul(ws["loss.linear_1.ones"][0], exps, out=ws["loss.linear_1.sums"])
         # log softmax(z)_cb = shifted_cb - log(sums_b)
         log_sums = np.log(sums)
         if target.ndim == 1:
@@ -3956,14 +3967,14 @@ class SignalImage(_CompiledModel):
         ws = self._ws
         batch = linear_1_y.shape[0]
         # The logits as classes × batch, so each sample's max and sum below run across the whole batch at once.
-        logits = ws["loss.linear_1.logits"].reshape(3, batch)
+        logits = ws["loss.linear_1.logits"]
         np.copyto(logits, linear_1_y.T)
         # Subtract each sample's maximum before exponentiating, so exp never overflows.
-        sample_max = np.maximum.reduce(logits, axis=0, out=ws["loss.linear_1.sample_max"].reshape(batch))
-        shifted = np.subtract(logits, sample_max, out=ws["loss.linear_1.shifted"].reshape(3, batch))
-        exps = np.exp(shifted, out=ws["loss.linear_1.exps"].reshape(3, batch))
+        sample_max = np.maximum.reduce(logits, axis=0, out=ws["loss.linear_1.sample_max"])
+        shifted = np.subtract(logits, sample_max, out=ws["loss.linear_1.shifted"])
+        exps = np.exp(shifted, out=ws["loss.linear_1.exps"])
         # Each sample's sum as 1ᵀ · exps (a matrix-vector product is faster than a reduction); softmax = exps / sums.
-        sums = np.matmul(ws["loss.linear_1.ones"][0], exps, out=ws["loss.linear_1.sums"].reshape(batch))
+        sums = np.matmul(ws["loss.linear_1.ones"][0], exps, out=ws["loss.linear_1.sums"])
         # log softmax(z)_cb = shifted_cb - log(sums_b)
         log_sums = np.log(sums)
         w = weight.reshape(-1)
@@ -3984,10 +3995,8 @@ class SignalImage(_CompiledModel):
         ws = self._ws
         batch = target.shape[0]
         # dz = (softmax(z) - t) / batch = exps / (batch · sums) - t / batch, computed class-major
-        scale = np.multiply(
-            ws["loss.linear_1.sums"].reshape(batch), batch, out=ws["loss.linear_1.scale"].reshape(batch)
-        )
-        dz = np.divide(ws["loss.linear_1.exps"].reshape(3, batch), scale, out=ws["loss.linear_1.dz"].reshape(3, batch))
+        scale = np.multiply(ws["loss.linear_1.sums"], batch, out=ws["loss.linear_1.scale"])
+        dz = np.divide(ws["loss.linear_1.exps"], scale, out=ws["loss.linear_1.dz"])
         if target.ndim == 1:
             # At the true class softmax - 1 = -(the other classes' softmax, summed): the sum keeps full precision where
             # softmax - 1 would cancel (a confident prediction: float32 keeps only a few digits of a 1e-5 gradient).
@@ -4009,8 +4018,8 @@ class SignalImage(_CompiledModel):
             # shifted = z - (each sample's max), class-major, from the loss value on this batch: a sample's label is its
             # predicted class where its entry is 0, as long as no other class ties for the max (then argmax decides).
             batch = target.shape[0]
-            shifted = ws["loss.linear_1.shifted"].reshape(3, batch)
-            at_max = np.equal(shifted, 0, out=ws["loss.linear_1.at_max"].reshape(3, batch))
+            shifted = ws["loss.linear_1.shifted"]
+            at_max = np.equal(shifted, 0, out=ws["loss.linear_1.at_max"])
             if np.count_nonzero(at_max) == batch:
                 return int(np.count_nonzero(at_max.reshape(-1).take(ws["loss.linear_1.label_index"]))), batch
         hits = (z.argmax(axis=1)) == (target if target.ndim == 1 else target.argmax(axis=1))

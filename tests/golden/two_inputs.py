@@ -341,7 +341,8 @@ class _CompiledModel:
     _schedule                    the schedule statement's call, or None; a scheduled model also has
                                  _scheduled_lr(epoch, lr), the lr after `epoch` steps of the schedule given the lr in
                                  force, and __init__ sets base_lr, schedule_epoch = 0 and the lr of epoch 0
-    _param_layout, _buffers      parameter and workspace layouts
+    _param_layout, _buffers      parameter and workspace layouts; _batch_last_buffers (optional): workspace arrays
+                                 whose batch is the last axis
     __init__(seed)               parameters and hyperparameters, then self._init_runtime()
     _update()                    the optimizer update, which step() applies
     _folds_lr                    True for an optimizer whose update is p = p - lr · g while its other
@@ -358,6 +359,7 @@ class _CompiledModel:
 
     _schedule = None
     _folds_lr = False
+    _batch_last_buffers = ()
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -1692,6 +1694,8 @@ class _CompiledModel:
             if len(self._workspaces) >= 4:
                 self._workspaces.pop(next(iter(self._workspaces)))
             workspace = {key: _aligned_full((batch, *shape), fill, dtype) for key, shape, dtype, fill in self._buffers}
+            for key, shape, dtype, fill in self._batch_last_buffers:
+                workspace[key] = _aligned_full((*shape, batch), fill, dtype)
             # Its length tells backward(dout) the batch size of this workspace.
             workspace["ones"] = np.ones(batch, DTYPE)
             self._workspaces[batch] = workspace
@@ -2202,17 +2206,20 @@ class TwoInputs(_CompiledModel):
         ("size.y", (1,), DTYPE, 0),
         ("size.dx", (40,), DTYPE, 0),
         ("size.x1", (41,), DTYPE, 1),
-        ("loss.digit.dz", (10,), DTYPE, 0),
+        ("loss.digit.ones", (10,), DTYPE, 1),
+        ("loss.digit.sample_max", (), DTYPE, 0),
+        ("loss.digit.sums", (), DTYPE, 0),
+        ("loss.digit.scale", (), DTYPE, 0),
+        ("loss.size.dz", (1,), DTYPE, 0),
+        ("loss.size.diff", (1,), DTYPE, 0),
+    )
+    # The same for arrays whose batch is the last axis, (*shape, batch): the loss's class-major arrays.
+    _batch_last_buffers = (
         ("loss.digit.logits", (10,), DTYPE, 0),
         ("loss.digit.exps", (10,), DTYPE, 0),
         ("loss.digit.shifted", (10,), DTYPE, 0),
-        ("loss.digit.ones", (10,), DTYPE, 1),
-        ("loss.digit.sample_max", (1,), DTYPE, 0),
         ("loss.digit.at_max", (10,), bool, 0),
-        ("loss.digit.sums", (1,), DTYPE, 0),
-        ("loss.digit.scale", (1,), DTYPE, 0),
-        ("loss.size.dz", (1,), DTYPE, 0),
-        ("loss.size.diff", (1,), DTYPE, 0),
+        ("loss.digit.dz", (10,), DTYPE, 0),
     )
 
     def __init__(self, seed=None):
@@ -2737,14 +2744,14 @@ class TwoInputs(_CompiledModel):
         ws = self._ws
         batch = digit_y.shape[0]
         # The logits as classes × batch, so each sample's max and sum below run across the whole batch at once.
-        logits = ws["loss.digit.logits"].reshape(10, batch)
+        logits = ws["loss.digit.logits"]
         np.copyto(logits, digit_y.T)
         # Subtract each sample's maximum before exponentiating, so exp never overflows.
-        sample_max = np.maximum.reduce(logits, axis=0, out=ws["loss.digit.sample_max"].reshape(batch))
-        shifted = np.subtract(logits, sample_max, out=ws["loss.digit.shifted"].reshape(10, batch))
-        exps = np.exp(shifted, out=ws["loss.digit.exps"].reshape(10, batch))
+        sample_max = np.maximum.reduce(logits, axis=0, out=ws["loss.digit.sample_max"])
+        shifted = np.subtract(logits, sample_max, out=ws["loss.digit.shifted"])
+        exps = np.exp(shifted, out=ws["loss.digit.exps"])
         # Each sample's sum as 1ᵀ · exps (a matrix-vector product is faster than a reduction); softmax = exps / sums.
-        sums = np.matmul(ws["loss.digit.ones"][0], exps, out=ws["loss.digit.sums"].reshape(batch))
+        sums = np.matmul(ws["loss.digit.ones"][0], exps, out=ws["loss.digit.sums"])
         # log softmax(z)_cb = shifted_cb - log(sums_b)
         log_sums = np.log(sums)
         if target.ndim == 1:
@@ -2763,14 +2770,14 @@ class TwoInputs(_CompiledModel):
         ws = self._ws
         batch = digit_y.shape[0]
         # The logits as classes × batch, so each sample's max and sum below run across the whole batch at once.
-        logits = ws["loss.digit.logits"].reshape(10, batch)
+        logits = ws["loss.digit.logits"]
         np.copyto(logits, digit_y.T)
         # Subtract each sample's maximum before exponentiating, so exp never overflows.
-        sample_max = np.maximum.reduce(logits, axis=0, out=ws["loss.digit.sample_max"].reshape(batch))
-        shifted = np.subtract(logits, sample_max, out=ws["loss.digit.shifted"].reshape(10, batch))
-        exps = np.exp(shifted, out=ws["loss.digit.exps"].reshape(10, batch))
+        sample_max = np.maximum.reduce(logits, axis=0, out=ws["loss.digit.sample_max"])
+        shifted = np.subtract(logits, sample_max, out=ws["loss.digit.shifted"])
+        exps = np.exp(shifted, out=ws["loss.digit.exps"])
         # Each sample's sum as 1ᵀ · exps (a matrix-vector product is faster than a reduction); softmax = exps / sums.
-        sums = np.matmul(ws["loss.digit.ones"][0], exps, out=ws["loss.digit.sums"].reshape(batch))
+        sums = np.matmul(ws["loss.digit.ones"][0], exps, out=ws["loss.digit.sums"])
         # log softmax(z)_cb = shifted_cb - log(sums_b)
         log_sums = np.log(sums)
         w = weight.reshape(-1)
@@ -2791,8 +2798,8 @@ class TwoInputs(_CompiledModel):
         ws = self._ws
         batch = target.shape[0]
         # dz = (softmax(z) - t) / batch = exps / (batch · sums) - t / batch, computed class-major
-        scale = np.multiply(ws["loss.digit.sums"].reshape(batch), batch, out=ws["loss.digit.scale"].reshape(batch))
-        dz = np.divide(ws["loss.digit.exps"].reshape(10, batch), scale, out=ws["loss.digit.dz"].reshape(10, batch))
+        scale = np.multiply(ws["loss.digit.sums"], batch, out=ws["loss.digit.scale"])
+        dz = np.divide(ws["loss.digit.exps"], scale, out=ws["loss.digit.dz"])
         if target.ndim == 1:
             # At the true class softmax - 1 = -(the other classes' softmax, summed): the sum keeps full precision where
             # softmax - 1 would cancel (a confident prediction: float32 keeps only a few digits of a 1e-5 gradient).
@@ -2814,8 +2821,8 @@ class TwoInputs(_CompiledModel):
             # shifted = z - (each sample's max), class-major, from the loss value on this batch: a sample's label is its
             # predicted class where its entry is 0, as long as no other class ties for the max (then argmax decides).
             batch = target.shape[0]
-            shifted = ws["loss.digit.shifted"].reshape(10, batch)
-            at_max = np.equal(shifted, 0, out=ws["loss.digit.at_max"].reshape(10, batch))
+            shifted = ws["loss.digit.shifted"]
+            at_max = np.equal(shifted, 0, out=ws["loss.digit.at_max"])
             if np.count_nonzero(at_max) == batch:
                 return int(np.count_nonzero(at_max.reshape(-1).take(ws["loss.digit.label_index"]))), batch
         hits = (z.argmax(axis=1)) == (target if target.ndim == 1 else target.argmax(axis=1))
