@@ -81,6 +81,8 @@ def _separated(rng, shape, gap: float = 0.05) -> np.ndarray:
     ("case", "loss"),
     [pytest.param(case, loss, id=f"{case}-{loss}") for case in sorted(CASES) for loss in CASES[case][2]],
 )
+# The catalogue pairs LogSoftmax with CrossEntropy on purpose: the gradient must hold for legal code that warns.
+@pytest.mark.filterwarnings("ignore:.*CrossEntropy applies log-softmax itself")
 def test_gradients_match_finite_differences(case, loss, rng):
     layers, shape, _ = CASES[case]
     net = build(_source(layers, shape, loss))
@@ -91,8 +93,9 @@ def test_gradients_match_finite_differences(case, loss, rng):
 
 
 def test_bce_on_probabilities_directly(rng):
-    # No Sigmoid in front: z itself is the probability (kept inside the clip range).
-    net = build(_source("Linear(4, bias=false)", [3], "BCE"))
+    # No Sigmoid in front: z itself is the probability (kept inside the clip range), which the compiler warns about.
+    with pytest.warns(nncompile.NNCompileWarning, match="BCE takes probabilities"):
+        net = build(_source("Linear(4, bias=false)", [3], "BCE"))
     net.params["linear_1.weight"][...] = rng.uniform(0.1, 0.5, (3, 4))
     x = rng.uniform(0.1, 0.9, (5, 3)) / 3
     check_gradients(net, x, rng.random((5, 4)))
