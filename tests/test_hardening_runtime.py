@@ -638,3 +638,34 @@ def test_inputs_of_strings_or_objects_are_refused_not_parsed():
     with pytest.raises(ValueError, match="of dtype object"):
         net.predict(np.array([[1, 2, 3, 4, 5, None]], dtype=object))
     np.testing.assert_array_equal(net.predict([[1] * 6]), net.predict(np.ones((1, 6))))  # integers are numbers
+
+
+@pytest.mark.parametrize("seed", [-1, 1.5, "7", True, [1, 2]])
+def test_a_seed_that_is_not_an_integer_at_least_zero_is_refused_by_name_before_anything_changes(batch, seed):
+    # NumPy's own message ("expected non-negative integer") named neither the method nor the argument; fit raised
+    # it only when its first epoch began, after on-start work.
+    source = SGD_MLP.replace("fc2 = Linear(3)", "Dropout(0.5)\n    fc2 = Linear(3)")
+    with pytest.raises(ValueError, match=re.escape(f"Mlp(): seed must be None or an integer >= 0, got {seed!r}")):
+        build(source, seed=seed)
+    net = trained(source, batch)
+    before = net.state_dict()
+    calls = []
+    with pytest.raises(ValueError, match=re.escape(f"Mlp.fit: seed must be None or an integer >= 0, got {seed!r}")):
+        net.fit(*batch, epochs=1, batch_size=2, seed=seed, verbose=False, callbacks=[lambda *args: calls.append(args)])
+    with pytest.raises(ValueError, match=re.escape("Mlp.gradcheck: seed must be None or an integer >= 0")):
+        net.gradcheck(*batch, seed=seed)
+    assert calls == []
+    after = net.state_dict()
+    assert before.keys() == after.keys()
+    for key, value in before.items():
+        np.testing.assert_array_equal(after[key], value, err_msg=key)
+
+
+def test_numpy_integer_seeds_are_the_seeds_of_the_same_int(batch):
+    a, b = build(SGD_MLP, seed=np.int64(5)), build(SGD_MLP, seed=5)
+    for key, value in a.params.items():
+        np.testing.assert_array_equal(value, b.params[key], err_msg=key)
+    a.fit(*batch, epochs=2, batch_size=2, seed=np.uint8(3), verbose=False)
+    b.fit(*batch, epochs=2, batch_size=2, seed=3, verbose=False)
+    for key, value in a.params.items():
+        np.testing.assert_array_equal(value, b.params[key], err_msg=key)

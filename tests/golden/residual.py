@@ -48,6 +48,13 @@ def _check_int(name, value, minimum):
     return int(value)
 
 
+def _check_seed(seed, where):
+    """seed as None or an int >= 0, the seeds every method documents; anything else a ValueError naming where."""
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0):
+        raise ValueError(f"{where}: seed must be None or an integer >= 0, got {seed!r}")
+    return None if seed is None else int(seed)
+
+
 def _generator_state(generator):
     """A PCG64 generator's state as six unsigned 64-bit integers, so it saves in an .npz like any array."""
     state = generator.bit_generator.state
@@ -550,6 +557,7 @@ class _CompiledModel:
         inputs = tuple(a.copy() for a in self._check_inputs(x))
         targets = self._check_targets(y, len(inputs[0]))
         samples = _check_int("samples", samples, 1)
+        seed = _check_seed(seed, f"{type(self).__name__}.gradcheck")
         dtype = np.dtype(DTYPE).name
         settings = _GRADCHECK[dtype]
         eps = settings["eps"] if eps is None else float(eps)
@@ -962,6 +970,7 @@ class _CompiledModel:
             patience,
             validation_data,
             validation_split,
+            seed,
         )
         if ranks is None:
             prepared = self._fit_arguments(*arguments)
@@ -1166,9 +1175,11 @@ class _CompiledModel:
         patience,
         validation_data,
         validation_split,
+        seed,
     ):
         """fit()'s arguments checked: (inputs, targets, weight, samples, validation, callbacks, batch_size, epochs,
-        initial_epoch, patience), the validation split already taken out."""
+        initial_epoch, patience), the validation split already taken out; seed is only checked."""
+        _check_seed(seed, f"{type(self).__name__}.fit")
         inputs, targets = self._check_data(x, y, "x", "y")
         samples = len(inputs[0])
         weight = self._check_weight(sample_weight, samples, "sample_weight")
@@ -2253,6 +2264,7 @@ class ResidualMLP(_CompiledModel):
 
     def __init__(self, seed=None):
         """Draw fresh parameters; the same seed gives identical parameters."""
+        seed = _check_seed(seed, f"{type(self).__name__}()")
         rng = np.random.default_rng(seed)
         # Parameters, gradients and optimizer state each live in one flat array, so the optimizer updates all
         # of them in a few whole-array operations; params[name] and grads[name] are views into those arrays.
