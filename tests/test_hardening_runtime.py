@@ -669,3 +669,33 @@ def test_numpy_integer_seeds_are_the_seeds_of_the_same_int(batch):
     b.fit(*batch, epochs=2, batch_size=2, seed=3, verbose=False)
     for key, value in a.params.items():
         np.testing.assert_array_equal(value, b.params[key], err_msg=key)
+
+
+def test_arguments_of_the_wrong_type_get_the_argument_named_not_a_python_internal_message(batch, tmp_path):
+    net = trained(SGD_MLP, batch)
+    before = net.state_dict()
+    with pytest.raises(ValueError, match=re.escape("validation_split must be in [0, 1), got '0.1'")):
+        net.fit(*batch, validation_split="0.1", verbose=False)
+    for eps in ("x", True):
+        with pytest.raises(ValueError, match=re.escape(f"eps must be a positive number, got {eps!r}")):
+            net.gradcheck(*batch, eps=eps)
+    for mode in ("eval", 1, None):
+        with pytest.raises(TypeError, match=re.escape(f"Mlp.train: mode must be True or False, got {mode!r}")):
+            net.train(mode)
+    assert net.training is True
+    for method in ("save", "load"):
+        with pytest.raises(TypeError, match=rf"Mlp.{method}: path must be a file name .* got NoneType"):
+            getattr(net, method)(None)
+    for key, value in before.items():
+        np.testing.assert_array_equal(net.state_dict()[key], value, err_msg=key)
+
+
+def test_save_and_load_take_a_bytes_path(batch, tmp_path):
+    # save() joined a str temporary name to the bytes folder and failed.
+    net, other = trained(SGD_MLP, batch), build(SGD_MLP, seed=1)
+    path = os.fsencode(tmp_path / "w.npz")
+    net.save(path)
+    other.load(path)
+    for key, value in net.state_dict().items():
+        np.testing.assert_array_equal(other.state_dict()[key], value, err_msg=key)
+    assert sorted(os.listdir(tmp_path)) == ["w.npz"]

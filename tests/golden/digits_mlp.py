@@ -48,6 +48,19 @@ def _check_int(name, value, minimum):
     return int(value)
 
 
+def _file_path(path, where):
+    """path (a str, bytes or os.PathLike) as a str; anything else a TypeError naming where."""
+    import os
+
+    try:
+        return os.fsdecode(os.fspath(path))
+    except TypeError:
+        raise TypeError(
+            f"{where}: path must be a file name (str, bytes or os.PathLike) or a binary file object, "
+            f"got {type(path).__name__}"
+        ) from None
+
+
 def _check_seed(seed, where):
     """seed as None or an int >= 0, the seeds every method documents; anything else a ValueError naming where."""
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0):
@@ -560,9 +573,13 @@ class _CompiledModel:
         seed = _check_seed(seed, f"{type(self).__name__}.gradcheck")
         dtype = np.dtype(DTYPE).name
         settings = _GRADCHECK[dtype]
-        eps = settings["eps"] if eps is None else float(eps)
-        if not 0 < eps < np.inf:
+        if eps is None:
+            eps = settings["eps"]
+        elif (
+            isinstance(eps, bool) or not isinstance(eps, (int, float, np.integer, np.floating)) or not 0 < eps < np.inf
+        ):
             raise ValueError(f"eps must be a positive number, got {eps!r}")
+        eps = float(eps)
         rtol = settings["rtol"]
         nontrainable = getattr(self, "_flat_nontrainable", None)
         self._settle_grads()
@@ -639,6 +656,8 @@ class _CompiledModel:
 
     def train(self, mode=True):
         """Set training mode (or inference mode with mode=False); returns the model."""
+        if not isinstance(mode, (bool, np.bool_)):
+            raise TypeError(f"{type(self).__name__}.train: mode must be True or False, got {mode!r}")
         self.training = bool(mode)
         return self
 
@@ -757,8 +776,9 @@ class _CompiledModel:
         if hasattr(path, "write"):
             np.savez(path, **state)
             return
-        where = f"{type(self).__name__}.save({os.fspath(path)!r})"
-        target = os.path.realpath(os.fspath(path))
+        path = _file_path(path, f"{type(self).__name__}.save")
+        where = f"{type(self).__name__}.save({path!r})"
+        target = os.path.realpath(path)
         try:
             mode = os.stat(target).st_mode
         except FileNotFoundError:
@@ -803,10 +823,11 @@ class _CompiledModel:
         them) and no bytes beyond that; then the values are checked as load_state_dict() checks them. On any
         problem (KeyError for missing or unexpected entries, ValueError otherwise) the model is left as it was.
         """
-        import os
         import zipfile
 
-        where = f"{type(self).__name__}.load({path if hasattr(path, 'read') else os.fspath(path)!r})"
+        if not hasattr(path, "read"):
+            path = _file_path(path, f"{type(self).__name__}.load")
+        where = f"{type(self).__name__}.load({path!r})"
         layout = self._state_layout()
         try:
             archive = zipfile.ZipFile(path)
@@ -1201,7 +1222,7 @@ class _CompiledModel:
                 validation_weight = self._check_weight(validation_data[2], len(validation[0][0]), "w_val")
                 validation = (*validation, validation_weight)
         elif validation_split:
-            if not 0 < validation_split < 1:
+            if not isinstance(validation_split, (int, float, np.integer, np.floating)) or not 0 < validation_split < 1:
                 raise ValueError(f"validation_split must be in [0, 1), got {validation_split!r}")
             keep = int(samples * (1 - validation_split))
             if keep == 0 or keep == samples:
