@@ -699,3 +699,22 @@ def test_save_and_load_take_a_bytes_path(batch, tmp_path):
     for key, value in net.state_dict().items():
         np.testing.assert_array_equal(other.state_dict()[key], value, err_msg=key)
     assert sorted(os.listdir(tmp_path)) == ["w.npz"]
+
+
+def test_a_bad_seed_is_refused_with_a_communicator_too(batch):
+    class OneRank:
+        def Get_rank(self):
+            return 0
+
+        def Get_size(self):
+            return 1
+
+        def Bcast(self, buffer, root=0):
+            pass
+
+        def Allreduce(self, send, receive):
+            receive[...] = send
+
+    net = trained(SGD_MLP, batch)
+    with pytest.raises(ValueError, match=re.escape("Mlp.fit: seed must be None or an integer >= 0, got 'a'")):
+        net.fit(*batch, seed="a", comm=OneRank(), verbose=False)

@@ -2032,7 +2032,7 @@ class _Ranks:
             error = err
         self.agree(error)
         weight, samples, validation, callbacks, batch_size, epochs, initial_epoch, patience = prepared[2:]
-        seed_key = -1 if seed is None else int(seed) % (1 << 62) if isinstance(seed, (int, np.integer)) else -2
+        seed_key = -1 if seed is None else int(seed) % (1 << 62)  # prepare() has checked seed
         asked = {
             "the number of samples": samples,
             "batch_size": batch_size,
