@@ -61,6 +61,14 @@ def _file_path(path, where):
         ) from None
 
 
+def _check_flag(name, value, where):
+    """value as a bool when it is True or False (a NumPy bool too); anything else a TypeError naming where: a string
+    such as "no" would otherwise count as True."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{where}: {name} must be True or False, got {value!r}")
+    return bool(value)
+
+
 def _check_seed(seed, where):
     """seed as None or an int >= 0, the seeds every method documents; anything else a ValueError naming where."""
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0):
@@ -546,7 +554,7 @@ class _CompiledModel:
 
     @check_numerics.setter
     def check_numerics(self, on):
-        self._checking = bool(on)
+        self._checking = _check_flag("check_numerics", on, type(self).__name__)
         if self._checking:
             self._forward, self._backward = self._forward_checked, self._backward_checked
         else:
@@ -656,9 +664,7 @@ class _CompiledModel:
 
     def train(self, mode=True):
         """Set training mode (or inference mode with mode=False); returns the model."""
-        if not isinstance(mode, (bool, np.bool_)):
-            raise TypeError(f"{type(self).__name__}.train: mode must be True or False, got {mode!r}")
-        self.training = bool(mode)
+        self.training = _check_flag("mode", mode, f"{type(self).__name__}.train")
         return self
 
     def eval(self):
@@ -992,6 +998,9 @@ class _CompiledModel:
             validation_data,
             validation_split,
             seed,
+            shuffle,
+            restore_best,
+            check_numerics,
         )
         if ranks is None:
             prepared = self._fit_arguments(*arguments)
@@ -1197,10 +1206,18 @@ class _CompiledModel:
         validation_data,
         validation_split,
         seed,
+        shuffle,
+        restore_best,
+        check_numerics,
     ):
         """fit()'s arguments checked: (inputs, targets, weight, samples, validation, callbacks, batch_size, epochs,
-        initial_epoch, patience), the validation split already taken out; seed is only checked."""
-        _check_seed(seed, f"{type(self).__name__}.fit")
+        initial_epoch, patience), the validation split already taken out; the seed and the flags are only checked."""
+        where = f"{type(self).__name__}.fit"
+        _check_seed(seed, where)
+        _check_flag("shuffle", shuffle, where)
+        _check_flag("restore_best", restore_best, where)
+        if check_numerics is not None:
+            _check_flag("check_numerics", check_numerics, where)
         inputs, targets = self._check_data(x, y, "x", "y")
         samples = len(inputs[0])
         weight = self._check_weight(sample_weight, samples, "sample_weight")

@@ -718,3 +718,29 @@ def test_a_bad_seed_is_refused_with_a_communicator_too(batch):
     net = trained(SGD_MLP, batch)
     with pytest.raises(ValueError, match=re.escape("Mlp.fit: seed must be None or an integer >= 0, got 'a'")):
         net.fit(*batch, seed="a", comm=OneRank(), verbose=False)
+
+
+# None is check_numerics' default (keep the model's setting), so it is not a bad value there.
+@pytest.mark.parametrize(
+    ("flag", "value"),
+    [(flag, value) for flag in ("shuffle", "restore_best") for value in ("no", 0, None)]
+    + [("check_numerics", "no"), ("check_numerics", 0)],
+)
+def test_fit_flags_take_only_true_or_false(batch, flag, value):
+    # restore_best="no" used to mean True.
+    net = trained(SGD_MLP, batch)
+    before = net.state_dict()
+    with pytest.raises(TypeError, match=re.escape(f"Mlp.fit: {flag} must be True or False, got {value!r}")):
+        net.fit(*batch, verbose=False, **{flag: value})
+    for key, value_before in before.items():
+        np.testing.assert_array_equal(net.state_dict()[key], value_before, err_msg=key)
+    assert net.check_numerics is False
+
+
+def test_the_check_numerics_setting_takes_only_true_or_false(batch):
+    net = trained(SGD_MLP, batch)
+    with pytest.raises(TypeError, match=re.escape("Mlp: check_numerics must be True or False, got 'on'")):
+        net.check_numerics = "on"
+    assert net.check_numerics is False
+    net.check_numerics = np.bool_(True)
+    assert net.check_numerics is True
