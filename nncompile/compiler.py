@@ -118,13 +118,17 @@ def compile_file(path: str, dtype: str = "float32") -> str:
     return compile_source(read_source(path), dtype, filename=path)
 
 
-def is_path(path_or_source) -> bool:
+def is_path(path_or_source, caller: str = "nncompile.load") -> bool:
     """How load() and export_onnx() tell a .nn file from .nn source text: a path object, or a one-line string
-    without '{', is a path."""
+    without '{', is a path. Anything but a str or a path object is a TypeError (bytes too: decode them first)."""
     if isinstance(path_or_source, os.PathLike):
         return True
-    text = os.fspath(path_or_source)
-    return "{" not in text and "\n" not in text
+    if not isinstance(path_or_source, str):
+        raise TypeError(
+            f"{caller}: expected the path of a .nn file (str or os.PathLike) or .nn source text (str), "
+            f"got {type(path_or_source).__name__}"
+        )
+    return "{" not in path_or_source and "\n" not in path_or_source
 
 
 def load(path_or_source, dtype: str = "float32") -> types.ModuleType:
@@ -132,10 +136,10 @@ def load(path_or_source, dtype: str = "float32") -> types.ModuleType:
 
     A one-line string without '{' is taken as a path; anything else as source text.
     """
-    text = os.fspath(path_or_source)
     if is_path(path_or_source):
-        return run_module(compile_file(text, dtype), text, os.path.splitext(os.path.basename(text))[0])
-    return run_module(compile_source(text, dtype), "<string>", "nncompiled")
+        path = os.fsdecode(path_or_source)
+        return run_module(compile_file(path, dtype), path, os.path.splitext(os.path.basename(path))[0])
+    return run_module(compile_source(path_or_source, dtype), "<string>", "nncompiled")
 
 
 def run_module(code: str, filename: str, module_name: str) -> types.ModuleType:

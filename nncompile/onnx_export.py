@@ -675,8 +675,8 @@ def export_onnx(
     Raises CompileError for problems with the file or the weights (located, as the compiler reports them),
     OnnxMissing without the onnx package, OpsetError for an opset out of range.
     """
-    if is_path(source_or_path):
-        path = os.fspath(source_or_path)
+    if is_path(source_or_path, "nncompile.export_onnx"):
+        path = os.fsdecode(source_or_path)
         _check_options(weights, seed, opset, dtype)  # before reading the file: the same order as below
         return export_source(
             read_source(path), path, weights, seed, opset, model=model, dtype=dtype, on_warning=on_warning

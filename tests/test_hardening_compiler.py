@@ -44,3 +44,10 @@ def test_per_sample_activations_too_large_to_allocate_are_a_compile_error():
     source = "model Wide {\n input [65536, 65536]\n ReLU\n Flatten\n}\n"
     messages = _messages(source)
     assert any("per-sample activation values" in m for m in messages)
+
+
+@pytest.mark.parametrize("value", [123, None, b"model A { input [2] Linear(1) }"])
+def test_load_and_export_name_what_they_take_for_a_value_that_is_no_path_or_text(value):
+    for function in (nncompile.load, nncompile.export_onnx):
+        with pytest.raises(TypeError, match=rf"nncompile.{function.__name__}: expected the path of a .nn file .* got"):
+            function(value)
