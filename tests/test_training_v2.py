@@ -153,7 +153,7 @@ def test_clipping_leaves_the_clipped_gradients_in_grads_as_torch_does(rng):
 def test_options_off_generate_no_code_for_them():
     """A model without the new options has the update it had: no clipping, Nesterov or AMSGrad code, no schedule."""
     code = nncompile.compile_source(MLP.format(loss="MSE", optimizer="SGD(lr=0.1, momentum=0.9)", schedule=""))
-    model = code.split("class Net")[1]
+    model = code.split("\nclass Net(")[1]
     update = model.split("def _update(self):")[1].split("    def ")[0]
     assert "clip" not in update and "Nesterov:" not in update and "np.sqrt" not in update
     assert "_scheduled_lr" not in model and "schedule_epoch" not in model and "_flat_work" not in model
