@@ -671,7 +671,7 @@ def test_numpy_integer_seeds_are_the_seeds_of_the_same_int(batch):
         np.testing.assert_array_equal(value, b.params[key], err_msg=key)
 
 
-def test_arguments_of_the_wrong_type_get_the_argument_named_not_a_python_internal_message(batch, tmp_path):
+def test_arguments_of_the_wrong_type_get_the_argument_named_not_a_python_internal_message(batch):
     net = trained(SGD_MLP, batch)
     before = net.state_dict()
     with pytest.raises(ValueError, match=re.escape("validation_split must be in [0, 1), got '0.1'")):
