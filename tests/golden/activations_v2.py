@@ -46,9 +46,19 @@ def _views(flat, layout):
     return {name: flat[start:stop].reshape(shape) for name, shape, start, stop in layout}
 
 
+def _is_integer(value):
+    """An int or a NumPy integer, not a bool."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def _is_real(value):
+    """An int or a float, Python's or NumPy's, not a bool."""
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+
+
 def _check_int(name, value, minimum):
     """value as an int when it is an integer >= minimum; otherwise a ValueError naming the argument."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+    if not _is_integer(value) or value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
     return int(value)
 
@@ -76,7 +86,7 @@ def _check_flag(name, value, where):
 
 def _check_seed(seed, where):
     """seed as None or an int >= 0, the seeds every method documents; anything else a ValueError naming where."""
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0):
+    if seed is not None and (not _is_integer(seed) or seed < 0):
         raise ValueError(f"{where}: seed must be None or an integer >= 0, got {seed!r}")
     return None if seed is None else int(seed)
 
@@ -131,12 +141,10 @@ def _hyperparameter(owner, name, value, kind, rule):
     if isinstance(value, np.ndarray) and value.shape == ():
         value = value[()]
     # A wrong type is a ValueError here, as for any other value the compiler would refuse in a .nn file.
-    real = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
-    if not real:
+    if not _is_real(value):
         raise ValueError(f"{owner}: {name} must be a real number, got {value!r}")
     if kind == "int":
-        integer = isinstance(value, (int, np.integer))
-        if not integer:
+        if not _is_integer(value):
             raise ValueError(f"{owner}: {name} must be an integer, got {value!r}")
         value = int(value)
     else:
@@ -588,9 +596,7 @@ class _CompiledModel:
         settings = _GRADCHECK[dtype]
         if eps is None:
             eps = settings["eps"]
-        elif (
-            isinstance(eps, bool) or not isinstance(eps, (int, float, np.integer, np.floating)) or not 0 < eps < np.inf
-        ):
+        elif not _is_real(eps) or not 0 < eps < np.inf:
             raise ValueError(f"eps must be a positive number, got {eps!r}")
         eps = float(eps)
         rtol = settings["rtol"]
@@ -1244,7 +1250,7 @@ class _CompiledModel:
                 validation_weight = self._check_weight(validation_data[2], len(validation[0][0]), "w_val")
                 validation = (*validation, validation_weight)
         elif validation_split:
-            if not isinstance(validation_split, (int, float, np.integer, np.floating)) or not 0 < validation_split < 1:
+            if not _is_real(validation_split) or not 0 < validation_split < 1:
                 raise ValueError(f"validation_split must be in [0, 1), got {validation_split!r}")
             keep = int(samples * (1 - validation_split))
             if keep == 0 or keep == samples:
